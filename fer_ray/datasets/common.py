@@ -1,0 +1,86 @@
+"""What every layout reader produces: one input row per source item, same columns.
+
+Readers list inputs on the driver (metadata only, one listing call per prefix page);
+bytes and sidecar annotations are fetched in parallel inside Ray tasks (FetchStage).
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from typing import Callable, Iterable
+
+import numpy as np
+
+from fer_ray import labels
+from fer_ray.config import SplitConfig
+
+# encoding of the `data` column: an encoded image file, or FER2013's pixel text
+ENCODED_IMAGE = "image"
+FER_PIXELS = "fer_pixels"
+
+Annotate = Callable[[dict, Callable[[str], bytes]], None]
+
+
+def input_row(source_uri: str, dataset: str, *, subject: str = "", split: str = "",
+              label: int = labels.UNKNOWN, status: str = "", error: str = "",
+              encoding: str = ENCODED_IMAGE, data: bytes = b"", sidecar: str = "") -> dict:
+    """One input. `status` is '' until something decides the input's fate."""
+    return {
+        "source_uri": source_uri, "dataset": dataset, "subject": subject, "split": split,
+        "label": int(label), "valence": np.nan, "arousal": np.nan,
+        "status": status, "error": error, "encoding": encoding, "data": data,
+        "sidecar": sidecar,  # layout-specific annotation location (AffectNet, CK+)
+    }
+
+
+def subject_fraction(subject: str, seed: int) -> float:
+    """A stable pseudo-random number in [0, 1) for a subject and seed."""
+    digest = hashlib.sha1(f"{seed}:{subject}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(subjects: Iterable[str], cfg: SplitConfig) -> dict[str, str]:
+    """Subject-disjoint split: every subject goes wholly to train, val or test.
+
+    Subjects are ordered by a seeded hash and cut by the configured fractions, so the
+    result is deterministic, independent of listing order, and no person crosses splits.
+    Each split with a non-zero fraction gets at least one subject when there are enough.
+    """
+    ordered = sorted(set(subjects), key=lambda s: subject_fraction(s, cfg.seed))
+    n = len(ordered)
+    n_test = _share(n, cfg.test)
+    n_val = _share(n - n_test, cfg.val / max(cfg.val + cfg.train, 1e-9)) if n - n_test > 1 else 0
+    split_of = {}
+    for i, subject in enumerate(ordered):
+        split_of[subject] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return split_of
+
+
+def _share(n: int, fraction: float) -> int:
+    if fraction <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * fraction)))
+
+
+def with_splits(rows: list[dict], cfg: SplitConfig) -> list[dict]:
+    """Fill `split` from `subject` (subject-disjoint); rows without a subject split by file."""
+    keys = [row["subject"] or row["source_uri"] for row in rows]
+    split_of = assign_splits(keys, cfg)
+    for row, key in zip(rows, keys):
+        row["split"] = split_of[key]
+    return rows
+
+
+def basename(uri: str) -> str:
+    return posixpath.basename(uri.rstrip("/"))
+
+
+def parent_name(uri: str, levels: int = 1) -> str:
+    """Name of the directory `levels` above a file."""
+    path = uri.rstrip("/")
+    for _ in range(levels):
+        path = posixpath.dirname(path)
+    return posixpath.basename(path)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")

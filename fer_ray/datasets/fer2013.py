@@ -1,0 +1,100 @@
+"""FER2013: one CSV `emotion,pixels,Usage`; pixels = 2304 grey values (48x48).
+
+Read as a stream by a single Ray read task (parsing text is cheap; the face stage is
+not), yielding blocks as it goes, so the driver never holds the file and every row
+keeps its line number in its source key (`fer2013.csv#line=1234`).
+Rows that are not well-formed CSV records become manifest rows, not exceptions.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+
+import pyarrow as pa
+import ray.data
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from fer_ray import labels, storage
+from fer_ray.config import PreprocessConfig
+from fer_ray.datasets.common import FER_PIXELS, input_row
+
+COLUMNS = ("emotion", "pixels", "Usage")
+USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
+ROWS_PER_BLOCK = 1024
+
+
+def check_header(uri: str) -> None:
+    """Fail fast (before any Ray work) when the file is not a FER2013 CSV."""
+    fs, path = storage.resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        header = stream.read(256).decode("utf-8", "replace").splitlines()[0:1]
+    names = [h.strip() for h in next(csv.reader(header), [])]
+    if tuple(names[:3]) != COLUMNS:
+        raise ValueError(f"input: {uri} is not a FER2013 CSV: header is {names[:5]}, "
+                         f"expected {','.join(COLUMNS)}")
+
+
+def parse_record(record: list[str], uri: str, line: int) -> dict:
+    """One input row from one CSV record (label and split decided here, pixels later)."""
+    row = input_row(f"{uri}#line={line}", "fer2013", encoding=FER_PIXELS)
+    if len(record) != 3:
+        row["status"], row["error"] = "bad_pixels", f"expected 3 fields, got {len(record)}"
+        return row
+    emotion, pixels, usage = record
+    row["data"] = pixels.encode()
+    row["split"] = USAGE.get(usage.strip().lower(), "")
+    if not emotion.strip().isdigit() or int(emotion) >= len(labels.FER2013):
+        row["status"], row["error"] = "bad_label", (
+            f"emotion {emotion[:20]!r} is not a FER2013 class 0-{len(labels.FER2013) - 1}")
+    else:
+        row["label"] = labels.CANONICAL_INDEX[labels.FER2013[int(emotion)]]
+    if not row["split"] and not row["status"]:
+        row["status"], row["error"] = "bad_label", f"Usage {usage[:20]!r} is not Training/PublicTest/PrivateTest"
+    return row
+
+
+def read_blocks(uri: str, limit: int):
+    """Yield Arrow tables of parsed rows, streaming the CSV from storage."""
+    fs, path = storage.resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        reader = csv.reader(codecs.iterdecode(stream_lines(stream), "utf-8", errors="replace"))
+        next(reader)  # header, checked on the driver
+        rows = []
+        for record in reader:
+            rows.append(parse_record(record, uri, reader.line_num))
+            if len(rows) == ROWS_PER_BLOCK or len(rows) == limit:
+                yield pa.Table.from_pylist(rows)
+                if len(rows) == limit:
+                    return
+                limit, rows = (limit - len(rows) if limit else 0), []
+        if rows:
+            yield pa.Table.from_pylist(rows)
+
+
+def stream_lines(stream, chunk: int = 1 << 20):
+    """Raw byte lines of a pyarrow input stream."""
+    rest = b""
+    while block := stream.read(chunk):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from (line + b"\n" for line in lines)
+    if rest:
+        yield rest
+
+
+class Fer2013Datasource(Datasource):
+    def __init__(self, uri: str, limit: int = 0):
+        self.uri, self.limit = uri, limit
+
+    def estimate_inmemory_data_size(self):
+        return None
+
+    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+        meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(self.uri,))
+        uri, limit = self.uri, self.limit
+        return [ReadTask(lambda: read_blocks(uri, limit), meta)]
+
+
+def read(cfg: PreprocessConfig) -> ray.data.Dataset:
+    return ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit))

@@ -1,0 +1,72 @@
+"""The Parquet schemas of every output, in one place.
+
+Outputs use plain Arrow types only (no Ray tensor extensions), so pyarrow, pandas
+and DuckDB read them without Ray. Faces are raw uint8 bytes in row-major
+(height, width, channels) order with the shape in `face_shape`; `face_array` decodes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+N_LANDMARKS = 68
+
+FACES = pa.schema([
+    ("sample_id", pa.string()),          # stable hash of dataset + source key + face index
+    ("dataset", pa.string()),
+    ("source_uri", pa.string()),         # where the input came from (row suffix for CSV rows)
+    ("subject", pa.string()),            # '' where the layout has no subject
+    ("split", pa.string()),              # train | val | test
+    ("label", pa.int16()),               # canonical 8-class index, -1 unknown
+    ("label_name", pa.string()),
+    ("valence", pa.float32()),           # NaN where the dataset has none
+    ("arousal", pa.float32()),
+    ("face_index", pa.int16()),          # 0 = largest face of the input
+    ("face", pa.binary()),               # aligned crop, uint8, row-major (h, w, c)
+    ("face_shape", pa.list_(pa.int32(), 3)),
+    ("bbox", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in source pixels
+    ("landmarks", pa.list_(pa.float32(), 2 * N_LANDMARKS)),  # x0, y0, x1, y1, ... crop pixels
+    ("det_score", pa.float32()),
+    ("detector", pa.string()),
+    ("landmarker", pa.string()),
+    ("frame_index", pa.int32()),         # -1 for still images
+    ("timestamp_s", pa.float32()),       # NaN for still images
+])
+
+MANIFEST = pa.schema([
+    ("source_uri", pa.string()),
+    ("dataset", pa.string()),
+    ("status", pa.string()),             # see STATUSES
+    ("error", pa.string()),              # '' when ok
+    ("n_faces", pa.int32()),
+    ("label", pa.int16()),
+    ("subject", pa.string()),
+    ("split", pa.string()),
+])
+
+# Every manifest status, with what it means (also documented in README).
+STATUSES = {
+    "ok": "one or more faces written",
+    "no_face": "decoded, but no face found (or none large enough)",
+    "empty_file": "the file has zero bytes",
+    "decode_error": "not a decodable image (corrupt, truncated or not an image)",
+    "too_large": "image header exceeds face.max_pixels; refused before decoding",
+    "bad_pixels": "FER2013 row whose pixels are not 2304 numbers in 0..255",
+    "bad_label": "label missing, not a number or out of range for the dataset's coding",
+    "unknown_class": "folder/class name not in the synonym table",
+    "missing_annotation": "AffectNet image without its _exp.npy annotation",
+    "read_error": "the input could not be read from storage",
+    "face_error": "face detection, landmarks or alignment failed on this input",
+}
+
+
+def face_array(face: bytes, shape) -> np.ndarray:
+    """The aligned face as a (h, w) grey or (h, w, 3) RGB uint8 array."""
+    h, w, c = (int(v) for v in shape)
+    image = np.frombuffer(face, dtype=np.uint8).reshape(h, w, c)
+    return image[:, :, 0] if c == 1 else image
+
+
+def landmarks_array(flat) -> np.ndarray:
+    """Landmarks as a (68, 2) float32 array."""
+    return np.asarray(flat, dtype=np.float32).reshape(N_LANDMARKS, 2)

@@ -1,0 +1,69 @@
+"""How any stage is applied to a dataset: the one place that touches Ray's map API.
+
+A stage is a plain class (usable without Ray): `__init__(cfg)` loads what it needs once,
+`__call__(batch)` maps a dict of numpy arrays to a dict of numpy arrays. Class attributes
+declare its needs; `apply_stage` turns them into the right `map_batches` call.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import ray
+import ray.data
+
+
+class Stage:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    is_actor: bool = False  # True when __init__ loads models worth keeping between batches
+    batch_size: int = 32
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+
+def available_cpus() -> int:
+    cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else os.cpu_count()
+    return max(1, int(cpus or 1))
+
+
+def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: int = 0,
+                batch_size: int | None = None) -> ray.data.Dataset:
+    """Map a stage over a dataset: an autoscaling actor pool for model stages, tasks otherwise."""
+    kwargs = dict(batch_size=batch_size or stage_cls.batch_size, batch_format="numpy",
+                  num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus)
+    if not stage_cls.is_actor:
+        # Cheap to build (no model): plain tasks, which Ray can fuse with neighbouring maps.
+        return ds.map_batches(_run_task_stage, fn_args=(stage_cls, cfg), **kwargs)
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers or available_cpus())
+    return ds.map_batches(stage_cls, fn_constructor_args=(cfg,), compute=pool, **kwargs)
+
+
+def _run_task_stage(batch: dict, stage_cls: type[Stage], cfg) -> dict:
+    return stage_cls(cfg)(batch)
+
+
+def batch_rows(batch: dict) -> list[dict]:
+    """A columnar batch as a list of row dicts (for per-item logic)."""
+    n = len(next(iter(batch.values()))) if batch else 0
+    return [{name: column[i] for name, column in batch.items()} for i in range(n)]
+
+
+def rows_batch(rows: list[dict]) -> dict:
+    """Row dicts (all with the same keys) back into a columnar batch."""
+    return {name: _column([row[name] for row in rows]) for name in rows[0]} if rows else {}
+
+
+def _column(values: list) -> np.ndarray:
+    if isinstance(values[0], np.ndarray):
+        return np.stack(values)
+    if isinstance(values[0], (str, bytes)):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values)

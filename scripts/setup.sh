@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs fer-ray with its test extras. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/pip install -q -e ".[test]"
+# face-alignment declares the GUI opencv-python (5.x, no Haar cascades): install it alone.
+.venv/bin/pip install -q --no-deps "face-alignment==1.5.0"
+if ! .venv/bin/python -c "import cv2, sys; sys.exit(0 if hasattr(cv2, 'CascadeClassifier') else 1)"; then
+  echo "repairing cv2: another package replaced opencv-python-headless 4.x" >&2
+  .venv/bin/pip uninstall -q -y opencv-python || true
+  .venv/bin/pip install -q --force-reinstall --no-deps "opencv-python-headless==4.14.0.94"
+fi
