@@ -57,6 +57,7 @@ STATUSES = {
     "missing_annotation": "AffectNet image without its _exp.npy annotation",
     "read_error": "the input could not be read from storage",
     "face_error": "face detection, landmarks or alignment failed on this input",
+    "skipped": "listed but deliberately not used (CK+ frames between the first and the peak)",
 }
 
 

@@ -14,7 +14,7 @@ import hashlib
 
 import numpy as np
 
-from fer_ray import labels
+from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS
 from fer_ray.stages.base import Stage, batch_rows, rows_batch
@@ -40,6 +40,20 @@ class FaceStage(Stage):
         self.extractor = FaceExtractor(cfg.face, self.detector)
         channels = 3 if cfg.face.color == "rgb" else 1
         self.blank = np.zeros((cfg.face.size, cfg.face.size, channels), np.uint8)
+
+    @staticmethod
+    def check_weights(cfg: PreprocessConfig) -> None:
+        """Fail before any Ray work when a configured model file cannot be read."""
+        from fer_ray.config import ConfigError
+        from fer_ray.weights import dlib_predictor_path
+
+        wanted = {"face.landmark_model": cfg.face.landmark_model or dlib_predictor_path()}
+        if cfg.face.resolved_detector(cfg.layout) == "yunet":
+            wanted["face.detector_model"] = cfg.face.detector_model
+        for field, uri in wanted.items():
+            problem = storage.check_readable(uri)
+            if problem:
+                raise ConfigError(f"{field}: {problem}")
 
     def __call__(self, batch: dict) -> dict:
         out = []

@@ -1,0 +1,36 @@
+"""Session-wide fixtures: one S3 test server and one Ray head node, started on first use."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.cluster import HeadNode, S3Server, enable_token_auth
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server().start()
+    os.environ.update(server.env())  # before Ray starts, so every Ray worker inherits it
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
+    """A real head node; the test process is connected to it as a Ray driver."""
+    import ray
+
+    enable_token_auth()
+    head = HeadNode(num_cpus=2).start()
+    os.environ["RAY_ADDRESS"] = head.address
+    ray.init(address=head.address, log_to_driver=False)
+    yield head
+    ray.shutdown()
+    head.stop()
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_server):
+    s3_server.create_bucket("fer-ray-test")
+    return "s3://fer-ray-test"

@@ -1,0 +1,25 @@
+"""Reading outputs back the way a user would: plain pyarrow, no Ray."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+
+from fer_ray import storage
+from fer_ray.config import PreprocessConfig
+from fer_ray.pipelines import preprocess
+
+
+def read_output(output_uri: str, folder: str):
+    fs, path = storage.resolve(storage.join(output_uri, folder))
+    return pq.read_table(path, filesystem=fs)
+
+
+def run_preprocess(layout: str, input_uri: str, output_uri: str, **face) -> dict:
+    cfg = PreprocessConfig(layout=layout, input=input_uri, output=output_uri, batch_size=8)
+    for key, value in face.items():
+        setattr(cfg.face, key, value)
+    return preprocess.run(cfg)
+
+
+def faces_by_id(output_uri: str) -> dict:
+    table = read_output(output_uri, "faces").to_pylist()
+    return {row["sample_id"]: row for row in table}

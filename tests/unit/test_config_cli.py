@@ -1,0 +1,89 @@
+"""Configuration: one schema for YAML and flags; bad values fail before any Ray work."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import ray
+
+from fer_ray import cli, config, schema
+from fer_ray.config import ConfigError, PreprocessConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--layout", "nope"], "layout: 'nope' is not valid; choose one of: fer2013, affectnet, jaffe"),
+    (["--layout", "jaffe", "--size", "-3"], "face.size: -3 must be > 0"),
+    (["--layout", "jaffe", "--detector", "mtcnn"], "face.detector: 'mtcnn' is not valid; choose one of: auto, none, haar"),
+    (["--layout", "jaffe", "--detector", "yunet"], "face.detector_model: required"),
+    (["--layout", "jaffe", "--size", "big"], "face.size: 'big' is not a valid int"),
+    (["--layout", "jaffe", "--set", "face.nope=1"], "face.nope: unknown field"),
+    (["--layout", "jaffe", "--landmark-model", "/no/such/model.dat"], "face.landmark_model: /no/such/model.dat does not exist"),
+])
+def test_bad_values_fail_before_ray(capsys, tmp_path, argv, expected):
+    code, err = run_cli(capsys, "preprocess", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *argv)
+    assert code == 2 and expected in err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_input_is_named(capsys, tmp_path):
+    code, err = run_cli(capsys, "preprocess", "--layout", "jaffe", "--input", "/does/not/exist",
+                        "--output", str(tmp_path))
+    assert code == 2 and "input: /does/not/exist does not exist" in err
+
+
+def test_fer2013_input_must_be_the_csv(capsys, tmp_path):
+    (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n")
+    code, err = run_cli(capsys, "preprocess", "--layout", "fer2013", "--input", str(tmp_path / "x.csv"),
+                        "--output", str(tmp_path / "o"))
+    assert code == 2 and "emotion,pixels,Usage" in err
+
+
+def test_yaml_then_set_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("layout: jaffe\ninput: in\noutput: out\nface: {size: 64, detector: dlib_hog, smooth: false}\n")
+    args = cli.build_parser().parse_args(
+        ["preprocess", "--config", str(path), "--set", "face.size=96", "--color", "rgb"])
+    cfg = cli.build_config(PreprocessConfig, args)
+    assert (cfg.face.size, cfg.face.detector, cfg.face.smooth, cfg.face.color) == (96, "dlib_hog", False, "rgb")
+    args = cli.build_parser().parse_args(["preprocess", "--config", str(path), "--set", "face.size=96", "--size", "32"])
+    assert cli.build_config(PreprocessConfig, args).face.size == 32
+
+
+def test_written_config_round_trips():
+    cfg = PreprocessConfig(layout="mpi", input="s3://b/in", output="s3://b/out")
+    cfg.face.crop_width, cfg.split.seed = 2.4, 7
+    again = PreprocessConfig()
+    config.load_yaml(again, config.to_yaml(cfg))
+    assert again == cfg
+
+
+def test_help_lists_commands_and_choices():
+    text = cli.build_parser().format_help()
+    for command in ("preprocess", "sample-data", "demo"):
+        assert command in text
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["preprocess"].format_help()
+    assert "--detector" in sub and "dlib_hog" in sub and "--layout" in sub
+
+
+def test_readme_documents_every_status_and_column():
+    readme = (ROOT / "README.md").read_text()
+    for status in schema.STATUSES:
+        assert f"`{status}`" in readme
+    for name in schema.FACES.names + schema.MANIFEST.names:
+        assert f"`{name}`" in readme
+
+
+def test_auto_detector_skips_detection_for_face_crops():
+    face = config.FaceConfig()
+    assert face.resolved_detector("fer2013") == face.resolved_detector("affectnet") == "none"
+    assert face.resolved_detector("jaffe") == "haar"
+    with pytest.raises(ConfigError, match="split: train"):
+        config.SplitConfig(train=0.5, val=0.1, test=0.1).validate()
