@@ -1,0 +1,60 @@
+"""The per-image face function: detect -> landmarks -> align, for every face.
+
+`FaceExtractor` is what both the Ray face stage and the plain multiprocessing
+benchmark call, so neither has its own copy of the recipe. It pickles as its
+config only (see __reduce__): sending it to a worker rebuilds the detector and
+landmarker there, never ships native dlib/OpenCV objects.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from fer_ray.config import FaceConfig
+from fer_ray.vision.align import align_face
+from fer_ray.vision.detect import create_detector, full_image_box
+from fer_ray.vision.landmarks import create_landmarker
+
+
+class Face(NamedTuple):
+    face: np.ndarray  # (size,size) grey or (size,size,3) RGB uint8
+    bbox: np.ndarray  # (4,) float32 x0,y0,x1,y1 in source pixels
+    landmarks: np.ndarray  # (68,2) float32 in face-crop pixels
+    det_score: float
+
+
+class FaceExtractor:
+    """Loads the detector and landmarker once; `extract(image)` -> list[Face].
+
+    detector_name is already resolved (FaceConfig.resolved_detector): "none" means
+    the image is already a face crop, so the whole image is the box and the crop
+    keeps it (crop="box"); any other name detects and crops from the eyes.
+    """
+
+    def __init__(self, cfg: FaceConfig, detector_name: str):
+        self.cfg = cfg
+        self.detector_name = detector_name
+        self.crop = "box" if detector_name == "none" else "eyes"
+        self.detect = full_image_box if detector_name == "none" else create_detector(
+            detector_name, cfg.detector_model, cfg.min_face_size).detect
+        self.landmarker = create_landmarker(cfg.landmarker, cfg.landmark_model)
+
+    def __reduce__(self):
+        return (FaceExtractor, (self.cfg, self.detector_name))
+
+    def extract(self, image: np.ndarray) -> list[Face]:
+        """All faces in a grey or RGB uint8 image, largest first; [] if none."""
+        boxes, scores = self.detect(image)
+        if self.cfg.largest_only:
+            boxes, scores = boxes[:1], scores[:1]
+        if len(boxes) == 0:
+            return []
+        points = self.landmarker(image, boxes)
+        return [self._align(image, box, float(score), landmarks)
+                for box, score, landmarks in zip(boxes, scores, points)]
+
+    def _align(self, image: np.ndarray, box: np.ndarray, score: float,
+               landmarks: np.ndarray) -> Face:
+        face, crop_landmarks = align_face(image, landmarks, self.cfg, crop=self.crop, box=box)
+        return Face(face, box.astype(np.float32), crop_landmarks, score)
