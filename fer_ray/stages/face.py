@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
+import cv2
 import numpy as np
 
 from fer_ray import labels, storage
@@ -36,6 +37,7 @@ class FaceStage(Stage):
 
     def __init__(self, cfg: PreprocessConfig):
         super().__init__(cfg)
+        cv2.setNumThreads(1)  # one actor per CPU: OpenCV's own threads would only contend
         self.detector = cfg.face.resolved_detector(cfg.layout)
         self.extractor = FaceExtractor(cfg.face, self.detector)
         channels = 3 if cfg.face.color == "rgb" else 1
@@ -80,8 +82,7 @@ class FaceStage(Stage):
 
     def decode(self, row: dict) -> np.ndarray:
         if row["encoding"] == FER_PIXELS:
-            grey = pixels_to_image(row["data"].decode("ascii", "replace"))
-            return np.repeat(grey[:, :, None], 3, axis=2)
+            return pixels_to_image(row["data"].decode("ascii", "replace"))  # grey; the extractor takes it
         return decode_image(row["data"], "rgb", self.cfg.face.max_pixels)
 
     def face_from_annotation(self, image: np.ndarray, hint: np.ndarray) -> Face:

@@ -1,0 +1,149 @@
+"""Preprocessing throughput: our Ray Data job vs seed 001's serial loop vs a multiprocessing.Pool.
+
+All three run on the same FER2013-style rows (48x48 grey faces) in one run:
+  (a) `fer-ray preprocess --layout fer2013` (Ray Data, local Ray; Ray start-up excluded,
+      reading, stages and Parquet writing included);
+  (b) seed 001's recipe, serial: upscale to 480x480, Haar face + eye cascades, rotate,
+      crop 2.1d x 3.2d, bilateral filter, resize to 48;
+  (c) our per-image function (decode + FaceExtractor) in multiprocessing.Pool, same workers.
+The driver's peak RSS is sampled for N and 2N rows to show it does not grow with the input.
+
+    .venv/bin/python bench/preprocess.py --rows 2000 --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from fer_ray.config import FaceConfig  # noqa: E402
+from fer_ray.vision.decode import pixels_to_image  # noqa: E402
+from fer_ray.vision.faces import FaceExtractor  # noqa: E402
+
+
+def make_csv(path: str, rows: int) -> list[str]:
+    """A FER2013 CSV of `rows` rows, cycling through the sample data's faces."""
+    from fer_ray.sample_data import write_sample_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_sample_data(tmp)
+        lines = open(os.path.join(tmp, "fer2013", "fer2013.csv")).read().strip().splitlines()
+    body = [lines[1 + i % (len(lines) - 1)] for i in range(rows)]
+    with open(path, "w") as f:
+        f.write("\n".join([lines[0], *body]) + "\n")
+    return [line.split(",")[1] for line in body]
+
+
+# ------------------------------------------------------------------ (b) seed 001, serial
+FACE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+EYES = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
+
+
+def seed_style(pixels: str) -> list[np.ndarray]:
+    image = np.array([int(v) for v in pixels.split()], dtype=np.uint8).reshape(48, 48)
+    image = cv2.resize(image, (480, 480))
+    out = []
+    for x, y, w, h in FACE.detectMultiScale(image, 1.3, 5):
+        eyes = EYES.detectMultiScale(image[y:y + h, x:x + w])
+        angle, d = 0.0, w / 2.1
+        if len(eyes) >= 2:
+            (ax, ay, aw, ah), (bx, by, bw, bh) = sorted(eyes[:2], key=lambda e: e[0])
+            dx, dy = (bx + bw / 2) - (ax + aw / 2), (by + bh / 2) - (ay + ah / 2)
+            angle, d = math.degrees(math.atan2(dy, dx)), max(math.hypot(dx, dy), 1.0)
+        rotated = cv2.warpAffine(image, cv2.getRotationMatrix2D((240, 240), angle, 1.0), (480, 480))
+        cx, cy = x + w / 2, y + h / 2
+        crop = rotated[max(0, int(cy - 1.2 * d)):int(cy + 2.0 * d), max(0, int(cx - 1.05 * d)):int(cx + 1.05 * d)]
+        if crop.size:
+            out.append(cv2.resize(cv2.bilateralFilter(crop, 4, 15, 15), (48, 48), interpolation=cv2.INTER_AREA))
+    return out
+
+
+def run_seed(pixels: list[str]) -> float:
+    start = time.perf_counter()
+    for p in pixels:
+        seed_style(p)
+    return len(pixels) / (time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ (c) multiprocessing.Pool
+_extractor = None
+
+
+def _init_worker() -> None:
+    global _extractor
+    cv2.setNumThreads(1)
+    _extractor = FaceExtractor(FaceConfig(), "none")
+
+
+def _pool_one(pixels: str) -> int:
+    grey = pixels_to_image(pixels)
+    return len(_extractor.extract(grey))
+
+
+def run_pool(pixels: list[str], workers: int) -> float:
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        pool.map(_pool_one, pixels[:workers * 4])  # warm: models loaded in every worker
+        start = time.perf_counter()
+        pool.map(_pool_one, pixels, chunksize=16)
+        return len(pixels) / (time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ (a) our Ray Data job
+def run_ours(csv_path: str, out: str, workers: int) -> tuple[float, int]:
+    """(images/s from the job's own summary, driver peak RSS in bytes)."""
+    cmd = [sys.executable, "-m", "fer_ray.cli", "preprocess", "--layout", "fer2013", "--input", csv_path,
+           "--output", out, "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    if proc.returncode != 0:
+        raise SystemExit(f"our job failed: {' '.join(cmd)}")
+    summary = json.load(open(os.path.join(out, "_summary.json")))
+    return summary["images_per_s"], peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        small, big = os.path.join(tmp, "n.csv"), os.path.join(tmp, "2n.csv")
+        pixels = make_csv(small, args.rows)
+        make_csv(big, 2 * args.rows)
+        ours, peak_n = run_ours(small, os.path.join(tmp, "out_n"), args.workers)
+        _, peak_2n = run_ours(big, os.path.join(tmp, "out_2n"), args.workers)
+        seed = run_seed(pixels)
+        pool = run_pool(pixels, args.workers)
+    print(f"rows={args.rows} workers={args.workers} cores={os.cpu_count()}")
+    print(f"(a) ours (Ray Data job)      {ours:9.1f} images/s")
+    print(f"(b) seed 001 serial loop     {seed:9.1f} images/s   a/b = {ours / seed:.2f} (target >= 5)")
+    print(f"(c) multiprocessing.Pool     {pool:9.1f} images/s   a/c = {ours / pool:.2f} (target >= 0.8)")
+    print(f"driver peak RSS: {peak_n / 2**20:.0f} MiB for N rows, {peak_2n / 2**20:.0f} MiB for 2N rows "
+          f"(growth {100 * (peak_2n - peak_n) / peak_n:+.1f}%)")
+    print(f"bench preprocess_vs_pool: ours={ours:.1f} images/s, baseline={pool:.1f} images/s, "
+          f"ratio={ours / pool:.2f} (target >= 0.8)")
+    print(f"bench preprocess: ours={ours:.1f} images/s, baseline={seed:.1f} images/s, "
+          f"ratio={ours / seed:.2f} (target >= 5)")
+
+
+if __name__ == "__main__":
+    main()

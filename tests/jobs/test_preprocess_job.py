@@ -1,0 +1,42 @@
+"""`ray job submit` of jobs/preprocess.py to a real head node, reading and writing the S3 server."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from fer_ray import storage
+from tests.integration.helpers import read_output
+
+pytestmark = pytest.mark.job
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_submitted_preprocess_job(ray_cluster, bucket):
+    from fer_ray.sample_data import write_sample_data
+
+    raw, output = f"{bucket}/job-raw", f"{bucket}/job-out/jaffe"
+    write_sample_data(raw)
+    done = ray_cluster.submit(["python", "jobs/preprocess.py", "--layout", "jaffe",
+                               "--input", f"{raw}/jaffe", "--output", output, "--workers", "1"],
+                              working_dir=str(ROOT))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout + done.stderr
+
+    summary = json.loads(storage.read_bytes(f"{output}/_summary.json"))
+    n_inputs = len(storage.list_files(f"{raw}/jaffe"))
+    assert read_output(output, "manifest").num_rows == n_inputs == summary["inputs"]
+    assert read_output(output, "faces").num_rows == summary["faces"] > 0
+    assert storage.exists(f"{output}/contact_sheet.png") and storage.exists(f"{output}/config.yaml")
+    # credentials stay in the environment: not in the written config or the job's output
+    written = storage.read_bytes(f"{output}/config.yaml").decode() + done.stdout + done.stderr
+    assert "testing-secret" not in written
+
+
+def test_submitted_job_with_bad_config_fails_fast(ray_cluster, bucket):
+    done = ray_cluster.submit(["python", "jobs/preprocess.py", "--layout", "jaffe", "--input",
+                               f"{bucket}/nowhere", "--output", f"{bucket}/x", "--size", "-1"],
+                              working_dir=str(ROOT))
+    assert done.returncode != 0
+    assert "face.size: -1 must be > 0" in done.stdout + done.stderr
