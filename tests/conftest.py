@@ -7,6 +7,10 @@ import pytest
 
 from tests.cluster import HeadNode, S3Server, enable_token_auth
 
+# Ray reads its auth settings when it is first imported: set them before any test module
+# (or fer_ray) imports ray.
+enable_token_auth()
+
 
 @pytest.fixture(scope="session")
 def s3_server():
@@ -21,13 +25,13 @@ def ray_cluster(s3_server):
     """A real head node; the test process is connected to it as a Ray driver."""
     import ray
 
-    enable_token_auth()
     head = HeadNode(num_cpus=2).start()
-    os.environ["RAY_ADDRESS"] = head.address
-    ray.init(address=head.address, log_to_driver=False)
-    yield head
-    ray.shutdown()
-    head.stop()
+    try:
+        ray.init(address=head.address, log_to_driver=False)
+        yield head
+    finally:
+        ray.shutdown()
+        head.stop()
 
 
 @pytest.fixture(scope="session")
