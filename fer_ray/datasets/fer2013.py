@@ -97,4 +97,6 @@ class Fer2013Datasource(Datasource):
 
 
 def read(cfg: PreprocessConfig) -> ray.data.Dataset:
-    return ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit))
+    from fer_ray.stages.base import LIGHT_CPUS
+
+    return ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit), num_cpus=LIGHT_CPUS)

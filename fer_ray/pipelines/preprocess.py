@@ -11,7 +11,7 @@ from fer_ray import config, datasets, storage
 from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.pipelines.writer import FacesSink
 from fer_ray.schema import face_array, landmarks_array
-from fer_ray.stages.base import apply_stage
+from fer_ray.stages.base import LIGHT_CPUS, apply_stage
 from fer_ray.stages.face import FaceStage
 from fer_ray.vision.draw import contact_sheet, encode_png
 
@@ -40,9 +40,10 @@ def run(cfg: PreprocessConfig) -> dict:
     started = time.time()
     clear_outputs(cfg.output)
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
-    sink = FacesSink(cfg.output)
+    channels = 3 if cfg.face.color == "rgb" else 1
+    sink = FacesSink(cfg.output, face_bytes=cfg.face.size ** 2 * channels)
     faces = apply_stage(datasets.read(cfg), FaceStage, cfg, workers=cfg.workers, batch_size=cfg.batch_size)
-    faces.write_datasink(sink)
+    faces.write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_CPUS})
     summary = make_summary(cfg, sink.totals, time.time() - started)
     storage.write_bytes(storage.join(cfg.output, "_summary.json"), json.dumps(summary, indent=2).encode())
     write_contact_sheet(cfg)

@@ -16,6 +16,8 @@ from ray.data.block import BlockAccessor
 
 from fer_ray import schema, storage
 
+ROW_OVERHEAD_BYTES = 1024  # landmarks, bbox and strings of one face row, roughly
+
 
 def faces_table(rows: dict, keep: np.ndarray) -> pa.Table:
     """The `faces/` rows of a batch as a plain-Arrow table."""
@@ -54,9 +56,17 @@ def counts(rows: dict, is_face: np.ndarray, is_manifest: np.ndarray) -> dict:
 
 
 class FacesSink(Datasink):
-    def __init__(self, output_uri: str):
+    """Parquet files of about `file_bytes` each: few large files, not one per block, yet
+    small enough that writing overlaps the face stage instead of trailing it."""
+
+    def __init__(self, output_uri: str, face_bytes: int, file_bytes: int = 16 << 20):
         self.output_uri = output_uri
+        self.rows_per_file = max(256, file_bytes // (face_bytes + ROW_OVERHEAD_BYTES))
         self.totals: dict = {}
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_file
 
     def write(self, blocks, ctx) -> dict:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]

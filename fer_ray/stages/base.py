@@ -14,6 +14,12 @@ import ray
 import ray.data
 
 
+# Logical CPUs for operators that mostly wait on storage or do bookkeeping (reading,
+# fetching, writing). Giving them a whole CPU each would leave the model actors, which
+# really use a core each, fewer cores than the machine has.
+LIGHT_CPUS = 0.1
+
+
 class Stage:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -40,7 +46,7 @@ def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: i
     if not stage_cls.is_actor:
         # Cheap to build (no model): plain tasks, which Ray can fuse with neighbouring maps.
         return ds.map_batches(_run_task_stage, fn_args=(stage_cls, cfg), **kwargs)
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers or available_cpus())
+    pool = ray.data.ActorPoolStrategy(size=workers or available_cpus())
     return ds.map_batches(stage_cls, fn_constructor_args=(cfg,), compute=pool, **kwargs)
 
 

@@ -32,7 +32,10 @@ def sample_id(dataset: str, source_uri: str, face_index: int) -> str:
 
 class FaceStage(Stage):
     is_actor = True  # the landmark model (~100 MB) loads once per actor
-    num_cpus = 1.0
+    # Uses a whole core in practice; 0.2 logical CPU per actor stays free for the light
+    # read/fetch/write operators that feed it (LIGHT_CPUS each), so a pool sized to the
+    # machine never starves them (with 1.0, two actors on two CPUs block the reader forever).
+    num_cpus = 0.8
     batch_size = 16
 
     def __init__(self, cfg: PreprocessConfig):

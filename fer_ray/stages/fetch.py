@@ -7,7 +7,7 @@ import numpy as np
 
 from fer_ray import storage
 from fer_ray.schema import N_LANDMARKS
-from fer_ray.stages.base import Stage, batch_rows, rows_batch
+from fer_ray.stages.base import LIGHT_CPUS, Stage, batch_rows, rows_batch
 
 
 class FetchStage(Stage):
@@ -16,7 +16,7 @@ class FetchStage(Stage):
     Object stores reward concurrency, not sequence: each batch's reads run on a thread
     pool. A read failure is the item's status, never the job's end.
     """
-    num_cpus = 0.5
+    num_cpus = LIGHT_CPUS  # waits on storage; the threads do the waiting
     threads = 16
 
     def __init__(self, cfg):
