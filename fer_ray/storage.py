@@ -63,11 +63,6 @@ def exists(uri: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def is_dir(uri: str) -> bool:
-    fs, path = resolve(uri)
-    return fs.get_file_info(path).type == pafs.FileType.Directory
-
-
 def read_bytes(uri: str) -> bytes:
     """The whole object; FileNotFoundError (on S3 too) when it does not exist."""
     fs, path = resolve(uri)
@@ -111,8 +106,9 @@ def remove_dir(uri: str) -> None:
 
 def check_readable(uri: str) -> str | None:
     """None if the URI can be read, else a one-line reason (used before any Ray work)."""
+    fs, path = resolve(uri)
     try:
-        info = resolve(uri)[0].get_file_info(resolve(uri)[1])
+        info = fs.get_file_info(path)
     except OSError as err:  # denied bucket, bad endpoint, missing credentials
         return f"cannot access {uri}: {err}"
     if info.type == pafs.FileType.NotFound:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -17,8 +17,6 @@ from fer_ray.config import SplitConfig
 # encoding of the `data` column: an encoded image file, or FER2013's pixel text
 ENCODED_IMAGE = "image"
 FER_PIXELS = "fer_pixels"
-
-Annotate = Callable[[dict, Callable[[str], bytes]], None]
 
 
 def input_row(source_uri: str, dataset: str, *, subject: str = "", split: str = "",
