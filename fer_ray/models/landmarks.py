@@ -1,0 +1,99 @@
+"""Families that use 68-point landmarks: vgg_landmarks (seed 003), enm and landmark_mlp (seed 002)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer_ray.models import features
+from fer_ray.models.registry import ModelSpec, register_model
+
+
+def _mlp(in_features: int, widths: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers = []
+    for width in widths:
+        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        in_features = width
+    return nn.Sequential(*layers)
+
+
+def _vgg_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class VggLandmarks(nn.Module):
+    """Image branch (3 VGG blocks 32/64/128 on 48x48 -> Dense 64, 64) and landmark branch
+    (MLP on normalised 68x2 points); their features are concatenated, then Dense 68 -> classes.
+    The seed averaged two softmax outputs; fusing features lets each branch inform the other."""
+
+    def __init__(self, num_classes: int, dropout: float = 0.3):
+        super().__init__()
+        self.image_branch = nn.Sequential(
+            _vgg_block(1, 32), _vgg_block(32, 64), _vgg_block(64, 128),  # 48 -> 6
+            nn.Flatten(), _mlp(6 * 6 * 128, (64, 64), dropout),
+        )
+        self.landmark_branch = _mlp(68 * 2, (128, 64), dropout)
+        self.head = nn.Sequential(_mlp(64 + 64, (68,), dropout), nn.Linear(68, num_classes))
+
+    def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        points = features.normalise_points(landmarks).flatten(1)
+        fused = torch.cat([self.image_branch(image), self.landmark_branch(points)], dim=1)
+        return self.head(fused)
+
+
+class Enm(nn.Module):
+    """Seed 002's ENM, multi-class. The face is masked inside forward() so callers pass the
+    plain 100x100 crop and its landmarks; the mask follows the same landmarks the distances use."""
+
+    def __init__(self, num_classes: int, dropout: float = 0.3, image_size: int = 100):
+        super().__init__()
+        self.image_size = image_size
+
+        def conv(a, b):
+            return [nn.Conv2d(a, b, 3, padding=1), nn.ReLU(inplace=True)]
+
+        pool = nn.MaxPool2d(2)
+        self.image_branch = nn.Sequential(
+            *conv(1, 32), *conv(32, 64), pool, *conv(64, 64), *conv(64, 128), pool, *conv(128, 128), pool,
+            nn.Flatten(),  # 100 -> 50 -> 25 -> 12
+        )
+        image_features = (image_size // 8) ** 2 * 128
+        self.head = nn.Sequential(
+            _mlp(image_features + features.PAIRWISE_DIM, (256, 128, 64), dropout), nn.Linear(64, num_classes),
+        )
+
+    def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        masked = image * features.region_mask(landmarks, self.image_size)
+        distances = features.pairwise_distances(landmarks)
+        return self.head(torch.cat([self.image_branch(masked), distances], dim=1))
+
+
+class LandmarkMlp(nn.Module):
+    """Seed 002's landmarks-only model: the 51x51 pairwise distances -> MLP."""
+
+    def __init__(self, num_classes: int, dropout: float = 0.3):
+        super().__init__()
+        self.mlp = nn.Sequential(_mlp(features.PAIRWISE_DIM, (256, 128, 64), dropout), nn.Linear(64, num_classes))
+
+    def forward(self, landmarks: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features.pairwise_distances(landmarks))
+
+
+register_model("vgg_landmarks", ModelSpec(
+    name="vgg_landmarks", input_size=48, channels=1, needs_landmarks=True, needs_clips=False,
+    clip_length=0, default_num_classes=7, label_set="basic7", builder=VggLandmarks,
+    description="Seed 003's VGG image branch fused with a landmark MLP at feature level.",
+))
+register_model("enm", ModelSpec(
+    name="enm", input_size=100, channels=1, needs_landmarks=True, needs_clips=False,
+    clip_length=0, default_num_classes=8, label_set="canonical8", builder=Enm,
+    description="Seed 002's ENM: landmark-masked 100x100 face CNN + 51x51 distances, multi-class.",
+))
+register_model("landmark_mlp", ModelSpec(
+    name="landmark_mlp", input_size=0, channels=0, needs_landmarks=True, needs_clips=False,
+    clip_length=0, default_num_classes=8, label_set="canonical8", builder=LandmarkMlp,
+    description="Seed 002's landmarks-only MLP on the 51x51 pairwise distances.",
+))

@@ -1,0 +1,108 @@
+"""The model registry: one `ModelSpec` per family, looked up by name.
+
+A spec says what a family eats (image size and channels, landmarks, clips) and which
+label set its head predicts, so data loading and checkpoints need nothing but the name.
+Families register themselves when `fer_ray.models` is imported; no weights load then.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+LABEL_SETS = {"canonical8": 8, "basic7": 7, "mixed42": 42}
+NUM_LANDMARKS = 68
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What a model family expects and predicts.
+
+    input_size is the square image side in pixels (0 for landmark-only models);
+    clip_length is the number of frames per clip (0 for single images).
+    """
+    name: str
+    input_size: int
+    channels: int
+    needs_landmarks: bool
+    needs_clips: bool
+    clip_length: int
+    default_num_classes: int
+    label_set: str
+    builder: Callable[..., torch.nn.Module]
+    description: str = ""
+
+    def __post_init__(self):
+        if self.label_set not in LABEL_SETS:
+            raise ValueError(f"{self.name}: label_set {self.label_set!r} is not one of {sorted(LABEL_SETS)}")
+        if self.needs_clips != (self.clip_length > 0):
+            raise ValueError(f"{self.name}: needs_clips and clip_length > 0 must agree")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Positional arguments of forward(), in order: 'image'/'clip' then 'landmarks'."""
+        names = ()
+        if self.input_size:
+            names += ("clip",) if self.needs_clips else ("image",)
+        if self.needs_landmarks:
+            names += ("landmarks",)
+        return names
+
+    def example_inputs(self, batch_size: int = 2, generator: torch.Generator | None = None) -> tuple:
+        """Random batch-first inputs of the declared shapes, for tests and smoke runs.
+
+        Images are standard-normal (inputs are per-pixel standardised); landmarks are
+        uniform over the crop, in crop pixels.
+        """
+        side = self.input_size
+        shapes = {
+            "image": (batch_size, self.channels, side, side),
+            "clip": (batch_size, self.clip_length, self.channels, side, side),
+        }
+        inputs = []
+        for name in self.input_names:
+            if name == "landmarks":
+                extent = side or 100  # landmark-only models: a 100 px crop, like enm's
+                inputs.append(torch.rand(batch_size, NUM_LANDMARKS, 2, generator=generator) * (extent - 1))
+            else:
+                inputs.append(torch.randn(*shapes[name], generator=generator))
+        return tuple(inputs)
+
+    def to_dict(self) -> dict:
+        """Everything but the builder: travels with checkpoints."""
+        fields = dataclasses.asdict(self)
+        fields.pop("builder")
+        return fields
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, spec: ModelSpec) -> ModelSpec:
+    """Add a family; a name can be registered once (a silent override hides bugs)."""
+    if name in _REGISTRY:
+        raise ValueError(f"model: {name!r} is already registered")
+    if spec.name != name:
+        raise ValueError(f"model: spec name {spec.name!r} does not match {name!r}")
+    _REGISTRY[name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"model: {name!r} is not a registered family; choose one of: {', '.join(list_models())}"
+        ) from None
+
+
+def create_model(name: str, num_classes: int | None = None, **kw) -> torch.nn.Module:
+    """A freshly initialised model; num_classes defaults to the family's label set size."""
+    spec = get_spec(name)
+    return spec.builder(num_classes=num_classes or spec.default_num_classes, **kw)
