@@ -60,6 +60,16 @@ def test_layout_from_s3_end_to_end(layout, sample_s3, bucket, s3_server):
     check_subject_disjoint(faces.to_pylist())
     sheet = Image.open(io.BytesIO(storage.read_bytes(summary["contact_sheet_uri"])))
     assert sheet.format == "PNG" and sheet.size[0] > 48
+    for uri in storage.list_files(output):  # credentials never land in outputs
+        assert s3_server.env()["AWS_SECRET_ACCESS_KEY"].encode() not in storage.read_bytes(uri)
+
+
+def test_missing_bucket_fails_before_any_ray_work(s3_server, capsys):
+    from fer_ray import cli
+
+    code = cli.main(["preprocess", "--layout", "jaffe", "--input", "s3://no-such-bucket/raw",
+                     "--output", "s3://no-such-bucket/out"])
+    assert code == 2 and "input: s3://no-such-bucket/raw" in capsys.readouterr().err
 
 
 def check_faces(rows: list[dict]) -> None:

@@ -5,6 +5,7 @@ import pathlib
 
 import pytest
 import ray
+import ray.data
 
 from fer_ray import cli, config, schema
 from fer_ray.config import ConfigError, PreprocessConfig
@@ -26,10 +27,15 @@ def run_cli(capsys, *argv):
     (["--layout", "jaffe", "--set", "face.nope=1"], "face.nope: unknown field"),
     (["--layout", "jaffe", "--landmark-model", "/no/such/model.dat"], "face.landmark_model: /no/such/model.dat does not exist"),
 ])
-def test_bad_values_fail_before_ray(capsys, tmp_path, argv, expected):
+def test_bad_values_fail_before_ray(capsys, monkeypatch, tmp_path, argv, expected):
+    def no_ray_work(*args, **kwargs):
+        raise AssertionError("Ray work started before the configuration was checked")
+
+    # a spy, not a stand-in: any call into Ray fails the test (the suite may hold a live Ray session)
+    monkeypatch.setattr(ray, "init", no_ray_work)
+    monkeypatch.setattr(ray.data.Dataset, "write_datasink", no_ray_work)
     code, err = run_cli(capsys, "preprocess", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *argv)
     assert code == 2 and expected in err
-    assert not ray.is_initialized()
     assert not (tmp_path / "o").exists()
 
 
