@@ -34,6 +34,14 @@ BASIC7 = ("anger", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 MIXED_PAIRS = tuple(itertools.permutations(BASIC7, 2))  # (primary, secondary); index = position
 
 
+# Label sets a model head can predict, by name: class names in index order.
+LABEL_SETS = {
+    "canonical8": CANONICAL,
+    "basic7": BASIC7,
+    "mixed42": tuple(f"{p}+{s}" for p, s in MIXED_PAIRS),
+}
+
+
 def label_name(index: int) -> str:
     """Canonical name of a canonical index; '' for unknown."""
     return CANONICAL[index] if 0 <= index < len(CANONICAL) else ""

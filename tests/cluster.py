@@ -82,11 +82,31 @@ class HeadNode:
         return subprocess.run(cmd, env=os.environ.copy(), capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(self.temp_dir in part for part in proc.info["cmdline"] or []):
+        for proc in self.processes():
+            try:
                 proc.kill()
+            except psutil.NoSuchProcess:
+                pass
         time.sleep(1)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def processes(self) -> set:
+        """This head node's processes: those naming its temp dir or GCS port, and their children
+        (agents rename themselves, and the client server names only the GCS address)."""
+        marks = (self.temp_dir, f":{self.gcs_port}")
+        found = set()
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(mark in part for part in proc.info["cmdline"] or [] for mark in marks):
+                found.add(proc)
+                found.update(_children(proc))
+        return found
+
+
+def _children(proc) -> list:
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def enable_token_auth() -> None:

@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-LABEL_SETS = {"canonical8": 8, "basic7": 7, "mixed42": 42}
+from fer_ray.labels import LABEL_SETS
+
 NUM_LANDMARKS = 68
 
 
