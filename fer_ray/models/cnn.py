@@ -77,17 +77,17 @@ class MixedCnn(nn.Module):
 
 
 register_model("baseline_cnn", ModelSpec(
-    name="baseline_cnn", input_size=224, channels=3, needs_landmarks=False, needs_clips=False,
-    clip_length=0, default_num_classes=8, label_set="canonical8", builder=BaselineCnn,
+    name="baseline_cnn", input_size=224, channels=3,
+    label_set="canonical8", builder=BaselineCnn,
     description="Seed 004's small five-conv baseline on 224x224 RGB faces.",
 ))
 register_model("resnet18", ModelSpec(
-    name="resnet18", input_size=224, channels=3, needs_landmarks=False, needs_clips=False,
-    clip_length=0, default_num_classes=8, label_set="canonical8", builder=resnet18,
+    name="resnet18", input_size=224, channels=3,
+    label_set="canonical8", builder=resnet18,
     description="torchvision ResNet-18, new head; optional local weights_path, no downloads.",
 ))
 register_model("mixed_cnn", ModelSpec(
-    name="mixed_cnn", input_size=48, channels=1, needs_landmarks=False, needs_clips=False,
-    clip_length=0, default_num_classes=42, label_set="mixed42", builder=MixedCnn,
+    name="mixed_cnn", input_size=48, channels=1,
+    label_set="mixed42", builder=MixedCnn,
     description="Seed 000's four-block CNN for the 42 ordered mixed-emotion pairs.",
 ))

@@ -74,12 +74,12 @@ class Dexpression(nn.Module):
 
 
 register_model("dexpression_fer", ModelSpec(
-    name="dexpression_fer", input_size=48, channels=1, needs_landmarks=False, needs_clips=False,
-    clip_length=0, default_num_classes=7, label_set="basic7", builder=DexpressionFer,
+    name="dexpression_fer", input_size=48, channels=1,
+    label_set="basic7", builder=DexpressionFer,
     description="Seed 001's reduced DeXpression on 48x48 grey faces (~486k parameters).",
 ))
 register_model("dexpression", ModelSpec(
-    name="dexpression", input_size=224, channels=1, needs_landmarks=False, needs_clips=False,
-    clip_length=0, default_num_classes=8, label_set="canonical8", builder=Dexpression,
+    name="dexpression", input_size=224, channels=1,
+    label_set="canonical8", builder=Dexpression,
     description="DeXpression paper network on 224x224 grey faces, BatchNorm for LRN.",
 ))

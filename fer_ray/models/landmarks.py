@@ -83,17 +83,17 @@ class LandmarkMlp(nn.Module):
 
 
 register_model("vgg_landmarks", ModelSpec(
-    name="vgg_landmarks", input_size=48, channels=1, needs_landmarks=True, needs_clips=False,
-    clip_length=0, default_num_classes=7, label_set="basic7", builder=VggLandmarks,
+    name="vgg_landmarks", input_size=48, channels=1, needs_landmarks=True,
+    label_set="basic7", builder=VggLandmarks,
     description="Seed 003's VGG image branch fused with a landmark MLP at feature level.",
 ))
 register_model("enm", ModelSpec(
-    name="enm", input_size=100, channels=1, needs_landmarks=True, needs_clips=False,
-    clip_length=0, default_num_classes=8, label_set="canonical8", builder=Enm,
+    name="enm", input_size=100, channels=1, needs_landmarks=True,
+    label_set="canonical8", builder=Enm,
     description="Seed 002's ENM: landmark-masked 100x100 face CNN + 51x51 distances, multi-class.",
 ))
 register_model("landmark_mlp", ModelSpec(
-    name="landmark_mlp", input_size=0, channels=0, needs_landmarks=True, needs_clips=False,
-    clip_length=0, default_num_classes=8, label_set="canonical8", builder=LandmarkMlp,
+    name="landmark_mlp", input_size=0, channels=0, needs_landmarks=True,
+    label_set="canonical8", builder=LandmarkMlp,
     description="Seed 002's landmarks-only MLP on the 51x51 pairwise distances.",
 ))

@@ -21,22 +21,25 @@ class ModelSpec:
     """What a model family expects and predicts.
 
     input_size is the square image side in pixels (0 for landmark-only models);
-    clip_length is the number of frames per clip (0 for single images).
+    clip_length is the number of frames per clip (0 for single images);
+    default_num_classes, when left at 0, is the size of the label set.
     """
     name: str
     input_size: int
     channels: int
-    needs_landmarks: bool
-    needs_clips: bool
-    clip_length: int
-    default_num_classes: int
     label_set: str
     builder: Callable[..., torch.nn.Module]
+    needs_landmarks: bool = False
+    needs_clips: bool = False
+    clip_length: int = 0
+    default_num_classes: int = 0
     description: str = ""
 
     def __post_init__(self):
         if self.label_set not in LABEL_SETS:
             raise ValueError(f"{self.name}: label_set {self.label_set!r} is not one of {sorted(LABEL_SETS)}")
+        if not self.default_num_classes:
+            object.__setattr__(self, "default_num_classes", len(LABEL_SETS[self.label_set]))
         if self.needs_clips != (self.clip_length > 0):
             raise ValueError(f"{self.name}: needs_clips and clip_length > 0 must agree")
 

@@ -59,12 +59,12 @@ class C3d(nn.Module):
 
 
 register_model("cnn_lstm", ModelSpec(
-    name="cnn_lstm", input_size=48, channels=1, needs_landmarks=False, needs_clips=True,
-    clip_length=CLIP_LENGTH, default_num_classes=7, label_set="basic7", builder=CnnLstm,
+    name="cnn_lstm", input_size=48, channels=1, needs_clips=True,
+    clip_length=CLIP_LENGTH, label_set="basic7", builder=CnnLstm,
     description="Per-frame dexpression_fer trunk, Dense 128, LSTM 128 over 12-frame clips.",
 ))
 register_model("c3d", ModelSpec(
-    name="c3d", input_size=48, channels=1, needs_landmarks=False, needs_clips=True,
-    clip_length=CLIP_LENGTH, default_num_classes=7, label_set="basic7", builder=C3d,
+    name="c3d", input_size=48, channels=1, needs_clips=True,
+    clip_length=CLIP_LENGTH, label_set="basic7", builder=C3d,
     description="3D-conv network on 12-frame 48x48 clips; fc_size (default 4096) is configurable.",
 ))
