@@ -10,7 +10,7 @@ import json
 import sys
 
 from fer_ray import config
-from fer_ray.config import ConfigError, PreprocessConfig
+from fer_ray.config import ConfigError, PreprocessConfig, TrainConfig, TuneConfig
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
@@ -58,6 +58,74 @@ def cmd_preprocess(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from fer_ray.training import trainer
+
+    report = trainer.run(build_config(TrainConfig, args))
+    print_report(report)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from fer_ray.training import sweep
+
+    summary = sweep.run(build_config(TuneConfig, args))
+    best = summary["best"]
+    print(f"\n{summary['trials']} trials; best {best['trial']}: {best['model']} "
+          f"val_macro_f1={best['best_val_macro_f1']:.3f} (lr={best['lr']:.2e}, batch={best['batch_size']})")
+    print(f"  results: {summary['results_csv']}\n  best config: {summary['best_config']}\n"
+          f"  plot: {summary['plot']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from fer_ray import storage
+    from fer_ray.training.evaluate import check_checkpoint, evaluate
+
+    check_checkpoint(args.checkpoint)
+    output = args.output or storage.join(args.checkpoint.removesuffix("/checkpoint.pt"), f"eval-{args.split}")
+    print_report(evaluate(args.checkpoint, args.data, args.split, output, workers=args.workers))
+    print(f"  confusion matrix: {storage.join(output, 'confusion.png')}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from fer_ray.pipelines import predict
+
+    summary = predict.run(args.checkpoint, args.input, args.output, detector=args.detector, workers=args.workers)
+    print(f"{summary['inputs']} images -> {summary['rows']} rows in {summary['elapsed_s']} s: {summary['output']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from fer_ray.pipelines.export import run_export
+
+    for kind, uri in run_export(args.checkpoint, args.output).items():
+        print(f"{kind:12s} {uri}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from fer_ray.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        needs = "landmarks only" if not spec.input_size else (
+            f"{spec.input_size}x{spec.input_size}x{spec.channels}" + (" + landmarks" if spec.needs_landmarks else "")
+            + (f", clips of {spec.clip_length}" if spec.needs_clips else ""))
+        print(f"{name:16s} {spec.label_set:10s} {needs:28s} {spec.description}")
+    return 0
+
+
+def print_report(report: dict) -> None:
+    recalls = ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in report["per_class_recall"].items())
+    print(f"\n{report['model']} on {report['split']} ({report['n']} faces): accuracy={report['accuracy']:.3f} "
+          f"macro_f1={report['macro_f1']:.3f}\n  recall: {recalls}\n  checkpoint: {report['checkpoint']}")
+    if "output" in report:
+        for name in ("metrics.json", "confusion.png", "learning_curve.png"):
+            print(f"  {name}: {report['output'].rstrip('/')}/{name}")
+
+
 def cmd_sample_data(args) -> int:
     from fer_ray.sample_data import write_sample_data
 
@@ -92,6 +160,36 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Detect, align and crop faces of a raw dataset into Parquet shards.")
     add_config_flags(pre, PreprocessConfig)
     pre.set_defaults(func=cmd_preprocess)
+    train = commands.add_parser("train", help="train a model family on faces/ shards with Ray Train",
+                                description="Train on preprocess outputs; checkpoints, metrics and plots go to --output.")
+    add_config_flags(train, TrainConfig)
+    train.set_defaults(func=cmd_train)
+    tune = commands.add_parser("tune", help="sweep families and hyperparameters with Ray Tune (ASHA)",
+                               description="Each trial is a Ray Train run; results.csv, best_config.yaml and "
+                                           "trials.png go to --output.")
+    add_config_flags(tune, TuneConfig)
+    tune.set_defaults(func=cmd_tune)
+    evaluate = commands.add_parser("evaluate", help="metrics and confusion matrix of a checkpoint on any shards")
+    evaluate.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")
+    evaluate.add_argument("--data", required=True, help="comma-separated preprocess output URIs")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--output", default="", help="where metrics.json and confusion.png go "
+                                                        "(default: <checkpoint>/eval-<split>)")
+    evaluate.add_argument("--workers", type=int, default=0, help="classifier actors (0 = one per CPU)")
+    evaluate.set_defaults(func=cmd_evaluate)
+    pred = commands.add_parser("predict", help="class probabilities for every face in a folder of images")
+    pred.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")
+    pred.add_argument("--input", required=True, help="image file, folder or s3:// prefix")
+    pred.add_argument("--output", required=True, help="a .parquet or .csv file, or a directory for Parquet shards")
+    pred.add_argument("--detector", default="", help="face detector; default: the one the training faces used")
+    pred.add_argument("--workers", type=int, default=0, help="face-stage and classifier actors (0 = one per CPU)")
+    pred.set_defaults(func=cmd_predict)
+    export = commands.add_parser("export", help="TorchScript and ONNX of a checkpoint, checked against it")
+    export.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")
+    export.add_argument("--output", required=True, help="directory (local or s3://) for the exported files")
+    export.set_defaults(func=cmd_export)
+    models = commands.add_parser("models", help="list the model families and what they take")
+    models.set_defaults(func=cmd_models)
     sample = commands.add_parser("sample-data", help="write small sample datasets in every layout")
     sample.add_argument("--output", required=True, help="directory or s3:// URI to write into")
     sample.add_argument("--seed", type=int, default=0)

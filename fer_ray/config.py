@@ -113,6 +113,142 @@ class PreprocessConfig:
         self.split.validate()
 
 
+LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42")
+SPLITS = ("train", "val", "test")
+CACHE_CHOICES = ("auto", "on", "off")
+CHOICES["label_set"] = LABEL_SET_CHOICES
+CHOICES["cache"] = CACHE_CHOICES
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Tune trials are TrainConfigs with some fields drawn from the search space."""
+    data: str = opt("", "comma-separated preprocess/synthesis output URIs; their faces/ (or mixed/) shards are read")
+    output: str = opt("", "run URI: checkpoints, checkpoint.pt, metrics.json, plots")
+    model: str = opt("dexpression_fer", "model family (`fer-ray models` lists them)")
+    label_set: str = opt("", "classes the head predicts; '' = the family's own")
+    weights_path: str = opt("", "initial backbone weights (resnet18), path or URI; nothing is downloaded")
+    epochs: int = opt(10, "passes over the train split")
+    batch_size: int = opt(64, "samples per step on each worker")
+    lr: float = opt(1e-3, "AdamW learning rate")
+    weight_decay: float = opt(1e-4, "AdamW weight decay")
+    dropout: float = opt(-1.0, "dropout rate; < 0 = the family's default (resnet18, baseline_cnn have none)")
+    augment: float = opt(1.0, "augmentation strength s: flip, rotation +-10*s deg, shift +-0.05*s side, brightness/contrast; 0 = off")
+    class_weighted: bool = opt(False, "weight the loss by inverse class frequency of the train split")
+    workers: int = opt(2, "Ray Train workers (one model replica each)")
+    gpu: bool = opt(False, "one GPU per worker")
+    cpus_per_worker: float = opt(1.0, "CPUs reserved per worker; leave some for Ray Data")
+    cache: str = opt("auto", "keep decoded train/val splits in the object store between epochs: "
+                             "auto = when they fit in half of it")
+    bf16: bool = opt(True, "bf16 autocast on GPU")
+    max_failures: int = opt(3, "worker-group restarts from the last checkpoint before the run fails")
+    resume: bool = opt(True, "continue from the latest checkpoint in output (false: start over)")
+    seed: int = opt(0, "seed of initialisation, shuffling and augmentation")
+    train_split: str = opt("train", "split trained on")
+    val_split: str = opt("val", "split for per-epoch validation")
+    test_split: str = opt("test", "split for the final evaluation")
+
+    def validate(self) -> None:
+        for name in ("data", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
+        spec = model_spec(self.model)
+        _choice("label_set", self.label_set, LABEL_SET_CHOICES)
+        _choice("cache", self.cache, CACHE_CHOICES)
+        for name in ("epochs", "batch_size", "workers", "lr", "cpus_per_worker"):
+            _positive(name, getattr(self, name))
+        for name in ("weight_decay", "augment", "max_failures"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
+        if self.dropout >= 1:
+            raise ConfigError(f"dropout: {self.dropout!r} must be < 1")
+        for name in ("train_split", "val_split", "test_split"):
+            _choice(name, getattr(self, name), SPLITS)
+        if spec.needs_clips:
+            raise ConfigError(f"model: {self.model!r} trains on clips/ shards, which the video "
+                              f"pipeline writes; image families: {', '.join(image_models())}")
+
+    @property
+    def data_uris(self) -> list[str]:
+        return [uri.strip() for uri in self.data.split(",") if uri.strip()]
+
+    def resolved_label_set(self) -> str:
+        return self.label_set or model_spec(self.model).label_set
+
+
+@dataclass
+class TuneConfig:
+    """A sweep: the search space names TrainConfig fields; `train` holds everything else."""
+    models: str = opt("dexpression_fer", "comma-separated families to sweep over (train.model)")
+    trials: int = opt(8, "number of trials (samples of the search space)")
+    lr_min: float = opt(1e-4, "train.lr log-uniform lower bound")
+    lr_max: float = opt(1e-2, "train.lr log-uniform upper bound")
+    weight_decay_min: float = opt(1e-6, "train.weight_decay log-uniform lower bound")
+    weight_decay_max: float = opt(1e-3, "train.weight_decay log-uniform upper bound")
+    batch_sizes: str = opt("32,64,128", "train.batch_size choices, comma-separated")
+    dropout_min: float = opt(0.1, "train.dropout uniform lower bound")
+    dropout_max: float = opt(0.5, "train.dropout uniform upper bound")
+    augment_min: float = opt(0.0, "train.augment uniform lower bound")
+    augment_max: float = opt(1.5, "train.augment uniform upper bound")
+    grace_period: int = opt(2, "ASHA: epochs every trial gets before it may be stopped")
+    max_concurrent: int = opt(0, "trials at once; 0 = as many as the cluster's CPUs/GPUs fit")
+    search_seed: int = opt(0, "seed of the search-space sampling")
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.train.validate()
+        if not self.model_list:
+            raise ConfigError("models: at least one family is required")
+        for name in self.model_list:
+            config_copy = dataclasses.replace(self.train, model=name)
+            config_copy.validate()
+        _positive("trials", self.trials)
+        _positive("grace_period", self.grace_period)
+        for low, high in (("lr_min", "lr_max"), ("weight_decay_min", "weight_decay_max"),
+                          ("dropout_min", "dropout_max"), ("augment_min", "augment_max")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f"{low}: {getattr(self, low)!r} is above {high} {getattr(self, high)!r}")
+        for name in ("lr_min", "weight_decay_min"):
+            _positive(name, getattr(self, name))
+        if self.dropout_max >= 1 or self.dropout_min < 0:
+            raise ConfigError(f"dropout_min/dropout_max: must lie in [0, 1), got {self.dropout_min}, {self.dropout_max}")
+        if self.augment_min < 0:
+            raise ConfigError(f"augment_min: {self.augment_min!r} must be >= 0")
+        if self.max_concurrent < 0:
+            raise ConfigError(f"max_concurrent: {self.max_concurrent!r} must be >= 0")
+        self.batch_size_list  # raises on a bad list
+
+    @property
+    def model_list(self) -> list[str]:
+        return [name.strip() for name in self.models.split(",") if name.strip()]
+
+    @property
+    def batch_size_list(self) -> list[int]:
+        try:
+            sizes = [int(v) for v in self.batch_sizes.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"batch_sizes: {self.batch_sizes!r} must be comma-separated integers") from None
+        if not sizes or min(sizes) <= 0:
+            raise ConfigError(f"batch_sizes: {self.batch_sizes!r} must list positive integers")
+        return sizes
+
+
+def model_spec(name: str):
+    """The registry's spec for a family; an unknown name is a ConfigError listing the valid ones."""
+    from fer_ray.models import get_spec
+
+    try:
+        return get_spec(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def image_models() -> list[str]:
+    from fer_ray.models import get_spec, list_models
+
+    return [name for name in list_models() if not get_spec(name).needs_clips]
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}: {value!r} is not valid; choose one of: {', '.join(choices)}")

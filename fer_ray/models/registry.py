@@ -7,6 +7,7 @@ Families register themselves when `fer_ray.models` is imported; no weights load 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable
 
 import torch
@@ -106,7 +107,13 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, num_classes: int | None = None, **kw) -> torch.nn.Module:
-    """A freshly initialised model; num_classes defaults to the family's label set size."""
+def create_model(name: str, num_classes: int | None = None, dropout: float | None = None, **kw) -> torch.nn.Module:
+    """A freshly initialised model; num_classes defaults to the family's label set size.
+
+    dropout (when given and >= 0) reaches families whose builder has a dropout argument;
+    the others have no dropout layer to set, so a sweep over it leaves them unchanged.
+    """
     spec = get_spec(name)
+    if dropout is not None and dropout >= 0 and "dropout" in inspect.signature(spec.builder).parameters:
+        kw["dropout"] = dropout
     return spec.builder(num_classes=num_classes or spec.default_num_classes, **kw)

@@ -1,0 +1,119 @@
+"""Checkpoints: one `checkpoint.pt` holding plain tensors and Python values only.
+
+Everything needed to use a model travels in it (family spec, config, class names,
+normalisation), and it loads with `torch.load(weights_only=True)`, so opening a
+checkpoint never executes pickled code.
+"""
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+
+import numpy as np
+import pyarrow.fs as pafs
+import torch
+
+from fer_ray import storage
+from fer_ray.config import ConfigError, TrainConfig, apply_dict
+from fer_ray.models import create_model, get_spec
+
+FILENAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def make_checkpoint(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, cfg_dict: dict,
+                    class_names: tuple[str, ...], norm: dict, epoch: int, history: list[dict],
+                    face: dict | None = None) -> dict:
+    """The checkpoint dict; `model` is the bare module (not the DDP wrapper).
+
+    `face` is the preprocessing face config of the training data, so prediction crops
+    new images exactly as the training faces were cropped.
+    """
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_name": cfg_dict["model"],
+        "spec": get_spec(cfg_dict["model"]).to_dict(),
+        "config": cfg_dict,
+        "class_names": list(class_names),
+        "norm": {key: torch.as_tensor(np.asarray(value, dtype=np.float32)) for key, value in norm.items()},
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "epoch": epoch,
+        "history": history,
+        "face": face or {},
+    }
+
+
+def save(checkpoint: dict, directory: str) -> str:
+    """Write checkpoint.pt into a local directory; returns its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, FILENAME)
+    torch.save(checkpoint, path)
+    return path
+
+
+def load_bytes(data: bytes, source: str) -> dict:
+    """Parse checkpoint bytes safely; a corrupt or foreign file is a ConfigError naming it."""
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged zip or a pickle with code
+        raise ConfigError(f"checkpoint: {source} is not a readable fer-ray checkpoint: {err}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(f"checkpoint: {source} is not a fer-ray checkpoint (format {FORMAT_VERSION})")
+    return checkpoint
+
+
+def load_local(directory: str) -> dict:
+    with open(os.path.join(directory, FILENAME), "rb") as f:
+        return load_bytes(f.read(), directory)
+
+
+def find(uri: str) -> str:
+    """The checkpoint.pt a URI means: the file itself, <uri>/checkpoint.pt (a run's final
+    checkpoint) or the newest <uri>/train/checkpoint_*/checkpoint.pt of an unfinished run."""
+    if uri.endswith(".pt"):
+        candidates = [uri]
+    else:
+        candidates = [storage.join(uri, FILENAME)] + _epoch_checkpoints(uri)[::-1]
+    for candidate in candidates:
+        if storage.exists(candidate):
+            return candidate
+    raise ConfigError(f"checkpoint: no {FILENAME} at {uri} (nor under {storage.join(uri, 'train')})")
+
+
+def _epoch_checkpoints(uri: str) -> list[str]:
+    """Ray Train's per-epoch checkpoint files under a run, oldest first (names sort by time)."""
+    fs, path = storage.resolve(storage.join(uri, "train"))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except OSError:
+        return []
+    files = sorted(i.path for i in infos if posixpath.basename(i.path) == FILENAME)
+    return [storage.to_uri(fs, f) for f in files]
+
+
+def load(uri: str) -> dict:
+    """Find and load a checkpoint from a run URI, directory or file (local or s3://)."""
+    path = find(uri)
+    return load_bytes(storage.read_bytes(path), path)
+
+
+def config_of(checkpoint: dict) -> TrainConfig:
+    cfg = TrainConfig()
+    apply_dict(cfg, checkpoint["config"])
+    return cfg
+
+
+def build_model(checkpoint: dict, expect_family: str | None = None) -> torch.nn.Module:
+    """The trained model in eval mode. `expect_family` guards against another family's checkpoint."""
+    name = checkpoint["model_name"]
+    if expect_family and expect_family != name:
+        raise ConfigError(f"checkpoint: it holds a {name!r} model, not {expect_family!r}")
+    cfg = config_of(checkpoint)
+    model = create_model(name, num_classes=len(checkpoint["class_names"]), dropout=cfg.dropout)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise ConfigError(f"checkpoint: weights do not fit family {name!r}: {err}") from None
+    return model.eval()

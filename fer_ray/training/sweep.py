@@ -1,0 +1,131 @@
+"""Ray Tune sweep over TrainConfig fields; each trial is a whole Ray Train run.
+
+Following Ray's Train+Tune guide: the Tune trainable is a small driver function that
+builds its own TorchTrainer (through `trainer.run`, the same code as `fer-ray train`)
+and forwards each epoch's report to Tune with `TuneReportCallback`. ASHA stops weak
+trials on validation macro-F1. Outputs under the sweep's output URI:
+  results.csv, best_config.yaml, trials.png, tune/ (Tune's state), trials/<trial id>/ (runs)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator
+
+from fer_ray import config, storage
+from fer_ray.config import TrainConfig, TuneConfig
+from fer_ray.training import trainer
+from fer_ray.training.metrics import trials_png
+
+EXPERIMENT = "tune"
+SEARCHED = ("model", "lr", "weight_decay", "batch_size", "dropout", "augment")
+TRIAL_CPUS = 0.01  # the trial's driver only waits on its Ray Train controller
+
+
+def search_space(cfg: TuneConfig) -> dict:
+    """Distributions keyed by TrainConfig field names (the CLI's and YAML's names)."""
+    return {
+        "model": tune.choice(cfg.model_list),
+        "lr": tune.loguniform(cfg.lr_min, cfg.lr_max),
+        "weight_decay": tune.loguniform(cfg.weight_decay_min, cfg.weight_decay_max),
+        "batch_size": tune.choice(cfg.batch_size_list),
+        "dropout": tune.uniform(cfg.dropout_min, cfg.dropout_max),
+        "augment": tune.uniform(cfg.augment_min, cfg.augment_max),
+    }
+
+
+def trial_config(base: dict, params: dict, output: str) -> TrainConfig:
+    cfg = TrainConfig()
+    config.apply_dict(cfg, base)
+    return trainer.with_fields(cfg, {**{k: params[k] for k in SEARCHED}, "output": output})
+
+
+def run_trial(params: dict) -> None:
+    """One trial: train the sampled config into <sweep>/trials/<trial id>."""
+    trial_id = tune.get_context().get_trial_id()
+    sweep_output = params["base"]["output"]
+    cfg = trial_config(params["base"], params, storage.join(sweep_output, "trials", trial_id))
+    trainer.run(cfg, callbacks=(TuneReportCallback(),), eval_workers=1)
+
+
+def concurrency(cfg: TuneConfig) -> int:
+    """Trials at once: what the cluster fits, keeping one CPU for Ray Data's reading."""
+    if cfg.max_concurrent:
+        return cfg.max_concurrent
+    resources, train = ray.cluster_resources(), cfg.train
+    if train.gpu:
+        return max(1, int(resources.get("GPU", 0) // train.workers))
+    return max(1, int((resources.get("CPU", 1) - 1) // (train.workers * train.cpus_per_worker)))
+
+
+def check(cfg: TuneConfig) -> None:
+    """Config values and the data (with the first family) before any Ray work."""
+    cfg.validate()
+    for name in cfg.model_list:
+        trainer.check(dataclasses.replace(cfg.train, model=name))
+
+
+def run(cfg: TuneConfig) -> dict:
+    check(cfg)
+    if not ray.is_initialized():
+        ray.init()
+    fs, path = storage.resolve(cfg.train.output)
+    experiment = f"{path}/{EXPERIMENT}"
+    trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPUS})
+    if not cfg.train.resume:
+        storage.remove_dir(storage.join(cfg.train.output, EXPERIMENT))
+        storage.remove_dir(storage.join(cfg.train.output, "trials"))
+    if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=fs)
+    else:
+        tuner = new_tuner(cfg, trainable, fs, path)
+    results = tuner.fit()
+    return write_outputs(cfg, results)
+
+
+def new_tuner(cfg: TuneConfig, trainable, fs, path: str) -> tune.Tuner:
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
+                              grace_period=min(cfg.grace_period, cfg.train.epochs), reduction_factor=2)
+    return tune.Tuner(
+        trainable,
+        param_space={"base": config.to_dict(cfg.train), **search_space(cfg)},
+        tune_config=tune.TuneConfig(
+            metric=trainer.SCORE, mode="max", scheduler=scheduler, num_samples=cfg.trials,
+            max_concurrent_trials=concurrency(cfg),
+            search_alg=BasicVariantGenerator(random_state=cfg.search_seed),
+        ),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=path, storage_filesystem=fs,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+
+
+def write_outputs(cfg: TuneConfig, results) -> dict:
+    """results.csv (one row per trial), best_config.yaml, trials.png; returns a summary."""
+    rows, curves, labels = [], {}, {}
+    for result in results:
+        trial_id = result.path.rstrip("/").split("/")[-1]
+        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        params = {k: result.config[k] for k in SEARCHED}
+        best = float(history[trainer.SCORE].max()) if trainer.SCORE in history else float("nan")
+        rows.append({"trial": trial_id, **params, "epochs_run": len(history), f"best_{trainer.SCORE}": best,
+                     "status": "error" if result.error else "ok"})
+        curves[trial_id] = history.to_dict("records")
+        labels[trial_id] = f"{params['model']} lr={params['lr']:.1e} bs={params['batch_size']}"
+    table = pd.DataFrame(rows).sort_values(f"best_{trainer.SCORE}", ascending=False, na_position="last")
+    output = cfg.train.output
+    storage.write_bytes(storage.join(output, "results.csv"), table.to_csv(index=False).encode())
+    storage.write_bytes(storage.join(output, "trials.png"), trials_png(curves, trainer.SCORE, labels))
+    best_row = table.iloc[0].to_dict()
+    best_cfg = trial_config(config.to_dict(cfg.train), best_row, storage.join(output, "best"))
+    storage.write_bytes(storage.join(output, "best_config.yaml"), config.to_yaml(best_cfg).encode())
+    return {"trials": len(rows), "best": best_row, "output": output,
+            "results_csv": storage.join(output, "results.csv"),
+            "best_config": storage.join(output, "best_config.yaml"),
+            "plot": storage.join(output, "trials.png")}

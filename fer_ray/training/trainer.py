@@ -1,0 +1,149 @@
+"""Training driver: check the data, build the TorchTrainer, fit, then test and plot.
+
+Outputs under cfg.output:
+  config.yaml            the resolved config (usable with `fer-ray train --config`)
+  train/                 Ray Train's run: per-epoch checkpoint_*/checkpoint.pt, its state
+  checkpoint.pt          the best-validation checkpoint (what evaluate/predict/export use)
+  metrics.json, confusion.png   the test split, evaluated with checkpoint.pt
+  learning_curve.png     loss, accuracy and macro-F1 per epoch
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from fer_ray import config, storage
+from fer_ray.config import ConfigError, TrainConfig
+from fer_ray.models import get_spec
+from fer_ray.training import checkpoint as ckpt
+from fer_ray.training import data
+from fer_ray.training.evaluate import evaluate
+from fer_ray.training.loop import train_loop_per_worker
+from fer_ray.training.metrics import learning_curve_png
+
+RUN_NAME = "train"
+SCORE = "val_macro_f1"
+
+
+def check(cfg: TrainConfig) -> data.DataInfo:
+    """Everything that can be known wrong before training: values, data, splits, shapes, weights."""
+    cfg.validate()
+    if cfg.weights_path:
+        problem = storage.check_readable(cfg.weights_path)
+        if problem:
+            raise ConfigError(f"weights_path: {problem}")
+    return data.scan(cfg)
+
+
+def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1) -> dict:
+    """Train, keep the best checkpoint, evaluate it on the test split; returns the test report."""
+    info = check(cfg)
+    if not ray.is_initialized():
+        ray.init()
+    if not cfg.resume:
+        for name in (RUN_NAME, ckpt.FILENAME):
+            _remove(storage.join(cfg.output, name))
+    storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
+    started = time.time()
+    result = build_trainer(cfg, info, callbacks).fit()
+    return finish(cfg, result, time.time() - started, eval_workers)
+
+
+def _remove(uri: str) -> None:
+    fs, path = storage.resolve(uri)
+    if uri.endswith(".pt"):
+        if storage.exists(uri):
+            fs.delete_file(path)
+    else:
+        storage.remove_dir(uri)
+
+
+def loop_config(cfg: TrainConfig, info: data.DataInfo, train_ds) -> dict:
+    """What every worker needs besides its data shards (computed once, on the driver)."""
+    spec = get_spec(cfg.model)
+    return {
+        "config": config.to_dict(cfg),
+        "class_names": list(info.class_names),
+        "class_weights": info.class_weights(cfg.train_split) if cfg.class_weighted else None,
+        "norm": data.normalisation(train_ds, info.face_shape) if spec.input_size else {},
+        "face_side": info.face_shape[0] or 100,
+        "face": data.face_settings(cfg),
+    }
+
+
+def should_cache(cfg: TrainConfig, info: data.DataInfo) -> bool:
+    """Decoding Parquet again every epoch costs seconds per epoch on small data; keep the
+    decoded splits in the object store when they take at most half of it."""
+    if cfg.cache != "auto":
+        return cfg.cache == "on"
+    rows = sum(sum(info.counts[split]) for split in (cfg.train_split, cfg.val_split))
+    height, width, channels = info.face_shape
+    needed = rows * (height * width * channels + 68 * 2 * 4 + 8)
+    return needed <= 0.5 * ray.available_resources().get("object_store_memory", 0)
+
+
+def build_trainer(cfg: TrainConfig, info: data.DataInfo, callbacks: tuple = ()) -> TorchTrainer:
+    label_set = cfg.resolved_label_set()
+    datasets = {"train": data.read_split(info, label_set, cfg.train_split),
+                "val": data.read_split(info, label_set, cfg.val_split)}
+    if should_cache(cfg, info):
+        datasets = {name: ds.materialize() for name, ds in datasets.items()}
+    fs, path = storage.resolve(cfg.output)
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(cfg, info, datasets["train"]),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=RUN_NAME, storage_path=path, storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE,
+                                               checkpoint_score_order="max"),
+            callbacks=list(callbacks),
+        ),
+        datasets=datasets,
+    )
+
+
+def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_workers: int) -> dict:
+    """Copy the best checkpoint to output/checkpoint.pt, test it, draw the learning curve."""
+    if result.error:
+        raise result.error
+    best = result.get_best_checkpoint(metric=SCORE, mode="max") or result.checkpoint
+    with best.as_directory() as directory:
+        best_state = ckpt.load_local(directory)
+    with result.checkpoint.as_directory() as directory:
+        history = ckpt.load_local(directory)["history"]
+    best_state["history"] = history
+    best_uri = storage.join(cfg.output, ckpt.FILENAME)
+    storage.write_bytes(best_uri, _serialise(best_state))
+    storage.write_bytes(storage.join(cfg.output, "learning_curve.png"), learning_curve_png(history))
+    report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers)
+    report.update({"best_epoch": best_state["epoch"], "epochs": len(history), "train_s": round(elapsed, 1),
+                   "history": history, "output": cfg.output})
+    storage.write_bytes(storage.join(cfg.output, "metrics.json"), json.dumps(report, indent=2).encode())
+    return report
+
+
+def _serialise(state: dict) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def with_fields(cfg: TrainConfig, values: dict) -> TrainConfig:
+    """A copy of cfg with dotted-path values applied (Tune trials, tests)."""
+    copy = dataclasses.replace(cfg)
+    for path, value in values.items():
+        config.set_field(copy, path, value)
+    return copy
