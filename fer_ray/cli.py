@@ -22,8 +22,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
         choices = config.CHOICES.get(path)
         help_text = f"{helps[path]} [{path}; default {_get(defaults, path)!r}" + (
             f"; one of: {', '.join(choices)}]" if choices else "]")
+        # a bare boolean flag means true (`--gpu`); `--gpu false` still works
+        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
         parser.add_argument(f"--{leaf.replace('_', '-')}", dest=path, default=argparse.SUPPRESS,
-                            metavar=kind.__name__.upper(), help=help_text)
+                            metavar=kind.__name__.upper(), help=help_text, **extra)
 
 
 def _get(cfg, path: str):
@@ -69,13 +71,16 @@ def cmd_train(args) -> int:
 def cmd_tune(args) -> int:
     from fer_ray.training import sweep
 
-    summary = sweep.run(build_config(TuneConfig, args))
+    print_sweep(sweep.run(build_config(TuneConfig, args)))
+    return 0
+
+
+def print_sweep(summary: dict) -> None:
     best = summary["best"]
     print(f"\n{summary['trials']} trials; best {best['trial']}: {best['model']} "
           f"val_macro_f1={best['best_val_macro_f1']:.3f} (lr={best['lr']:.2e}, batch={best['batch_size']})")
     print(f"  results: {summary['results_csv']}\n  best config: {summary['best_config']}\n"
-          f"  plot: {summary['plot']}")
-    return 0
+          f"  trials plot: {summary['plot']}")
 
 
 def cmd_evaluate(args) -> int:
@@ -138,7 +143,7 @@ def cmd_sample_data(args) -> int:
 def cmd_demo(args) -> int:
     from fer_ray.pipelines.demo import run_demo
 
-    run_demo(args.output, workers=args.workers)
+    run_demo(args.output, workers=args.workers, train=not args.no_train)
     return 0
 
 
@@ -195,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--scale", type=int, default=1, help="multiply the number of subjects (benchmarks)")
     sample.set_defaults(func=cmd_sample_data)
-    demo = commands.add_parser("demo", help="sample data -> preprocess every layout, on local Ray")
+    demo = commands.add_parser("demo", help="sample data -> preprocess every layout -> train, test, sweep; local Ray")
     demo.add_argument("--output", default="./demo", help="where sample data and outputs go")
     demo.add_argument("--workers", type=int, default=0, help="face-stage actors (0 = one per CPU)")
+    demo.add_argument("--no-train", action="store_true", help="stop after preprocessing")
     demo.set_defaults(func=cmd_demo)
     return parser
 

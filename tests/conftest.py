@@ -38,3 +38,18 @@ def ray_cluster(s3_server):
 def bucket(s3_server):
     s3_server.create_bucket("fer-ray-test")
     return "s3://fer-ray-test"
+
+
+@pytest.fixture(scope="session")
+def fer_shards(bucket, ray_cluster):
+    """Preprocessed FER2013-style sample faces on the S3 server (scale 4: 515 faces of
+    48 subjects, subject-disjoint train/val/test): the training tests' data."""
+    from fer_ray.config import PreprocessConfig
+    from fer_ray.pipelines import preprocess
+    from fer_ray.sample_data import write_sample_data
+
+    write_sample_data(f"{bucket}/train-raw", scale=4, layouts=("fer2013",))
+    output = f"{bucket}/train-data/fer2013"
+    preprocess.run(PreprocessConfig(layout="fer2013", input=f"{bucket}/train-raw/fer2013/fer2013.csv",
+                                    output=output))
+    return output

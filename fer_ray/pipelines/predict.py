@@ -19,7 +19,7 @@ import ray.data
 from fer_ray import storage
 from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row
-from fer_ray.stages.base import apply_stage
+from fer_ray.stages.base import LIGHT_CPUS, apply_stage, available_cpus
 from fer_ray.stages.face import FaceStage
 from fer_ray.stages.fetch import FetchStage
 from fer_ray.training import checkpoint as ckpt
@@ -83,10 +83,14 @@ def run(checkpoint_uri: str, input_uri: str, output: str, detector: str = "", wo
         ray.init()
     started = time.time()
     ds = apply_stage(ray.data.from_items([input_row(uri, "predict") for uri in files]), FetchStage, cfg)
-    ds = apply_stage(ds, FaceStage, cfg, workers=workers)
-    ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"]).map_batches(model_inputs, batch_format="numpy")
-    ds = classify(ds, ckpt.find(checkpoint_uri), workers)
-    ds = ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy")
+    # Face finding is the expensive part; a small classifier needs one actor. The pools leave
+    # a CPU for Ray Data's own whole-CPU tasks (file listing), or they would starve them.
+    ds = apply_stage(ds, FaceStage, cfg, workers=workers or max(1, available_cpus() - 1))
+    ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
+    ds = ds.map_batches(model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
+    ds = classify(ds, ckpt.find(checkpoint_uri), workers=1)
+    ds = ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy",
+                        num_cpus=LIGHT_CPUS)
     rows = write(ds, output)
     return {"inputs": len(files), "rows": rows, "output": output, "elapsed_s": round(time.time() - started, 2)}
 

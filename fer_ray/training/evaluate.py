@@ -11,7 +11,7 @@ import ray.data
 
 from fer_ray import storage
 from fer_ray.config import ConfigError, TrainConfig
-from fer_ray.stages.base import Stage, apply_stage
+from fer_ray.stages.base import Stage, apply_stage, available_cpus
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import data
 from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
@@ -46,7 +46,9 @@ class ClassifyStage(Stage):
 
 
 def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0) -> ray.data.Dataset:
-    return apply_stage(ds, ClassifyStage, checkpoint_uri, workers=workers)
+    """workers=0: one actor per CPU but one; Ray Data lists Parquet files with a whole-CPU task,
+    which a pool holding every CPU would starve forever."""
+    return apply_stage(ds, ClassifyStage, checkpoint_uri, workers=workers or max(1, available_cpus() - 1))
 
 
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0) -> dict:

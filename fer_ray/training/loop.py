@@ -102,7 +102,8 @@ def epoch_metrics(epoch: int, train_loss: float, val_loss: float, confusion: np.
     recalls = {f"val_recall_{name}": value for name, value in summary["per_class_recall"].items()}
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
             "val_accuracy": summary["accuracy"], "val_macro_f1": summary["macro_f1"], **recalls,
-            "lr": lr, "restored_from_epoch": restored_epoch, "epoch_s": round(elapsed, 3)}
+            "lr": lr, "restored_from_epoch": restored_epoch, "epoch_s": round(elapsed, 3),
+            "torch_threads": torch.get_num_threads()}
 
 
 def train_loop_per_worker(loop_config: dict) -> None:

@@ -46,12 +46,11 @@ def trial_config(base: dict, params: dict, output: str) -> TrainConfig:
     return trainer.with_fields(cfg, {**{k: params[k] for k in SEARCHED}, "output": output})
 
 
-def run_trial(params: dict) -> None:
+def run_trial(params: dict, base: dict) -> None:
     """One trial: train the sampled config into <sweep>/trials/<trial id>."""
     trial_id = tune.get_context().get_trial_id()
-    sweep_output = params["base"]["output"]
-    cfg = trial_config(params["base"], params, storage.join(sweep_output, "trials", trial_id))
-    trainer.run(cfg, callbacks=(TuneReportCallback(),), eval_workers=1)
+    cfg = trial_config(base, params, storage.join(base["output"], "trials", trial_id))
+    trainer.run(cfg, callbacks=(TuneReportCallback(),), test=False)
 
 
 def concurrency(cfg: TuneConfig) -> int:
@@ -77,7 +76,10 @@ def run(cfg: TuneConfig) -> dict:
         ray.init()
     fs, path = storage.resolve(cfg.train.output)
     experiment = f"{path}/{EXPERIMENT}"
-    trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPUS})
+    # The base config travels as a parameter, not in the search space, so Tune's tables
+    # and trial names show only what the sweep varies.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=config.to_dict(cfg.train)),
+                                    {"CPU": TRIAL_CPUS})
     if not cfg.train.resume:
         storage.remove_dir(storage.join(cfg.train.output, EXPERIMENT))
         storage.remove_dir(storage.join(cfg.train.output, "trials"))
@@ -95,7 +97,7 @@ def new_tuner(cfg: TuneConfig, trainable, fs, path: str) -> tune.Tuner:
                               grace_period=min(cfg.grace_period, cfg.train.epochs), reduction_factor=2)
     return tune.Tuner(
         trainable,
-        param_space={"base": config.to_dict(cfg.train), **search_space(cfg)},
+        param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
             metric=trainer.SCORE, mode="max", scheduler=scheduler, num_samples=cfg.trials,
             max_concurrent_trials=concurrency(cfg),
@@ -110,7 +112,7 @@ def write_outputs(cfg: TuneConfig, results) -> dict:
     """results.csv (one row per trial), best_config.yaml, trials.png; returns a summary."""
     rows, curves, labels = [], {}, {}
     for result in results:
-        trial_id = result.path.rstrip("/").split("/")[-1]
+        trial_id = result.metrics.get("trial_id") or result.path.rstrip("/").split("/")[-1]
         history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
         params = {k: result.config[k] for k in SEARCHED}
         best = float(history[trainer.SCORE].max()) if trainer.SCORE in history else float("nan")

@@ -38,11 +38,33 @@ def check(cfg: TrainConfig) -> data.DataInfo:
         problem = storage.check_readable(cfg.weights_path)
         if problem:
             raise ConfigError(f"weights_path: {problem}")
-    return data.scan(cfg)
+    info = data.scan(cfg)
+    check_resume(cfg, info)
+    return info
 
 
-def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1) -> dict:
-    """Train, keep the best checkpoint, evaluate it on the test split; returns the test report."""
+def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
+    """Resuming continues the output's checkpoints; they must be of this family and label set."""
+    if not cfg.resume:
+        return
+    try:
+        found = ckpt.find(cfg.output)
+    except ConfigError:
+        return  # nothing to resume: a fresh run
+    state = ckpt.load(found)
+    if state["model_name"] != cfg.model or tuple(state["class_names"]) != info.class_names:
+        raise ConfigError(
+            f"output: {cfg.output} holds a {state['model_name']!r} run over {len(state['class_names'])} classes, "
+            f"which cannot resume as {cfg.model!r} over {len(info.class_names)}; choose another --output "
+            f"or pass --resume false to start over there")
+
+
+def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bool = True) -> dict:
+    """Train, keep the best checkpoint, evaluate it on the test split; returns the test report.
+
+    test=False (Tune trials) skips the test split: a sweep chooses by validation only, and
+    the test split stays unseen until the chosen config is trained and tested.
+    """
     info = check(cfg)
     if not ray.is_initialized():
         ray.init()
@@ -52,7 +74,7 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1) -> dict:
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     started = time.time()
     result = build_trainer(cfg, info, callbacks).fit()
-    return finish(cfg, result, time.time() - started, eval_workers)
+    return finish(cfg, result, time.time() - started, eval_workers if test else 0)
 
 
 def _remove(uri: str) -> None:
@@ -112,7 +134,8 @@ def build_trainer(cfg: TrainConfig, info: data.DataInfo, callbacks: tuple = ()) 
 
 
 def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_workers: int) -> dict:
-    """Copy the best checkpoint to output/checkpoint.pt, test it, draw the learning curve."""
+    """Copy the best checkpoint to output/checkpoint.pt, draw the learning curve and, unless
+    eval_workers is 0, test the checkpoint."""
     if result.error:
         raise result.error
     best = result.get_best_checkpoint(metric=SCORE, mode="max") or result.checkpoint
@@ -124,7 +147,7 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
     best_uri = storage.join(cfg.output, ckpt.FILENAME)
     storage.write_bytes(best_uri, _serialise(best_state))
     storage.write_bytes(storage.join(cfg.output, "learning_curve.png"), learning_curve_png(history))
-    report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers)
+    report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers) if eval_workers else {}
     report.update({"best_epoch": best_state["epoch"], "epochs": len(history), "train_s": round(elapsed, 1),
                    "history": history, "output": cfg.output})
     storage.write_bytes(storage.join(cfg.output, "metrics.json"), json.dumps(report, indent=2).encode())

@@ -1,0 +1,120 @@
+"""Training throughput: our Ray Train job vs a plain single-process PyTorch loop.
+
+Both train the same family on the same preprocessed faces for the same epochs, batch
+size and torch threads, with the same per-epoch validation pass and augmentation:
+  (a) `fer_ray.training.trainer.run` (1 Ray Train worker, decoded splits cached);
+  (b) a loop over in-memory tensors with the same model, optimiser, Batcher and metrics.
+Steady-state samples/s comes from the epochs after the first (a's first epoch includes
+its worker start-up; reported separately as the fixed cost of a run).
+
+    .venv/bin/python bench/train.py [--scale 8] [--epochs 6] [--model dexpression_fer]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import ray  # noqa: E402
+
+from fer_ray.config import PreprocessConfig, TrainConfig  # noqa: E402
+from fer_ray.models import create_model, get_spec  # noqa: E402
+from fer_ray.pipelines import preprocess  # noqa: E402
+from fer_ray.pipelines.demo import sample_input  # noqa: E402
+from fer_ray.sample_data import write_sample_data  # noqa: E402
+from fer_ray.training import data, trainer  # noqa: E402
+from fer_ray.training.loop import Batcher, cosine_lr  # noqa: E402
+from fer_ray.training.metrics import confusion_matrix  # noqa: E402
+
+
+def make_shards(root: str, scale: int) -> str:
+    write_sample_data(f"{root}/raw", scale=scale, layouts=("fer2013",))
+    output = f"{root}/faces"
+    preprocess.run(PreprocessConfig(layout="fer2013", input=sample_input(f"{root}/raw", "fer2013"), output=output))
+    return output
+
+
+def split_tensors(info, label_set: str, split: str) -> dict:
+    batches = list(data.read_split(info, label_set, split).iter_batches(batch_format="numpy", batch_size=None))
+    return {key: torch.from_numpy(np.concatenate([b[key] for b in batches])) for key in ("image", "landmarks", "label")}
+
+
+def plain_loop(cfg: TrainConfig, info, threads: int) -> list[float]:
+    """Seconds per epoch of a single-process loop doing what each Ray Train epoch does."""
+    torch.set_num_threads(threads)
+    label_set, spec = cfg.resolved_label_set(), get_spec(cfg.model)
+    train, val = split_tensors(info, label_set, "train"), split_tensors(info, label_set, "val")
+    norm = data.normalisation(data.read_split(info, label_set, "train"), info.face_shape)
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=len(info.class_names))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batcher, loss_fn = Batcher(spec, norm, torch.device("cpu"), info.face_shape[0]), torch.nn.CrossEntropyLoss()
+    times = []
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(cfg.lr, epoch, cfg.epochs)
+        generator = torch.Generator().manual_seed(epoch)
+        model.train()
+        for batch in batches(train, cfg.batch_size, generator):
+            loss = loss_fn(model(*batcher.inputs(batch, cfg.augment, generator)), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            for batch in batches(val, cfg.batch_size):
+                confusion_matrix(batch["label"].numpy(), model(*batcher.inputs(batch)).argmax(1).numpy(),
+                                 len(info.class_names))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def batches(tensors: dict, size: int, generator: torch.Generator | None = None):
+    n = len(tensors["label"])
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, size):
+        index = order[start:start + size]
+        yield {key: value[index] for key, value in tensors.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=8, help="sample-data scale (8: ~1,000 faces)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--model", default="dexpression_fer")
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="torch threads on both sides (Ray worker: cpus_per_worker)")
+    args = parser.parse_args()
+    ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
+    with tempfile.TemporaryDirectory() as root:
+        faces = make_shards(root, args.scale)
+        cfg = TrainConfig(data=faces, output=f"{root}/run", model=args.model, epochs=args.epochs,
+                          batch_size=args.batch_size, workers=1, cpus_per_worker=args.threads, cache="on")
+        info = trainer.check(cfg)
+        n_train = sum(info.counts["train"])
+        started = time.perf_counter()
+        report = trainer.run(cfg, test=False)
+        wall = time.perf_counter() - started
+        ours = [h["epoch_s"] for h in report["history"]]
+        base = plain_loop(cfg, info, args.threads)
+    ours_rate, base_rate = n_train / np.median(ours[1:]), n_train / np.median(base[1:])
+    print(f"{n_train} train faces, {args.epochs} epochs, batch {args.batch_size}, torch threads: "
+          f"ours {report['history'][-1]['torch_threads']}, plain {args.threads}")
+    print(f"ours  epoch s: {', '.join(f'{t:.2f}' for t in ours)}  (run wall {wall:.1f} s incl. start-up, "
+          f"normalisation pass and checkpoint upload)")
+    print(f"plain epoch s: {', '.join(f'{t:.2f}' for t in base)}")
+    print(f"bench train: ours={ours_rate:.1f} samples/s, baseline={base_rate:.1f} samples/s, "
+          f"ratio={ours_rate / base_rate:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

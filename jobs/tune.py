@@ -1,0 +1,10 @@
+"""Entrypoint for `ray job submit --working-dir . -- python jobs/tune.py --data s3://... --models dexpression_fer,enm --trials 64 --output s3://...`."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fer_ray.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["tune", *sys.argv[1:]]))

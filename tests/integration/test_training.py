@@ -1,0 +1,212 @@
+"""Training end to end on the S3 test server: a 2-worker CPU TorchTrainer run, its outputs,
+resume, evaluate, predict and export, and the errors raised before any training starts."""
+from __future__ import annotations
+
+import io
+
+import boto3
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fer_ray import storage
+from fer_ray.config import ConfigError, TrainConfig
+from fer_ray.labels import BASIC7
+from fer_ray.training import checkpoint as ckpt
+from fer_ray.training import trainer
+
+pytestmark = pytest.mark.integration
+EPOCHS = 12
+
+
+def train_config(data: str, output: str, **overrides) -> TrainConfig:
+    """Small and CPU-only: 2 workers of half a CPU each leave the 2-CPU test cluster room for Ray Data."""
+    fields = dict(data=data, output=output, model="dexpression_fer", epochs=EPOCHS, batch_size=32,
+                  workers=2, cpus_per_worker=0.5, seed=0)
+    return TrainConfig(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(fer_shards, bucket):
+    cfg = train_config(fer_shards, f"{bucket}/runs/dexpression")
+    return cfg, trainer.run(cfg)
+
+
+def test_trained_model_beats_chance_on_held_out_subjects(trained):
+    _, report = trained
+    assert report["split"] == "test" and report["n"] >= 60
+    # 7 classes: chance is 14%. The sample faces are learnable by design; test subjects are unseen.
+    assert report["accuracy"] >= 0.8, report["per_class_recall"]
+    assert report["macro_f1"] >= 0.75
+
+
+def test_run_writes_checkpoints_metrics_and_plots_to_s3(trained):
+    cfg, report = trained
+    for name in ("checkpoint.pt", "metrics.json", "confusion.png", "learning_curve.png", "config.yaml"):
+        assert storage.exists(storage.join(cfg.output, name)), name
+    epoch_checkpoints = [u for u in storage.list_files(storage.join(cfg.output, "train"))
+                         if u.endswith("checkpoint.pt")]
+    assert 1 <= len(epoch_checkpoints) <= 2  # num_to_keep=2: best and latest
+    history = report["history"]
+    assert [h["epoch"] for h in history] == list(range(EPOCHS))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {f"val_recall_{name}" for name in BASIC7} <= set(history[0])
+
+    state = ckpt.load(cfg.output)  # weights_only load
+    assert state["class_names"] == list(BASIC7) and state["model_name"] == "dexpression_fer"
+    assert state["norm"]["mean"].shape == state["norm"]["std"].shape == (1, 48, 48)
+    assert state["optimizer"]["state"] and state["face"]["size"] == 48
+    assert state["epoch"] == report["best_epoch"]
+    assert storage.read_bytes(storage.join(cfg.output, "confusion.png")).startswith(b"\x89PNG")
+
+
+def test_no_credentials_in_run_outputs(trained, bucket, s3_server):
+    cfg, _ = trained
+    name, _, prefix = cfg.output[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    assert len(keys) >= 6
+    for key in keys:
+        assert b"testing-secret" not in client.get_object(Bucket=name, Key=key)["Body"].read(), key
+
+
+def test_restarted_run_resumes_from_the_latest_checkpoint(trained):
+    cfg, _ = trained
+    report = trainer.run(trainer.with_fields(cfg, {"epochs": EPOCHS + 2}))
+    history = report["history"]
+    assert [h["epoch"] for h in history] == list(range(EPOCHS + 2))
+    assert [h["restored_from_epoch"] for h in history[EPOCHS:]] == [EPOCHS - 1] * 2
+    assert all(h["restored_from_epoch"] == -1 for h in history[:EPOCHS])
+
+
+def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket):
+    from fer_ray.training.evaluate import evaluate
+
+    cfg, report = trained
+    again = evaluate(storage.join(cfg.output, "checkpoint.pt"), fer_shards, "test", f"{bucket}/eval/dexpression")
+    assert again["confusion"] == report["confusion"]
+    assert storage.exists(f"{bucket}/eval/dexpression/confusion.png")
+
+
+def test_predict_writes_probabilities_per_face_and_keeps_bad_images(trained, tmp_path):
+    from fer_ray.pipelines import predict
+    from fer_ray.sample_data import write_sample_data
+
+    cfg, _ = trained
+    write_sample_data(str(tmp_path / "raw"), layouts=("folder",))
+    images = tmp_path / "raw" / "folder"
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    n_images = len(storage.list_files(str(images), (".jpg", ".png")))
+    for output in (tmp_path / "pred.parquet", tmp_path / "pred.csv"):
+        summary = predict.run(cfg.output, str(images), str(output))
+        table = pq.read_table(output) if output.suffix == ".parquet" else _read_csv(output)
+        rows = table.to_pylist()
+        assert len({r["source_uri"] for r in rows}) == n_images == summary["inputs"]
+        broken = [r for r in rows if r["source_uri"].endswith("broken.jpg")]
+        assert broken and broken[0]["status"] == "decode_error" and broken[0]["label"] in ("", None)
+        faces = [r for r in rows if r["status"] == "ok"]
+        assert len(faces) >= 0.8 * n_images
+        sums = [sum(r[f"p_{name}"] for name in BASIC7) for r in faces]
+        assert np.allclose(sums, 1.0, atol=1e-4)
+        assert all(r["label"] in BASIC7 for r in faces)
+
+
+def _read_csv(path):
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(path)
+
+
+def test_export_matches_the_checkpoint_on_real_faces(trained, fer_shards, tmp_path):
+    import onnxruntime as ort
+
+    from fer_ray.pipelines.export import run_export
+    from fer_ray.training.data import read_split, scan
+    from fer_ray.training.evaluate import ClassifyStage
+
+    cfg, _ = trained
+    written = run_export(cfg.output, str(tmp_path / "export"))
+    assert {"torchscript", "onnx", "manifest"} <= set(written)
+    info = scan(cfg)
+    batch = read_split(info, "basic7", "test").take_batch(16, batch_format="numpy")
+    expected = ClassifyStage(cfg.output)(batch)["probabilities"]
+    images = torch.from_numpy(batch["image"].astype(np.float32))
+    scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
+    session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        assert np.abs(scripted(images).numpy() - expected).max() < 1e-4
+    (from_onnx,) = session.run(["probabilities"], {"image": images.numpy()})
+    assert np.abs(from_onnx - expected).max() < 1e-4
+
+
+# ------------------------------------------------------------ errors before any training
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if a TorchTrainer is built: the errors below must come first."""
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(args)
+        raise AssertionError("TorchTrainer built before the configuration error")
+
+    monkeypatch.setattr(trainer, "TorchTrainer", spy)
+    return built
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model": "resnet50"}, "choose one of: baseline_cnn"),
+    ({"lr": -0.1}, "lr: -0.1 must be > 0"),
+    ({"model": "resnet18"}, "are 48x48x1, but model 'resnet18' expects 224x224x3"),
+    ({"label_set": "mixed42"}, "mixed"),
+])
+def test_bad_training_config_fails_before_training(fer_shards, bucket, no_training, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        trainer.run(train_config(fer_shards, f"{bucket}/runs/never", **overrides))
+    assert not no_training
+
+
+def test_split_without_rows_fails_before_training(fer_shards, tmp_path, no_training):
+    from tests.integration.helpers import read_output
+
+    faces = read_output(fer_shards, "faces")
+    only_train = faces.filter(np.array(faces["split"].to_pylist()) == "train")
+    (tmp_path / "data" / "faces").mkdir(parents=True)
+    pq.write_table(only_train, tmp_path / "data" / "faces" / "part-00000.parquet")
+    with pytest.raises(ConfigError, match="no rows with a basic7 label in split 'val'.*splits present: train"):
+        trainer.run(train_config(str(tmp_path / "data"), str(tmp_path / "run")))
+    assert not no_training
+
+
+def test_checkpoint_of_another_family_is_refused(trained, fer_shards, no_training):
+    cfg, _ = trained
+    with pytest.raises(ConfigError, match="holds a 'dexpression_fer' run"):
+        trainer.run(trainer.with_fields(cfg, {"model": "vgg_landmarks"}))
+    with pytest.raises(ConfigError, match="holds a 'dexpression_fer' model, not 'enm'"):
+        ckpt.build_model(ckpt.load(cfg.output), "enm")
+    assert not no_training
+
+
+class Payload:
+    """An object whose unpickling would run code: weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", b"PK\x03\x04 truncated zip", "pickle"])
+def test_corrupt_or_unsafe_checkpoint_is_refused(tmp_path, content, capsys):
+    from fer_ray.training.evaluate import check_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    if content == "pickle":
+        buffer = io.BytesIO()
+        torch.save({"format_version": 1, "payload": Payload()}, buffer)
+        content = buffer.getvalue()
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="not a readable fer-ray checkpoint"):
+        check_checkpoint(str(path))
+    assert "pickled code ran" not in capsys.readouterr().out
