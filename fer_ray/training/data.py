@@ -158,7 +158,7 @@ def read_split(info: DataInfo, label_set: str, split: str) -> ray.data.Dataset:
     """The rows of one split as model-ready arrays (lazy; runs on the cluster)."""
     fs, _ = storage.resolve(info.dirs[0])
     columns = ["face", "face_shape", "landmarks", "split", label_column(label_set)]
-    ds = ray.data.read_parquet([storage.resolve(d)[1] for d in info.dirs], filesystem=fs, columns=columns)
+    ds = ray.data.read_parquet([storage.resolve(d)[1] for d in info.dirs], filesystem=fs).select_columns(columns)
     ds = ds.filter(expr=col("split") == split)
     return ds.map_batches(to_arrays, fn_args=(label_set,), batch_format="numpy")
 

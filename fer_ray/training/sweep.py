@@ -100,8 +100,9 @@ def new_tuner(cfg: TuneConfig, trainable, fs, path: str) -> tune.Tuner:
         param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
             metric=trainer.SCORE, mode="max", scheduler=scheduler, num_samples=cfg.trials,
-            max_concurrent_trials=concurrency(cfg),
-            search_alg=BasicVariantGenerator(random_state=cfg.search_seed),
+            # BasicVariantGenerator bounds concurrency itself (Tune ignores
+            # max_concurrent_trials for it)
+            search_alg=BasicVariantGenerator(random_state=cfg.search_seed, max_concurrent=concurrency(cfg)),
         ),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=path, storage_filesystem=fs,
                                   failure_config=tune.FailureConfig(max_failures=1)),

@@ -3,6 +3,7 @@ resume, evaluate, predict and export, and the errors raised before any training 
 from __future__ import annotations
 
 import io
+import json
 
 import boto3
 import numpy as np
@@ -84,9 +85,10 @@ def test_restarted_run_resumes_from_the_latest_checkpoint(trained):
 def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket):
     from fer_ray.training.evaluate import evaluate
 
-    cfg, report = trained
+    cfg, _ = trained
+    report = json.loads(storage.read_bytes(storage.join(cfg.output, "metrics.json")))  # the latest run's
     again = evaluate(storage.join(cfg.output, "checkpoint.pt"), fer_shards, "test", f"{bucket}/eval/dexpression")
-    assert again["confusion"] == report["confusion"]
+    assert again["confusion"] == report["confusion"] and sum(map(sum, again["confusion"])) == again["n"]
     assert storage.exists(f"{bucket}/eval/dexpression/confusion.png")
 
 
