@@ -46,6 +46,14 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+def absolute(uri: str) -> str:
+    """s3:// URIs unchanged, local paths made absolute: Ray workers and Tune trials run in
+    other working directories, where a relative path means something else."""
+    if not uri or is_s3(uri):
+        return uri
+    return resolve(uri)[1]
+
+
 def to_uri(fs: pafs.FileSystem, path: str) -> str:
     """The URI of a path inside a filesystem (inverse of `resolve`)."""
     return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path

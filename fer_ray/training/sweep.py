@@ -64,7 +64,8 @@ def concurrency(cfg: TuneConfig) -> int:
 
 
 def check(cfg: TuneConfig) -> None:
-    """Config values and the data (with the first family) before any Ray work."""
+    """Config values and the data (with every family) before any Ray work."""
+    trainer.absolute_paths(cfg.train)
     cfg.validate()
     for name in cfg.model_list:
         trainer.check(dataclasses.replace(cfg.train, model=name))
@@ -124,6 +125,10 @@ def write_outputs(cfg: TuneConfig, results) -> dict:
     table = pd.DataFrame(rows).sort_values(f"best_{trainer.SCORE}", ascending=False, na_position="last")
     output = cfg.train.output
     storage.write_bytes(storage.join(output, "results.csv"), table.to_csv(index=False).encode())
+    if table[f"best_{trainer.SCORE}"].isna().all():
+        errors = [str(result.error).strip().splitlines()[-1] for result in results if result.error]
+        raise RuntimeError(f"tune: no trial reported {trainer.SCORE} (see {storage.join(output, 'results.csv')}); "
+                           f"first error: {errors[0] if errors else 'none'}")
     storage.write_bytes(storage.join(output, "trials.png"), trials_png(curves, trainer.SCORE, labels))
     best_row = table.iloc[0].to_dict()
     best_cfg = trial_config(config.to_dict(cfg.train), best_row, storage.join(output, "best"))

@@ -33,6 +33,7 @@ SCORE = "val_macro_f1"
 
 def check(cfg: TrainConfig) -> data.DataInfo:
     """Everything that can be known wrong before training: values, data, splits, shapes, weights."""
+    absolute_paths(cfg)
     cfg.validate()
     if cfg.weights_path:
         problem = storage.check_readable(cfg.weights_path)
@@ -41,6 +42,12 @@ def check(cfg: TrainConfig) -> data.DataInfo:
     info = data.scan(cfg)
     check_resume(cfg, info)
     return info
+
+
+def absolute_paths(cfg: TrainConfig) -> None:
+    """Local paths in the config made absolute, in place (see storage.absolute)."""
+    cfg.data = ",".join(storage.absolute(uri) for uri in cfg.data_uris)
+    cfg.output, cfg.weights_path = storage.absolute(cfg.output), storage.absolute(cfg.weights_path)
 
 
 def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:

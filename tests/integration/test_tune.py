@@ -1,7 +1,13 @@
-"""A 2-trial Ray Tune sweep over two families, each trial a Ray Train run; then a resume."""
+"""A 2-trial Ray Tune sweep over two families, each trial a Ray Train run: interrupted by
+killing its driver mid-sweep, then resumed to the end."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -17,14 +23,42 @@ def read_results(output: str) -> pd.DataFrame:
     return pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(output, "results.csv"))))
 
 
-def test_two_trial_sweep_writes_results_best_config_and_plot(fer_shards, bucket):
-    train = TrainConfig(data=fer_shards, output=f"{bucket}/sweeps/a", epochs=2, workers=1, cpus_per_worker=0.5)
+def interrupted_sweep(cfg: TuneConfig, address: str) -> set[str]:
+    """Start `fer-ray tune` as its own driver, kill it once Tune has saved its state and a
+    trial has a checkpoint; returns the trial ids that had started."""
+    flags = [f"--{path.split('.')[-1].replace('_', '-')}={value}" for path, value in (
+        ("models", cfg.models), ("trials", cfg.trials), ("grace_period", cfg.grace_period),
+        ("batch_sizes", cfg.batch_sizes), ("search_seed", cfg.search_seed), ("data", cfg.train.data),
+        ("output", cfg.train.output), ("epochs", cfg.train.epochs), ("workers", cfg.train.workers),
+        ("cpus_per_worker", cfg.train.cpus_per_worker))]
+    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", "tune", *flags],
+                              env={**os.environ, "RAY_ADDRESS": address},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials, state = storage.join(cfg.train.output, "trials"), storage.join(cfg.train.output, sweep.EXPERIMENT)
+    deadline = time.time() + 400
+    while time.time() < deadline and driver.poll() is None:
+        saved = storage.exists(state) and any("experiment_state" in u for u in storage.list_files(state))
+        if saved and storage.exists(trials) and any(u.endswith("checkpoint.pt") for u in storage.list_files(trials)):
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep finished before it could be interrupted"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    return {u.split("/trials/")[1].split("/")[0] for u in storage.list_files(trials)}
+
+
+def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_shards, bucket, ray_cluster):
+    train = TrainConfig(data=fer_shards, output=f"{bucket}/sweeps/a", epochs=3, workers=1, cpus_per_worker=0.5)
     cfg = TuneConfig(models="dexpression_fer,landmark_mlp", trials=2, grace_period=1, batch_sizes="16,32",
                      search_seed=3, train=train)
-    summary = sweep.run(cfg)
+    started = interrupted_sweep(cfg, ray_cluster.address)
+    assert not storage.exists(storage.join(cfg.train.output, "results.csv"))
 
+    summary = sweep.run(cfg)  # restores Tune's experiment and finishes it
     results = read_results(cfg.train.output)
     assert len(results) == 2 and set(results["status"]) == {"ok"}
+    assert started <= set(results["trial"])  # the interrupted trials were continued, not replaced
+    assert (results["epochs_run"] >= 1).all()
     assert results["best_val_macro_f1"].is_monotonic_decreasing  # best first
     assert results["lr"].between(cfg.lr_min, cfg.lr_max).all()
     assert set(results["batch_size"]) <= {16, 32}
@@ -38,7 +72,3 @@ def test_two_trial_sweep_writes_results_best_config_and_plot(fer_shards, bucket)
     assert (best.model, best.batch_size) == (top["model"], top["batch_size"])
     assert best.lr == pytest.approx(top["lr"]) and best.data == fer_shards
     assert storage.read_bytes(summary["plot"]).startswith(b"\x89PNG")
-
-    again = sweep.run(cfg)  # the experiment is restored, not run anew
-    assert again["trials"] == 2
-    assert list(read_results(cfg.train.output)["trial"]) == list(results["trial"])
