@@ -93,6 +93,16 @@ def _epoch_checkpoints(uri: str) -> list[str]:
     return [storage.to_uri(fs, f) for f in files]
 
 
+def newest_epoch_state(run_uri: str) -> dict | None:
+    """The newest epoch checkpoint of a run that loads; an upload cut short by a crash is skipped."""
+    for uri in reversed(_epoch_checkpoints(run_uri)):
+        try:
+            return load_bytes(storage.read_bytes(uri), uri)
+        except (ConfigError, OSError):
+            continue
+    return None
+
+
 def load(uri: str) -> dict:
     """Find and load a checkpoint from a run URI, directory or file (local or s3://)."""
     path = find(uri)

@@ -145,17 +145,25 @@ def _build(cfg: TrainConfig, num_classes: int):
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=num_classes, dropout=cfg.dropout,
                          **({"weights_path": cfg.weights_path} if cfg.weights_path else {}))
-    state = None
-    latest = ray.train.get_checkpoint()
-    if latest is not None:
-        with latest.as_directory() as directory:
-            state = ckpt.load_local(directory)
+    state = _latest_state(cfg)
+    if state is not None:
         model.load_state_dict(state["model"])
     ddp_model = ray.train.torch.prepare_model(model)  # moves `model` to the device in place
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state and state["optimizer"]:
         optimizer.load_state_dict(state["optimizer"])
     return model, ddp_model, optimizer, state
+
+
+def _latest_state(cfg: TrainConfig) -> dict | None:
+    """The checkpoint to continue from: Ray Train's latest, else the newest readable epoch
+    checkpoint in the run's storage. Ray does not always hand one to a worker group it
+    restarted after its workers were killed (seen on Ray 2.60); the run's own files do."""
+    latest = ray.train.get_checkpoint()
+    if latest is not None:
+        with latest.as_directory() as directory:
+            return ckpt.load_local(directory)
+    return ckpt.newest_epoch_state(cfg.output) if cfg.resume else None
 
 
 def _report(history: list[dict], rank: int, model, optimizer, loop_config: dict, class_names) -> None:
