@@ -85,9 +85,8 @@ def print_sweep(summary: dict) -> None:
 
 def cmd_evaluate(args) -> int:
     from fer_ray import storage
-    from fer_ray.training.evaluate import check_checkpoint, evaluate
+    from fer_ray.training.evaluate import evaluate
 
-    check_checkpoint(args.checkpoint)
     output = args.output or storage.join(args.checkpoint.removesuffix("/checkpoint.pt"), f"eval-{args.split}")
     print_report(evaluate(args.checkpoint, args.data, args.split, output, workers=args.workers))
     print(f"  confusion matrix: {storage.join(output, 'confusion.png')}")

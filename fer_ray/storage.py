@@ -106,9 +106,12 @@ def list_files(uri: str, extensions: tuple[str, ...] = ()) -> list[str]:
 
 
 def remove_dir(uri: str) -> None:
-    """Delete a directory and everything under it; a missing directory is fine."""
+    """Delete a file, or a directory and everything under it; a missing one is fine."""
     fs, path = resolve(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.File:
+        fs.delete_file(path)
+    elif kind != pafs.FileType.NotFound:
         fs.delete_dir(path)
 
 

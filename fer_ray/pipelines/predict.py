@@ -22,7 +22,6 @@ from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row
 from fer_ray.stages.base import LIGHT_CPUS, apply_stage, available_cpus
 from fer_ray.stages.face import FaceStage
 from fer_ray.stages.fetch import FetchStage
-from fer_ray.training import checkpoint as ckpt
 from fer_ray.training.evaluate import check_checkpoint, classify
 
 KEEP = ("source_uri", "face_index", "status", "error", "n_faces", "bbox", "det_score")
@@ -72,7 +71,7 @@ def output_rows(batch: dict, class_names: tuple[str, ...]) -> dict:
 
 
 def run(checkpoint_uri: str, input_uri: str, output: str, detector: str = "", workers: int = 0) -> dict:
-    state = check_checkpoint(checkpoint_uri)
+    path, state = check_checkpoint(checkpoint_uri)
     cfg = preprocess_config(state, input_uri, detector)
     FaceStage.check_weights(cfg)
     files = storage.list_files(input_uri, IMAGE_EXTENSIONS) if not input_uri.lower().endswith(
@@ -88,7 +87,7 @@ def run(checkpoint_uri: str, input_uri: str, output: str, detector: str = "", wo
     ds = apply_stage(ds, FaceStage, cfg, workers=workers or max(1, available_cpus() - 1))
     ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
     ds = ds.map_batches(model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
-    ds = classify(ds, ckpt.find(checkpoint_uri), workers=1)
+    ds = classify(ds, path, workers=1)
     ds = ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy",
                         num_cpus=LIGHT_CPUS)
     rows = write(ds, output)

@@ -45,6 +45,12 @@ def make_checkpoint(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer 
     }
 
 
+def to_bytes(checkpoint: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
 def save(checkpoint: dict, directory: str) -> str:
     """Write checkpoint.pt into a local directory; returns its path."""
     os.makedirs(directory, exist_ok=True)
@@ -105,8 +111,13 @@ def newest_epoch_state(run_uri: str) -> dict | None:
 
 def load(uri: str) -> dict:
     """Find and load a checkpoint from a run URI, directory or file (local or s3://)."""
+    return locate(uri)[1]
+
+
+def locate(uri: str) -> tuple[str, dict]:
+    """(the checkpoint.pt a URI means, its loaded contents)."""
     path = find(uri)
-    return load_bytes(storage.read_bytes(path), path)
+    return path, load_bytes(storage.read_bytes(path), path)
 
 
 def config_of(checkpoint: dict) -> TrainConfig:

@@ -56,21 +56,21 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
 
     The shards are checked against the checkpoint's family (shape, label set) before any work.
     """
-    state = ckpt.load(checkpoint_uri)
+    path, state = check_checkpoint(checkpoint_uri)
     cfg = ckpt.config_of(state)
     eval_cfg = TrainConfig(data=data_uris, output=output, model=cfg.model, label_set=cfg.resolved_label_set(),
                            train_split=split, val_split=split, test_split=split)
     info = data.scan(eval_cfg)
     if not ray.is_initialized():
         ray.init()
-    predicted = classify(data.read_split(info, eval_cfg.label_set, split), ckpt.find(checkpoint_uri), workers)
+    predicted = classify(data.read_split(info, eval_cfg.label_set, split), path, workers)
     labels, predictions = [], []
     for batch in predicted.select_columns(["label", "prediction"]).iter_batches(batch_format="numpy"):
         labels.append(batch["label"])
         predictions.append(batch["prediction"])
     class_names = tuple(state["class_names"])
     confusion = confusion_matrix(np.concatenate(labels), np.concatenate(predictions), len(class_names))
-    report = {"checkpoint": ckpt.find(checkpoint_uri), "data": data_uris, "split": split,
+    report = {"checkpoint": path, "data": data_uris, "split": split,
               "model": cfg.model, "epoch": state["epoch"], **summarise(confusion, class_names),
               "confusion": confusion.tolist(), "class_names": list(class_names)}
     write_reports(output, report, confusion, class_names, f"{cfg.model} on {split}")
@@ -82,10 +82,10 @@ def write_reports(output: str, report: dict, confusion: np.ndarray, class_names,
     storage.write_bytes(storage.join(output, "confusion.png"), confusion_png(confusion, class_names, title))
 
 
-def check_checkpoint(uri: str, expect_family: str = "") -> dict:
-    """Load and build once on the driver so a bad checkpoint fails before any Ray work."""
-    state = ckpt.load(uri)
+def check_checkpoint(uri: str, expect_family: str = "") -> tuple[str, dict]:
+    """(path, state), built once on the driver so a bad checkpoint fails before any Ray work."""
+    path, state = ckpt.locate(uri)
     ckpt.build_model(state, expect_family or None)
     if not state.get("class_names"):
         raise ConfigError(f"checkpoint: {uri} has no class names")
-    return state
+    return path, state

@@ -55,10 +55,9 @@ def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
     if not cfg.resume:
         return
     try:
-        found = ckpt.find(cfg.output)
+        state = ckpt.load(cfg.output)
     except ConfigError:
         return  # nothing to resume: a fresh run
-    state = ckpt.load(found)
     if state["model_name"] != cfg.model or tuple(state["class_names"]) != info.class_names:
         raise ConfigError(
             f"output: {cfg.output} holds a {state['model_name']!r} run over {len(state['class_names'])} classes, "
@@ -77,20 +76,11 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
         ray.init()
     if not cfg.resume:
         for name in (RUN_NAME, ckpt.FILENAME):
-            _remove(storage.join(cfg.output, name))
+            storage.remove_dir(storage.join(cfg.output, name))
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     started = time.time()
     result = build_trainer(cfg, info, callbacks).fit()
     return finish(cfg, result, time.time() - started, eval_workers if test else 0)
-
-
-def _remove(uri: str) -> None:
-    fs, path = storage.resolve(uri)
-    if uri.endswith(".pt"):
-        if storage.exists(uri):
-            fs.delete_file(path)
-    else:
-        storage.remove_dir(uri)
 
 
 def loop_config(cfg: TrainConfig, info: data.DataInfo, train_ds) -> dict:
@@ -152,7 +142,7 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
         history = ckpt.load_local(directory)["history"]
     best_state["history"] = history
     best_uri = storage.join(cfg.output, ckpt.FILENAME)
-    storage.write_bytes(best_uri, _serialise(best_state))
+    storage.write_bytes(best_uri, ckpt.to_bytes(best_state))
     storage.write_bytes(storage.join(cfg.output, "learning_curve.png"), learning_curve_png(history))
     report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers) if eval_workers else {}
     report.update({"best_epoch": best_state["epoch"], "epochs": len(history), "train_s": round(elapsed, 1),
@@ -160,15 +150,6 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
     storage.write_bytes(storage.join(cfg.output, "metrics.json"), json.dumps(report, indent=2).encode())
     return report
 
-
-def _serialise(state: dict) -> bytes:
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
 
 
 def with_fields(cfg: TrainConfig, values: dict) -> TrainConfig:
