@@ -10,7 +10,7 @@ import json
 import sys
 
 from fer_ray import config
-from fer_ray.config import ConfigError, PreprocessConfig, TrainConfig, TuneConfig
+from fer_ray.config import ConfigError, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
@@ -58,6 +58,30 @@ def cmd_preprocess(args) -> int:
     summary = preprocess.run(cfg)
     print_summary(summary)
     return 0
+
+
+def cmd_synthesize(args) -> int:
+    from fer_ray.pipelines import synthesize
+
+    print_synthesis(synthesize.run(build_config(SynthesizeConfig, args)))
+    return 0
+
+
+def print_synthesis(summary: dict, max_listed: int = 10) -> None:
+    status = ", ".join(f"{k}={v}" for k, v in summary["status"].items())
+    print(f"\n{summary['method']}: {summary['inputs']} faces of {summary['subjects_used']} subjects -> "
+          f"{summary['mixed']} mixed faces in {summary['elapsed_s']} s ({summary['mixed_per_s']} faces/s)")
+    print(f"  input faces: {status}")
+    print(f"  mixed by split: {json.dumps(summary['mixed_by_split'])}; "
+          f"{len(summary['mixed_by_pair'])} of 42 pairs present")
+    skipped = list(summary["subjects_skipped"].items())
+    for subject, reason in skipped[:max_listed]:
+        print(f"  skipped subject {subject}: {reason}")
+    if len(skipped) > max_listed:
+        print(f"  ... and {len(skipped) - max_listed} more skipped subjects (see _summary.json)")
+    print(f"  mixed: {summary['mixed_uri']}\n  manifest: {summary['manifest_uri']}")
+    for uri in summary["contact_sheets"]:
+        print(f"  contact sheet: {uri}")
 
 
 def cmd_train(args) -> int:
@@ -121,8 +145,10 @@ def cmd_models(args) -> int:
     return 0
 
 
-def print_report(report: dict) -> None:
-    recalls = ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in report["per_class_recall"].items())
+def print_report(report: dict, max_classes: int = 10) -> None:
+    recall = report["per_class_recall"]
+    recalls = ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in recall.items()) if (
+        len(recall) <= max_classes) else f"{len(recall)} classes, see metrics.json and confusion.png"
     print(f"\n{report['model']} on {report['split']} ({report['n']} faces): accuracy={report['accuracy']:.3f} "
           f"macro_f1={report['macro_f1']:.3f}\n  recall: {recalls}\n  checkpoint: {report['checkpoint']}")
     if "output" in report:
@@ -164,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Detect, align and crop faces of a raw dataset into Parquet shards.")
     add_config_flags(pre, PreprocessConfig)
     pre.set_defaults(func=cmd_preprocess)
+    synth = commands.add_parser("synthesize", help="fuse two expressions of each subject into 42 mixed classes",
+                                description="Read a preprocess output's faces/, group by subject on Ray, fuse every "
+                                            "ordered pair of basic expressions; mixed/, manifest/, _summary.json "
+                                            "and contact_sheets/ go to --output.")
+    add_config_flags(synth, SynthesizeConfig)
+    synth.set_defaults(func=cmd_synthesize)
     train = commands.add_parser("train", help="train a model family on faces/ shards with Ray Train",
                                 description="Train on preprocess outputs; checkpoints, metrics and plots go to --output.")
     add_config_flags(train, TrainConfig)

@@ -113,6 +113,51 @@ class PreprocessConfig:
         self.split.validate()
 
 
+FUSION_METHODS = ("region", "weighted", "pca")
+PICK_RULES = ("first", "every", "random")
+CHOICES["method"] = FUSION_METHODS
+CHOICES["pick"] = PICK_RULES
+
+
+@dataclass
+class SynthesizeConfig:
+    """Mixed-emotion synthesis: every ordered pair of two basic expressions of one subject."""
+    input: str = opt("", "a preprocess output URI; its faces/ shards are read")
+    output: str = opt("", "output URI; mixed/, manifest/, _summary.json and contact_sheets/ go here")
+    method: str = opt("region", "region = upper face of the first over the lower face of the second; "
+                                "weighted = alpha blend; pca = principal-eigenvector weights")
+    alpha: float = opt(-1.0, "weighted: share of the first face, in [0, 1] (required for weighted)")
+    feather: float = opt(0.08, "region: width of the seam's ramp, as a fraction of the face height")
+    seam_position: float = opt(0.5, "region: seam between nose tip (0) and top of the upper lip (1)")
+    pick: str = opt("first", "faces used per (subject, expression): first take, every take, "
+                             "or pick_k at random")
+    pick_k: int = opt(0, "pick=random: faces drawn per (subject, expression)")
+    seed: int = opt(0, "seed of pick=random")
+    contact_sheets: int = opt(4, "subjects drawn as a 7x7 contact sheet (rows primary, columns secondary)")
+
+    def validate(self) -> None:
+        for name in ("input", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
+        _choice("method", self.method, FUSION_METHODS)
+        _choice("pick", self.pick, PICK_RULES)
+        if self.method == "weighted" and not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha: method 'weighted' needs alpha in [0, 1] (the first face's share), "
+                              f"got {self.alpha!r}; set --alpha")
+        if self.method != "weighted" and self.alpha != -1.0:
+            raise ConfigError(f"alpha: only used by method 'weighted', but method is {self.method!r}")
+        if self.pick == "random" and self.pick_k < 1:
+            raise ConfigError(f"pick_k: pick 'random' needs pick_k >= 1, got {self.pick_k!r}")
+        if self.pick != "random" and self.pick_k != 0:
+            raise ConfigError(f"pick_k: only used by pick 'random', but pick is {self.pick!r}")
+        if not 0.0 <= self.feather < 1.0:
+            raise ConfigError(f"feather: {self.feather!r} must be in [0, 1) (a fraction of the face height)")
+        if not 0.0 <= self.seam_position <= 1.0:
+            raise ConfigError(f"seam_position: {self.seam_position!r} must be in [0, 1]")
+        if self.contact_sheets < 0:
+            raise ConfigError(f"contact_sheets: {self.contact_sheets!r} must be >= 0")
+
+
 LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42")
 SPLITS = ("train", "val", "test")
 CACHE_CHOICES = ("auto", "on", "off")

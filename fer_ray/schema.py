@@ -61,6 +61,47 @@ STATUSES = {
 }
 
 
+# `mixed/`: fused faces. The faces/ columns keep their meaning for the fused face (face,
+# landmarks of the fused face, subject, split inherited from the subject) except: label is
+# -1 (a pair is not one canonical class), label_name is the pair ("anger+disgust"),
+# source_uri is the primary parent's, landmarker is "fused:<method>", bbox is zeros.
+MIXED = pa.schema([
+    *FACES,
+    ("primary", pa.int16()),             # canonical index of the upper-face expression
+    ("secondary", pa.int16()),           # canonical index of the lower-face expression
+    ("mixed_label", pa.int16()),         # 0-41: labels.mixed_index(primary name, secondary name)
+    ("weights", pa.list_(pa.float32(), 2)),  # soft label: share of the primary and secondary faces
+    ("method", pa.string()),             # region | weighted | pca
+    ("parent_primary", pa.string()),     # sample_id of the faces/ row that gave the upper face
+    ("parent_secondary", pa.string()),
+])
+FUSED_LANDMARKER = "fused:"  # prefix of a mixed row's landmarker: such a face is already mixed
+
+# Synthesis `manifest/`: one row per input face, with what happened to it.
+MIXED_MANIFEST = pa.schema([
+    ("sample_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("subject", pa.string()),
+    ("split", pa.string()),
+    ("label_name", pa.string()),
+    ("status", pa.string()),             # see MIXED_STATUSES
+    ("error", pa.string()),
+    ("n_mixed", pa.int32()),             # fused faces this face is a parent of
+])
+
+MIXED_STATUSES = {
+    "used": "parent of one or more fused faces",
+    "not_picked": "a usable face the pick rule left out (pick=first or random)",
+    "not_basic": "label is not one of the 7 basic expressions (contempt or unknown)",
+    "no_subject": "the face has no subject, so there is no second expression of the same person",
+    "lone_expression": "its subject has fewer than two usable basic expressions",
+    "bad_landmarks": "landmarks missing, not finite or degenerate: no alignment or seam possible",
+    "size_mismatch": "face shape differs from the shape most of its subject's faces have",
+    "already_mixed": "the input face is itself a fused face",
+    "fusion_error": "fusing one of its pairs failed (the error says which); other pairs kept",
+}
+
+
 def face_array(face: bytes, shape) -> np.ndarray:
     """The aligned face as a (h, w) grey or (h, w, 3) RGB uint8 array."""
     h, w, c = (int(v) for v in shape)

@@ -9,7 +9,7 @@ import ray
 
 from fer_ray import config, datasets, storage
 from fer_ray.config import ConfigError, PreprocessConfig
-from fer_ray.pipelines.writer import FacesSink
+from fer_ray.pipelines.writer import ShardSink
 from fer_ray.schema import face_array, landmarks_array
 from fer_ray.stages.base import LIGHT_CPUS, apply_stage
 from fer_ray.stages.face import FaceStage
@@ -41,7 +41,7 @@ def run(cfg: PreprocessConfig) -> dict:
     clear_outputs(cfg.output)
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     channels = 3 if cfg.face.color == "rgb" else 1
-    sink = FacesSink(cfg.output, face_bytes=cfg.face.size ** 2 * channels)
+    sink = ShardSink(cfg.output, face_bytes=cfg.face.size ** 2 * channels)
     faces = apply_stage(datasets.read(cfg), FaceStage, cfg, workers=cfg.workers, batch_size=cfg.batch_size)
     faces.write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_CPUS})
     summary = make_summary(cfg, sink.totals, time.time() - started)
@@ -58,7 +58,7 @@ def clear_outputs(output: str) -> None:
 def make_summary(cfg: PreprocessConfig, totals: dict, elapsed: float) -> dict:
     return {
         "layout": cfg.layout, "input": cfg.input, "output": cfg.output,
-        **totals,
+        "inputs": 0, "faces": 0, **totals,
         "elapsed_s": round(elapsed, 2),
         "images_per_s": round(totals.get("inputs", 0) / elapsed, 2) if elapsed else 0.0,
         "faces_uri": storage.join(cfg.output, "faces"),

@@ -1,12 +1,16 @@
-"""FacesSink: writes each task's rows as one `faces/` and one `manifest/` Parquet file.
+"""ShardSink: writes each task's rows as one Parquet file per output folder.
 
-File names come from the write task's index, and the pipeline clears `faces/` and
-`manifest/` before a run, so rerunning into the same output replaces, never duplicates.
-Each task returns small counts; the driver adds them up into the summary.
+A stage's output batch carries the rows of several folders at once (faces and their
+manifest rows; fused faces and theirs); a boolean column per folder (`is_face`,
+`is_manifest`, `is_mixed`) says which rows go where. File names come from the write
+task's index, and the pipelines clear their folders before a run, so rerunning into the
+same output replaces, never duplicates. Each task returns small counts; the driver adds
+them up into the summary.
 """
 from __future__ import annotations
 
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -17,24 +21,30 @@ from ray.data.block import BlockAccessor
 from fer_ray import schema, storage
 
 ROW_OVERHEAD_BYTES = 1024  # landmarks, bbox and strings of one face row, roughly
+Folders = dict[str, tuple[str, pa.Schema]]  # folder -> (flag column, schema)
+PREPROCESS_FOLDERS: Folders = {"faces": ("is_face", schema.FACES), "manifest": ("is_manifest", schema.MANIFEST)}
 
 
-def faces_table(rows: dict, keep: np.ndarray) -> pa.Table:
-    """The `faces/` rows of a batch as a plain-Arrow table."""
+def table_of(rows: dict, keep: np.ndarray, table_schema: pa.Schema) -> pa.Table:
+    """The kept rows of a batch as a plain-Arrow table of `table_schema`.
+
+    `face` may be a stacked (n, h, w, c) uint8 array (its shape gives `face_shape`) or
+    already bytes with a `face_shape` column.
+    """
+    columns = {}
+    if "face" in table_schema.names:
+        columns["face"], columns["face_shape"] = _face_columns(rows, keep)
+    for field in table_schema:
+        values = columns[field.name] if field.name in columns else rows[field.name][keep]
+        columns[field.name] = _array(values, field.type)
+    return pa.table(columns, schema=table_schema)
+
+
+def _face_columns(rows: dict, keep: np.ndarray) -> tuple[list, list]:
     face = rows["face"][keep]
-    columns = {name: rows[name][keep] for name in schema.FACES.names
-               if name not in ("face", "face_shape", "bbox", "landmarks")}
-    columns["face"] = [f.tobytes() for f in face]
-    columns["face_shape"] = [list(face.shape[1:])] * len(face)
-    columns["bbox"] = list(rows["bbox"][keep])
-    columns["landmarks"] = list(rows["landmarks"][keep])
-    return pa.table({name: _array(columns[name], schema.FACES.field(name).type) for name in schema.FACES.names},
-                    schema=schema.FACES)
-
-
-def manifest_table(rows: dict, keep: np.ndarray) -> pa.Table:
-    return pa.table({name: _array(rows[name][keep], schema.MANIFEST.field(name).type)
-                     for name in schema.MANIFEST.names}, schema=schema.MANIFEST)
+    if face.dtype == object:
+        return list(face), [list(map(int, s)) for s in rows["face_shape"][keep]]
+    return [f.tobytes() for f in face], [list(face.shape[1:])] * len(face)
 
 
 def _array(values, kind: pa.DataType) -> pa.Array:
@@ -44,7 +54,8 @@ def _array(values, kind: pa.DataType) -> pa.Array:
     return pa.array(list(values) if isinstance(values, np.ndarray) and values.dtype == object else values, kind)
 
 
-def counts(rows: dict, is_face: np.ndarray, is_manifest: np.ndarray) -> dict:
+def preprocess_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:
+    is_face, is_manifest = keep["faces"], keep["manifest"]
     return {
         "inputs": int(is_manifest.sum()),
         "faces": int(is_face.sum()),
@@ -55,12 +66,14 @@ def counts(rows: dict, is_face: np.ndarray, is_manifest: np.ndarray) -> dict:
     }
 
 
-class FacesSink(Datasink):
+class ShardSink(Datasink):
     """Parquet files of about `file_bytes` each: few large files, not one per block, yet
-    small enough that writing overlaps the face stage instead of trailing it."""
+    small enough that writing overlaps the stage before it instead of trailing it."""
 
-    def __init__(self, output_uri: str, face_bytes: int, file_bytes: int = 16 << 20):
+    def __init__(self, output_uri: str, face_bytes: int, folders: Folders = PREPROCESS_FOLDERS,
+                 count: Callable[[dict, dict], dict] = preprocess_counts, file_bytes: int = 16 << 20):
         self.output_uri = output_uri
+        self.folders, self.count = folders, count
         self.rows_per_file = max(256, file_bytes // (face_bytes + ROW_OVERHEAD_BYTES))
         self.totals: dict = {}
 
@@ -69,17 +82,15 @@ class FacesSink(Datasink):
         return self.rows_per_file
 
     def write(self, blocks, ctx) -> dict:
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
+        tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
         if not tables:
-            return counts({"status": np.array([]), "label_name": np.array([]), "split": np.array([])},
-                          np.zeros(0, bool), np.zeros(0, bool))
+            return {}
         rows = BlockAccessor.for_block(pa.concat_tables(tables)).to_numpy()
-        is_face, is_manifest = rows["is_face"].astype(bool), rows["is_manifest"].astype(bool)
+        keep = {folder: rows[flag].astype(bool) for folder, (flag, _) in self.folders.items()}
         name = f"part-{ctx.task_idx:05d}.parquet"
-        self.write_table(faces_table(rows, is_face), "faces", name)
-        self.write_table(manifest_table(rows, is_manifest), "manifest", name)
-        return counts(rows, is_face, is_manifest)
+        for folder, (_, table_schema) in self.folders.items():
+            self.write_table(table_of(rows, keep[folder], table_schema), folder, name)
+        return self.count(rows, keep)
 
     def write_table(self, table: pa.Table, folder: str, name: str) -> None:
         fs, path = storage.resolve(storage.join(self.output_uri, folder))
@@ -91,8 +102,14 @@ class FacesSink(Datasink):
 
 
 def merge_counts(parts: list[dict]) -> dict:
-    total = {"inputs": 0, "faces": 0}
+    """Numbers and Counters add up; plain dicts (e.g. {subject: reason}) are merged."""
+    total: dict = {}
     for part in parts:
         for key, value in part.items():
-            total[key] = total.get(key, Counter()) + value if isinstance(value, Counter) else total[key] + value
-    return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in total.items()}
+            if isinstance(value, Counter):
+                total[key] = total.get(key, Counter()) + value
+            elif isinstance(value, dict):
+                total[key] = {**total.get(key, {}), **value}
+            else:
+                total[key] = total.get(key, 0) + value
+    return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in total.items()}

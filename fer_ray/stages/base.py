@@ -50,6 +50,13 @@ def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: i
     return ds.map_batches(stage_cls, fn_constructor_args=(cfg,), compute=pool, **kwargs)
 
 
+def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cfg) -> ray.data.Dataset:
+    """Map a stage over all rows of each `key` value at once (a Ray Data groupby shuffle:
+    the groups are formed on the cluster, never collected on the driver)."""
+    return ds.groupby(key).map_groups(_run_task_stage, fn_args=(stage_cls, cfg), batch_format="numpy",
+                                      num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus)
+
+
 def _run_task_stage(batch: dict, stage_cls: type[Stage], cfg) -> dict:
     return stage_cls(cfg)(batch)
 

@@ -1,0 +1,200 @@
+"""FuseSubjects: the faces of whole subjects -> mixed-emotion faces and a manifest row per input.
+
+Applied per subject (Ray Data groupby), so each call sees every face of its subjects; a
+batch may still hold several subjects, which are handled one by one. Per face, the first
+problem found becomes its manifest status (schema.MIXED_STATUSES): no subject, already a
+fused face, not a basic expression, unusable landmarks, a face shape unlike its subject's.
+The usable faces of each basic expression are picked by the rule (first take, every take,
+k at random with a seed), and every ordered pair of two picked expressions is fused
+(42 per subject with all seven, one face each).
+
+Output columns: schema.MIXED's plus status/error/n_mixed/skip_reason, and the writer's
+flags `is_mixed` (a fused face) and `is_manifest` (an input face's row). Faces travel as
+bytes with a `face_shape` column, so subjects of different crop sizes share one block.
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from fer_ray import labels
+from fer_ray.config import SynthesizeConfig
+from fer_ray.schema import FUSED_LANDMARKER, N_LANDMARKS
+from fer_ray.stages.base import Stage, batch_rows, rows_batch
+from fer_ray.vision.fusion import fuse, landmarks_problem
+
+BASIC = set(labels.BASIC7)
+NO_LANDMARKS = np.zeros(2 * N_LANDMARKS, np.float32)
+
+
+def mixed_sample_id(parent_primary: str, parent_secondary: str, cfg: SynthesizeConfig) -> str:
+    """Stable id of a fused face: same parents and method settings -> same id on every run."""
+    key = f"mixed|{cfg.method}|{cfg.alpha}|{cfg.feather}|{cfg.seam_position}|{parent_primary}|{parent_secondary}"
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+class FuseSubjects(Stage):
+    num_cpus = 1.0
+
+    def __call__(self, batch: dict) -> dict:
+        rows = sorted(batch_rows(batch), key=lambda r: (str(r["subject"]), str(r["source_uri"]),
+                                                        int(r.get("face_index", 0))))
+        by_subject = defaultdict(list)
+        for row in rows:
+            by_subject[str(row["subject"])].append(row)
+        out = []
+        for subject, faces in by_subject.items():
+            out += self.no_subject_rows(faces) if not subject else self.subject_rows(faces)
+        return rows_batch(out)
+
+    def no_subject_rows(self, faces: list[dict]) -> list[dict]:
+        return [manifest_row(f, "no_subject", "the face has no subject (the layout records none)", "")
+                for f in faces]
+
+    def subject_rows(self, faces: list[dict]) -> list[dict]:
+        split = Counter(str(f["split"]) for f in faces).most_common(1)[0][0]
+        problems = face_problems(faces)
+        usable = [f for f in faces if f["sample_id"] not in problems]
+        picked = self.pick(usable)
+        if len(picked) < 2:
+            return self.skipped_subject(faces, problems, picked)
+        fused, used, failures = self.fuse_pairs(picked, split)
+        out = []
+        for face in faces:
+            status, error = problems.get(face["sample_id"]) or failures.get(face["sample_id"]) or (
+                ("used", "") if used[face["sample_id"]] else ("not_picked", f"pick={self.cfg.pick} left it out"))
+            out.append(manifest_row(face, status, error, "", used[face["sample_id"]]))
+        return fused + out
+
+    def skipped_subject(self, faces: list[dict], problems: dict, picked: dict) -> list[dict]:
+        found = ", ".join(sorted(picked)) or "none"
+        reason = (f"{len(picked)} usable basic expression(s) ({found}); a pair needs two"
+                  + (f"; {len(problems)} face(s) unusable" if problems else ""))
+        return [manifest_row(f, *problems.get(f["sample_id"], ("lone_expression", reason)), reason)
+                for f in faces]
+
+    def pick(self, usable: list[dict]) -> dict[str, list[dict]]:
+        """{expression: the faces used for it}, in BASIC7 order; faces come sorted by source."""
+        by_expression = defaultdict(list)
+        for face in usable:
+            by_expression[str(face["label_name"])].append(face)
+        picked = {}
+        for name in labels.BASIC7:
+            takes = by_expression.get(name, [])
+            if takes:
+                picked[name] = self.pick_takes(takes, name)
+        return picked
+
+    def pick_takes(self, takes: list[dict], expression: str) -> list[dict]:
+        if self.cfg.pick == "first":
+            return takes[:1]
+        if self.cfg.pick == "every":
+            return takes
+        key = zlib.crc32(f"{takes[0]['subject']}|{expression}".encode())
+        rng = np.random.default_rng([self.cfg.seed, key])
+        chosen = rng.choice(len(takes), size=min(self.cfg.pick_k, len(takes)), replace=False)
+        return [takes[i] for i in sorted(chosen)]
+
+    def fuse_pairs(self, picked: dict, split: str) -> tuple[list[dict], Counter, dict]:
+        fused, used, failures = [], Counter(), {}
+        for primary, secondary in labels.MIXED_PAIRS:
+            for a in picked.get(primary, []) if secondary in picked else []:
+                for b in picked[secondary]:
+                    try:
+                        fused.append(self.mixed_row(a, b, split))
+                        used[a["sample_id"]] += 1
+                        used[b["sample_id"]] += 1
+                    except Exception as err:  # noqa: BLE001 - one bad pair must not end the job
+                        message = f"pair {primary}+{secondary} with {b['sample_id']}: {type(err).__name__}: {err}"
+                        failures[a["sample_id"]] = ("fusion_error", message[:500])
+        return fused, used, failures
+
+    def mixed_row(self, a: dict, b: dict, split: str) -> dict:
+        cfg = self.cfg
+        face_a, face_b = face_of(a), face_of(b)
+        result = fuse(cfg.method, face_a, face_b, a["landmarks"], b["landmarks"], alpha=cfg.alpha,
+                      feather=cfg.feather * face_a.shape[0], seam_position=cfg.seam_position)
+        primary, secondary = str(a["label_name"]), str(b["label_name"])
+        return {
+            "sample_id": mixed_sample_id(a["sample_id"], b["sample_id"], cfg),
+            "dataset": str(a["dataset"]), "source_uri": str(a["source_uri"]),
+            "subject": str(a["subject"]), "split": split,
+            "label": np.int16(labels.UNKNOWN), "label_name": f"{primary}+{secondary}",
+            "valence": np.float32(np.nan), "arousal": np.float32(np.nan), "face_index": np.int16(0),
+            "face": result.face.tobytes(), "face_shape": np.asarray(a["face_shape"], np.int32),
+            "bbox": np.zeros(4, np.float32), "landmarks": result.landmarks.reshape(-1),
+            "det_score": np.float32(min(a["det_score"], b["det_score"])),
+            "detector": str(a["detector"]), "landmarker": f"{FUSED_LANDMARKER}{cfg.method}",
+            "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),
+            "primary": np.int16(labels.CANONICAL_INDEX[primary]),
+            "secondary": np.int16(labels.CANONICAL_INDEX[secondary]),
+            "mixed_label": np.int16(labels.mixed_index(primary, secondary)),
+            "weights": np.asarray(result.weights, np.float32), "method": cfg.method,
+            "parent_primary": str(a["sample_id"]), "parent_secondary": str(b["sample_id"]),
+            "status": "", "error": "", "n_mixed": np.int32(0), "skip_reason": "",
+            "is_mixed": True, "is_manifest": False,
+        }
+
+
+def face_of(row: dict) -> np.ndarray:
+    h, w, c = (int(v) for v in row["face_shape"])
+    image = np.frombuffer(row["face"], np.uint8).reshape(h, w, c)
+    return image[:, :, 0] if c == 1 else image
+
+
+def face_problems(faces: list[dict]) -> dict[str, tuple[str, str]]:
+    """{sample_id: (status, error)} for the faces that cannot be fused."""
+    problems = {}
+    for face in faces:
+        problem = single_face_problem(face)
+        if problem:
+            problems[face["sample_id"]] = problem
+    shapes = Counter(shape_of(f) for f in faces if f["sample_id"] not in problems)
+    if shapes:
+        common = shapes.most_common(1)[0][0]
+        for face in faces:
+            if face["sample_id"] not in problems and shape_of(face) != common:
+                problems[face["sample_id"]] = ("size_mismatch", f"face is {_shape_text(shape_of(face))}, most "
+                                               f"faces of subject {face['subject']} are {_shape_text(common)}")
+    return problems
+
+
+def single_face_problem(face: dict) -> tuple[str, str] | None:
+    if str(face["landmarker"]).startswith(FUSED_LANDMARKER):
+        return "already_mixed", f"face is already fused ({face['landmarker']}); mixing it again would mix 4 expressions"
+    if str(face["label_name"]) not in BASIC:
+        return "not_basic", f"label {face['label_name'] or 'unknown'!r} is not one of {', '.join(labels.BASIC7)}"
+    shape = shape_of(face)
+    if len(face["face"]) != int(np.prod(shape)):
+        return "size_mismatch", f"{len(face['face'])} face bytes, face_shape {_shape_text(shape)} needs {int(np.prod(shape))}"
+    landmarks = face["landmarks"]
+    problem = landmarks_problem(None if landmarks is None else np.asarray(landmarks, np.float64), shape)
+    return ("bad_landmarks", problem) if problem else None
+
+
+def shape_of(face: dict) -> tuple[int, ...]:
+    return tuple(int(v) for v in face["face_shape"])
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def manifest_row(face: dict, status: str, error: str, skip_reason: str, n_mixed: int = 0) -> dict:
+    """An input face's manifest row, with placeholders in the fused-face columns."""
+    return {
+        "sample_id": str(face["sample_id"]), "dataset": str(face.get("dataset", "")),
+        "source_uri": str(face["source_uri"]), "subject": str(face["subject"]), "split": str(face["split"]),
+        "label": np.int16(labels.UNKNOWN), "label_name": str(face["label_name"]),
+        "valence": np.float32(np.nan), "arousal": np.float32(np.nan), "face_index": np.int16(0),
+        "face": b"", "face_shape": np.zeros(3, np.int32), "bbox": np.zeros(4, np.float32),
+        "landmarks": NO_LANDMARKS, "det_score": np.float32(0), "detector": "", "landmarker": "",
+        "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),
+        "primary": np.int16(-1), "secondary": np.int16(-1), "mixed_label": np.int16(-1),
+        "weights": np.zeros(2, np.float32), "method": "", "parent_primary": "", "parent_secondary": "",
+        "status": status, "error": error, "n_mixed": np.int32(n_mixed), "skip_reason": skip_reason,
+        "is_mixed": False, "is_manifest": True,
+    }
