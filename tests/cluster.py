@@ -113,3 +113,24 @@ def enable_token_auth() -> None:
     """Ray 2.60 token auth with a throwaway token for this session (never the user's)."""
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+def wait_for(condition, timeout: float, what: str):
+    """condition()'s first truthy value, polled every 0.2 s; AssertionError after timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def train_workers() -> list[psutil.Process]:
+    """Ray Train's worker actors on this machine (their process title names the actor)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("ray::RayTrainWorker"):
+            found.append(process)
+    return found

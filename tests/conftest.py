@@ -1,11 +1,19 @@
 """Session-wide fixtures: one S3 test server and one Ray head node, started on first use."""
 from __future__ import annotations
 
+import json
 import os
+import pathlib
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
 
 import pytest
 
-from tests.cluster import HeadNode, S3Server, enable_token_auth
+from tests.cluster import HeadNode, S3Server, enable_token_auth, train_workers, wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Ray reads its auth settings when it is first imported: set them before any test module
 # (or fer_ray) imports ray.
@@ -53,3 +61,77 @@ def fer_shards(bucket, ray_cluster):
     preprocess.run(PreprocessConfig(layout="fer2013", input=f"{bucket}/train-raw/fer2013/fer2013.csv",
                                     output=output))
     return output
+
+
+@dataclass
+class JobRun:
+    """A `ray job submit` that succeeded: its arguments, output URI and printed output."""
+    args: list[str]
+    output: str
+    done: subprocess.CompletedProcess
+    killed: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # metrics.json as the job left it
+
+
+@pytest.fixture(scope="session")
+def preprocess_job(bucket, ray_cluster):
+    """`ray job submit jobs/preprocess.py` on the JAFFE-style sample, S3 in and out: the
+    preprocess job test's subject and the synthesis tests' input (one job does both)."""
+    from fer_ray.sample_data import write_sample_data
+
+    write_sample_data(f"{bucket}/job-raw", layouts=("jaffe",))
+    args = ["--layout", "jaffe", "--input", f"{bucket}/job-raw/jaffe", "--output", f"{bucket}/job-out/jaffe"]
+    done = ray_cluster.submit(["python", "jobs/preprocess.py", *args], working_dir=str(ROOT))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return JobRun(args, args[-1], done)
+
+
+@pytest.fixture(scope="session")
+def jaffe_faces(preprocess_job):
+    """Preprocessed JAFFE-style faces on S3 (10 subjects x 7 expressions, 2-3 takes each)."""
+    return preprocess_job.output
+
+
+# The training job every training test looks at: small and CPU-only, 2 workers of half a
+# CPU leave the 2-CPU test cluster room for Ray Data; 12 epochs learn the sample faces.
+TRAIN_JOB = {"model": "dexpression_fer", "epochs": 12, "batch_size": 32, "workers": 2,
+             "cpus_per_worker": 0.5, "max_failures": 2, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def training_job(ray_cluster, fer_shards, bucket):
+    """`ray job submit jobs/train.py`, data and run on S3, as users run it; once two epoch
+    checkpoints are on storage the whole training worker group is SIGKILLed, so the run
+    must be restarted by Ray Train from its last checkpoint and still finish well."""
+    from fer_ray import storage
+
+    output = f"{bucket}/runs/dexpression"
+    args = ["--data", fer_shards, "--output", output,
+            *[f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_JOB.items()]]
+    outcome = {}
+    submit = threading.Thread(target=lambda: outcome.update(done=ray_cluster.submit(
+        ["python", "jobs/train.py", *args], working_dir=str(ROOT))), daemon=True)
+    submit.start()
+    checkpoints = f"{output}/train"
+    # Two checkpoints on storage: the first is then surely registered with Ray Train.
+    wait_for(lambda: storage.exists(checkpoints) and sum(
+        u.endswith("checkpoint.pt") for u in storage.list_files(checkpoints)) >= 2, 400, "two epoch checkpoints")
+    victims = wait_for(train_workers, 30, "the training workers")
+    killed = [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in victims]
+    for victim in victims:
+        os.kill(victim.pid, signal.SIGKILL)
+    submit.join(timeout=900)
+    done = outcome.get("done")
+    assert done is not None and done.returncode == 0, (killed, done and done.stdout[-3000:] + done.stderr[-3000:])
+    # later tests resume this run, which rewrites metrics.json: keep the job's own
+    return JobRun(args, output, done, killed, json.loads(storage.read_bytes(f"{output}/metrics.json")))
+
+
+@pytest.fixture(scope="session")
+def synthesized(jaffe_faces, bucket):
+    """Region fusion of the JAFFE-style faces, run in this process: (output URI, summary)."""
+    from fer_ray.config import SynthesizeConfig
+    from fer_ray.pipelines import synthesize
+
+    output = f"{bucket}/synth/region"
+    return output, synthesize.run(SynthesizeConfig(input=jaffe_faces, output=output))

@@ -1,9 +1,11 @@
 """Reading outputs back the way a user would: plain pyarrow, no Ray."""
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pyarrow.parquet as pq
 
-from fer_ray import storage
+from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.pipelines import preprocess
 
@@ -23,3 +25,13 @@ def run_preprocess(layout: str, input_uri: str, output_uri: str, **face) -> dict
 def faces_by_id(output_uri: str) -> dict:
     table = read_output(output_uri, "faces").to_pylist()
     return {row["sample_id"]: row for row in table}
+
+
+def expected_pairs(faces: list[dict]) -> int:
+    """Mixed faces synthesis should make with one face per expression: the sum over
+    subjects of n(n-1), n = the subject's distinct basic expressions."""
+    expressions = defaultdict(set)
+    for row in faces:
+        if row["label_name"] in labels.BASIC7:
+            expressions[row["subject"]].add(row["label_name"])
+    return sum(len(e) * (len(e) - 1) for e in expressions.values())

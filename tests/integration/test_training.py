@@ -16,22 +16,21 @@ from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import trainer
+from tests.conftest import TRAIN_JOB
 
 pytestmark = pytest.mark.integration
-EPOCHS = 12
+EPOCHS = TRAIN_JOB["epochs"]
 
 
 def train_config(data: str, output: str, **overrides) -> TrainConfig:
-    """Small and CPU-only: 2 workers of half a CPU each leave the 2-CPU test cluster room for Ray Data."""
-    fields = dict(data=data, output=output, model="dexpression_fer", epochs=EPOCHS, batch_size=32,
-                  workers=2, cpus_per_worker=0.5, seed=0)
-    return TrainConfig(**{**fields, **overrides})
+    """The training job's settings (tests/conftest.py TRAIN_JOB) as a config."""
+    return TrainConfig(**{"data": data, "output": output, **TRAIN_JOB, **overrides})
 
 
 @pytest.fixture(scope="module")
-def trained(fer_shards, bucket):
-    cfg = train_config(fer_shards, f"{bucket}/runs/dexpression")
-    return cfg, trainer.run(cfg)
+def trained(training_job, fer_shards):
+    """The submitted training job's run (killed and restarted midway) and its report."""
+    return train_config(fer_shards, training_job.output), training_job.report
 
 
 def test_trained_model_beats_chance_on_held_out_subjects(trained):
@@ -48,7 +47,9 @@ def test_run_writes_checkpoints_metrics_and_plots_to_s3(trained):
         assert storage.exists(storage.join(cfg.output, name)), name
     epoch_checkpoints = [u for u in storage.list_files(storage.join(cfg.output, "train"))
                          if u.endswith("checkpoint.pt")]
-    assert 1 <= len(epoch_checkpoints) <= 2  # num_to_keep=2: best and latest
+    # num_to_keep=2: best and latest, plus at most the upload that the worker-group kill cut
+    # off before Ray Train registered it (an orphan Ray does not delete)
+    assert 1 <= len(epoch_checkpoints) <= 3
     history = report["history"]
     assert [h["epoch"] for h in history] == list(range(EPOCHS))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -79,7 +80,7 @@ def test_restarted_run_resumes_from_the_latest_checkpoint(trained):
     history = report["history"]
     assert [h["epoch"] for h in history] == list(range(EPOCHS + 2))
     assert [h["restored_from_epoch"] for h in history[EPOCHS:]] == [EPOCHS - 1] * 2
-    assert all(h["restored_from_epoch"] == -1 for h in history[:EPOCHS])
+    assert history[:EPOCHS] == trained[1]["history"]  # the first run's epochs are kept as they were
 
 
 def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket):

@@ -48,7 +48,7 @@ def interrupted_sweep(cfg: TuneConfig, address: str) -> set[str]:
 
 
 def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_shards, bucket, ray_cluster):
-    train = TrainConfig(data=fer_shards, output=f"{bucket}/sweeps/a", epochs=3, workers=1, cpus_per_worker=0.5)
+    train = TrainConfig(data=fer_shards, output=f"{bucket}/sweeps/a", epochs=2, workers=1, cpus_per_worker=0.5)
     cfg = TuneConfig(models="dexpression_fer,landmark_mlp", trials=2, grace_period=1, batch_sizes="16,32",
                      search_seed=3, train=train)
     started = interrupted_sweep(cfg, ray_cluster.address)

@@ -1,4 +1,7 @@
-"""`ray job submit` of jobs/preprocess.py to a real head node, reading and writing the S3 server."""
+"""`ray job submit` of jobs/preprocess.py to a real head node, reading and writing the S3 server.
+
+The submitted job itself is the session fixture `preprocess_job` (tests/conftest.py): its
+output is also the synthesis tests' input, so one job serves both."""
 from __future__ import annotations
 
 import json
@@ -13,19 +16,12 @@ pytestmark = pytest.mark.job
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_submitted_preprocess_job(ray_cluster, bucket):
-    from fer_ray.sample_data import write_sample_data
-
-    raw, output = f"{bucket}/job-raw", f"{bucket}/job-out/jaffe"
-    write_sample_data(raw)
-    done = ray_cluster.submit(["python", "jobs/preprocess.py", "--layout", "jaffe",
-                               "--input", f"{raw}/jaffe", "--output", output, "--workers", "1"],
-                              working_dir=str(ROOT))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def test_submitted_preprocess_job(preprocess_job):
+    done, output = preprocess_job.done, preprocess_job.output
     assert "succeeded" in done.stdout + done.stderr
-
+    raw = preprocess_job.args[preprocess_job.args.index("--input") + 1]
     summary = json.loads(storage.read_bytes(f"{output}/_summary.json"))
-    n_inputs = len(storage.list_files(f"{raw}/jaffe"))
+    n_inputs = len(storage.list_files(raw))
     assert read_output(output, "manifest").num_rows == n_inputs == summary["inputs"]
     assert read_output(output, "faces").num_rows == summary["faces"] > 0
     assert storage.exists(f"{output}/contact_sheet.png") and storage.exists(f"{output}/config.yaml")

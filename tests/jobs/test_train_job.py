@@ -1,7 +1,9 @@
-"""`ray job submit` of jobs/train.py and jobs/tune.py to a real head node, data and runs on the S3 server."""
+"""`ray job submit` of jobs/train.py to a real head node, data and run on the S3 server.
+
+The submitted run is the session fixture `training_job` (tests/conftest.py), which the
+training tests also examine (tests/integration/test_training.py, test_train_faults.py)."""
 from __future__ import annotations
 
-import json
 import pathlib
 
 import pytest
@@ -12,15 +14,12 @@ pytestmark = pytest.mark.job
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_submitted_training_job(ray_cluster, fer_shards, bucket):
-    output = f"{bucket}/job-runs/dexpression"
-    done = ray_cluster.submit(["python", "jobs/train.py", "--data", fer_shards, "--output", output,
-                               "--epochs", "2", "--workers", "2", "--cpus-per-worker", "0.5"],
-                              working_dir=str(ROOT))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    metrics = json.loads(storage.read_bytes(f"{output}/metrics.json"))
-    assert metrics["epochs"] == 2 and metrics["split"] == "test" and metrics["n"] > 0
+def test_submitted_training_job(training_job):
+    output, done, metrics = training_job.output, training_job.done, training_job.report
+    epochs = int(next(a.split("=")[1] for a in training_job.args if a.startswith("--epochs=")))
+    assert metrics["epochs"] == epochs and metrics["split"] == "test" and metrics["n"] > 0
     assert storage.exists(f"{output}/checkpoint.pt") and storage.exists(f"{output}/learning_curve.png")
+    assert f"accuracy={metrics['accuracy']:.3f}" in done.stdout  # the job printed its report
     assert "testing-secret" not in done.stdout + done.stderr
 
 
