@@ -102,9 +102,7 @@ class PreprocessConfig:
 
     def validate(self) -> None:
         _choice("layout", self.layout, CHOICES["layout"])
-        for name in ("input", "output"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
+        _required_uris(self, "input", "output")
         _positive("batch_size", self.batch_size)
         for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces"):
             if getattr(self, name) < 0:
@@ -136,9 +134,7 @@ class SynthesizeConfig:
     contact_sheets: int = opt(4, "subjects drawn as a 7x7 contact sheet (rows primary, columns secondary)")
 
     def validate(self) -> None:
-        for name in ("input", "output"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
+        _required_uris(self, "input", "output")
         _choice("method", self.method, FUSION_METHODS)
         _choice("pick", self.pick, PICK_RULES)
         if self.method == "weighted" and not 0.0 <= self.alpha <= 1.0:
@@ -194,9 +190,7 @@ class TrainConfig:
     test_split: str = opt("test", "split for the final evaluation")
 
     def validate(self) -> None:
-        for name in ("data", "output"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
+        _required_uris(self, "data", "output")
         spec = model_spec(self.model)
         _choice("label_set", self.label_set, LABEL_SET_CHOICES)
         _choice("cache", self.cache, CACHE_CHOICES)
@@ -292,6 +286,12 @@ def image_models() -> list[str]:
     from fer_ray.models import get_spec, list_models
 
     return [name for name in list_models() if not get_spec(name).needs_clips]
+
+
+def _required_uris(cfg, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name):
+            raise ConfigError(f"{name}: required (a local path or s3://bucket/prefix)")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -34,8 +34,9 @@ ID_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_n
 OUTPUT_FOLDERS = {"mixed": ("is_mixed", schema.MIXED), "manifest": ("is_manifest", schema.MIXED_MANIFEST)}
 
 
-def check(cfg: SynthesizeConfig) -> str:
-    """Everything that can be known wrong before any Ray work; returns the faces/ URI."""
+def check(cfg: SynthesizeConfig) -> tuple[str, int]:
+    """Everything that can be known wrong before any Ray work; returns the faces/ URI and
+    the bytes of one face (from the first row: it sizes the output files)."""
     cfg.validate()
     problem = storage.check_readable(cfg.input)
     if problem:
@@ -49,10 +50,12 @@ def check(cfg: SynthesizeConfig) -> str:
                 else "has no faces/ folder")
         raise ConfigError(f"input: {cfg.input} {what}; synthesis reads the faces/ shards that "
                           f"`fer-ray preprocess --output` writes")
-    missing = sorted(set(FACE_COLUMNS) - set(_faces_dataset(faces).schema.names))
+    dataset = _faces_dataset(faces)
+    missing = sorted(set(FACE_COLUMNS) - set(dataset.schema.names))
     if missing:
         raise ConfigError(f"input: {faces} lacks the faces/ columns {', '.join(missing)}")
-    return faces
+    head = dataset.head(1, columns=["face_shape"]).to_pylist()
+    return faces, int(np.prod(head[0]["face_shape"])) if head else 0
 
 
 def _faces_dataset(faces_uri: str) -> pads.Dataset:
@@ -62,14 +65,14 @@ def _faces_dataset(faces_uri: str) -> pads.Dataset:
 
 def run(cfg: SynthesizeConfig) -> dict:
     """Run the whole job; returns the summary (also written to `_summary.json`)."""
-    faces_uri = check(cfg)
+    faces_uri, face_bytes = check(cfg)
     if not ray.is_initialized():
         ray.init()
     started = time.time()
     for name in ("mixed", "manifest", "contact_sheets", "_summary.json"):
         storage.remove_dir(storage.join(cfg.output, name))
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
-    sink = ShardSink(cfg.output, face_bytes=_face_bytes(faces_uri), folders=OUTPUT_FOLDERS, count=synthesis_counts)
+    sink = ShardSink(cfg.output, face_bytes=face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts)
     with sort_shuffle():
         fused_rows(faces_uri, cfg).write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_CPUS})
     summary = make_summary(cfg, sink.totals, time.time() - started)
@@ -80,8 +83,9 @@ def run(cfg: SynthesizeConfig) -> dict:
 
 def fused_rows(faces_uri: str, cfg: SynthesizeConfig) -> ray.data.Dataset:
     fs, path = storage.resolve(faces_uri)
-    named = ray.data.read_parquet(path, filesystem=fs).select_columns(FACE_COLUMNS).filter(expr=col("subject") != "")
-    nameless = ray.data.read_parquet(path, filesystem=fs).select_columns(ID_COLUMNS).filter(expr=col("subject") == "")
+    faces = ray.data.read_parquet(path, filesystem=fs)
+    named = faces.select_columns(FACE_COLUMNS).filter(expr=col("subject") != "")
+    nameless = faces.select_columns(ID_COLUMNS).filter(expr=col("subject") == "")
     return apply_group_stage(named, "subject", FuseSubjects, cfg).union(apply_stage(nameless, FuseSubjects, cfg))
 
 
@@ -96,11 +100,6 @@ def sort_shuffle():
         yield
     finally:
         context.shuffle_strategy = previous
-
-
-def _face_bytes(faces_uri: str) -> int:
-    head = _faces_dataset(faces_uri).head(1, columns=["face_shape"]).to_pylist()
-    return int(np.prod(head[0]["face_shape"])) if head else 48 * 48
 
 
 def synthesis_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 
 from fer_ray import labels
 from fer_ray.config import SynthesizeConfig
-from fer_ray.schema import FUSED_LANDMARKER, N_LANDMARKS
+from fer_ray.schema import FUSED_LANDMARKER, N_LANDMARKS, face_array
 from fer_ray.stages.base import Stage, batch_rows, rows_batch
 from fer_ray.vision.fusion import fuse, landmarks_problem
 
@@ -99,50 +99,40 @@ class FuseSubjects(Stage):
         return [takes[i] for i in sorted(chosen)]
 
     def fuse_pairs(self, picked: dict, split: str) -> tuple[list[dict], Counter, dict]:
+        """Fused rows, {sample_id: pairs it is a parent of}, {sample_id: fusion_error}."""
         fused, used, failures = [], Counter(), {}
-        for primary, secondary in labels.MIXED_PAIRS:
-            for a in picked.get(primary, []) if secondary in picked else []:
-                for b in picked[secondary]:
-                    try:
-                        fused.append(self.mixed_row(a, b, split))
-                        used[a["sample_id"]] += 1
-                        used[b["sample_id"]] += 1
-                    except Exception as err:  # noqa: BLE001 - one bad pair must not end the job
-                        message = f"pair {primary}+{secondary} with {b['sample_id']}: {type(err).__name__}: {err}"
-                        failures[a["sample_id"]] = ("fusion_error", message[:500])
+        pairs = [(a, b) for primary, secondary in labels.MIXED_PAIRS if primary in picked and secondary in picked
+                 for a in picked[primary] for b in picked[secondary]]
+        for a, b in pairs:
+            try:
+                fused.append(self.mixed_row(a, b, split))
+            except Exception as err:  # noqa: BLE001 - one bad pair must not end the job
+                message = f"pair {a['label_name']}+{b['label_name']} with {b['sample_id']}: {type(err).__name__}: {err}"
+                failures[a["sample_id"]] = ("fusion_error", message[:500])
+                continue
+            used.update([a["sample_id"], b["sample_id"]])
         return fused, used, failures
 
     def mixed_row(self, a: dict, b: dict, split: str) -> dict:
         cfg = self.cfg
-        face_a, face_b = face_of(a), face_of(b)
+        face_a, face_b = face_array(a["face"], a["face_shape"]), face_array(b["face"], b["face_shape"])
         result = fuse(cfg.method, face_a, face_b, a["landmarks"], b["landmarks"], alpha=cfg.alpha,
                       feather=cfg.feather * face_a.shape[0], seam_position=cfg.seam_position)
         primary, secondary = str(a["label_name"]), str(b["label_name"])
         return {
-            "sample_id": mixed_sample_id(a["sample_id"], b["sample_id"], cfg),
-            "dataset": str(a["dataset"]), "source_uri": str(a["source_uri"]),
-            "subject": str(a["subject"]), "split": split,
-            "label": np.int16(labels.UNKNOWN), "label_name": f"{primary}+{secondary}",
-            "valence": np.float32(np.nan), "arousal": np.float32(np.nan), "face_index": np.int16(0),
+            **blank_row(a, split), "sample_id": mixed_sample_id(a["sample_id"], b["sample_id"], cfg),
+            "label_name": f"{primary}+{secondary}",
             "face": result.face.tobytes(), "face_shape": np.asarray(a["face_shape"], np.int32),
-            "bbox": np.zeros(4, np.float32), "landmarks": result.landmarks.reshape(-1),
+            "landmarks": result.landmarks.reshape(-1),
             "det_score": np.float32(min(a["det_score"], b["det_score"])),
             "detector": str(a["detector"]), "landmarker": f"{FUSED_LANDMARKER}{cfg.method}",
-            "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),
             "primary": np.int16(labels.CANONICAL_INDEX[primary]),
             "secondary": np.int16(labels.CANONICAL_INDEX[secondary]),
             "mixed_label": np.int16(labels.mixed_index(primary, secondary)),
             "weights": np.asarray(result.weights, np.float32), "method": cfg.method,
             "parent_primary": str(a["sample_id"]), "parent_secondary": str(b["sample_id"]),
-            "status": "", "error": "", "n_mixed": np.int32(0), "skip_reason": "",
-            "is_mixed": True, "is_manifest": False,
+            "is_mixed": True,
         }
-
-
-def face_of(row: dict) -> np.ndarray:
-    h, w, c = (int(v) for v in row["face_shape"])
-    image = np.frombuffer(row["face"], np.uint8).reshape(h, w, c)
-    return image[:, :, 0] if c == 1 else image
 
 
 def face_problems(faces: list[dict]) -> dict[str, tuple[str, str]]:
@@ -183,11 +173,12 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def manifest_row(face: dict, status: str, error: str, skip_reason: str, n_mixed: int = 0) -> dict:
-    """An input face's manifest row, with placeholders in the fused-face columns."""
+def blank_row(face: dict, split: str) -> dict:
+    """Every output column: the input face's identity, placeholders everywhere else. Fused
+    and manifest rows share one block, so both carry every column."""
     return {
         "sample_id": str(face["sample_id"]), "dataset": str(face.get("dataset", "")),
-        "source_uri": str(face["source_uri"]), "subject": str(face["subject"]), "split": str(face["split"]),
+        "source_uri": str(face["source_uri"]), "subject": str(face["subject"]), "split": split,
         "label": np.int16(labels.UNKNOWN), "label_name": str(face["label_name"]),
         "valence": np.float32(np.nan), "arousal": np.float32(np.nan), "face_index": np.int16(0),
         "face": b"", "face_shape": np.zeros(3, np.int32), "bbox": np.zeros(4, np.float32),
@@ -195,6 +186,12 @@ def manifest_row(face: dict, status: str, error: str, skip_reason: str, n_mixed:
         "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),
         "primary": np.int16(-1), "secondary": np.int16(-1), "mixed_label": np.int16(-1),
         "weights": np.zeros(2, np.float32), "method": "", "parent_primary": "", "parent_secondary": "",
-        "status": status, "error": error, "n_mixed": np.int32(n_mixed), "skip_reason": skip_reason,
-        "is_mixed": False, "is_manifest": True,
+        "status": "", "error": "", "n_mixed": np.int32(0), "skip_reason": "",
+        "is_mixed": False, "is_manifest": False,
     }
+
+
+def manifest_row(face: dict, status: str, error: str, skip_reason: str, n_mixed: int = 0) -> dict:
+    """An input face's manifest row."""
+    return {**blank_row(face, str(face["split"])), "status": status, "error": error,
+            "n_mixed": np.int32(n_mixed), "skip_reason": skip_reason, "is_manifest": True}

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-METHODS = ("region", "weighted", "pca")
+from fer_ray.config import FUSION_METHODS as METHODS
+from fer_ray.vision.align import apply_affine
 NOSE_TIP = 33
 UPPER_LIP_TOP = 51
 # Points that expressions move least: nose bridge and base (27-35), eye corners.
@@ -50,18 +51,13 @@ def similarity_matrix(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.hstack([linear, (dst_mean - linear @ src_mean)[:, None]])
 
 
-def map_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points, np.float64)
-    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
-
-
 def align_onto(face_b: np.ndarray, landmarks_b: np.ndarray, landmarks_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """B warped so its stable landmarks sit on A's; returns (face, landmarks) in A's frame."""
     matrix = similarity_matrix(landmarks_b[STABLE_POINTS], landmarks_a[STABLE_POINTS])
     height, width = face_b.shape[:2]
     warped = cv2.warpAffine(face_b, matrix, (width, height), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
-    return warped, map_points(matrix, landmarks_b)
+    return warped, apply_affine(matrix, landmarks_b)
 
 
 def seam_row(landmarks_a: np.ndarray, landmarks_b: np.ndarray, position: float = 0.5) -> float:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import psutil
 import pytest
 
+from tests.conftest import TRAIN_JOB
+
 pytestmark = pytest.mark.integration
 
 
@@ -13,7 +15,7 @@ def test_killed_worker_group_run_finishes_from_last_checkpoint(training_job):
     killed = training_job.killed
     assert killed, "no training worker was killed"
     history = training_job.report["history"]
-    epochs = int(next(a.split("=")[1] for a in training_job.args if a.startswith("--epochs=")))
+    epochs = TRAIN_JOB["epochs"]
     assert [h["epoch"] for h in history] == list(range(epochs))  # every epoch once, none lost
     restarts = [h for h in history if h["restored_from_epoch"] >= 0]
     assert restarts, f"no epoch ran after a restore; killed {killed}; history {history}"

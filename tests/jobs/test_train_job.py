@@ -9,6 +9,7 @@ import pathlib
 import pytest
 
 from fer_ray import storage
+from tests.conftest import TRAIN_JOB
 
 pytestmark = pytest.mark.job
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -16,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_submitted_training_job(training_job):
     output, done, metrics = training_job.output, training_job.done, training_job.report
-    epochs = int(next(a.split("=")[1] for a in training_job.args if a.startswith("--epochs=")))
+    epochs = TRAIN_JOB["epochs"]
     assert metrics["epochs"] == epochs and metrics["split"] == "test" and metrics["n"] > 0
     assert storage.exists(f"{output}/checkpoint.pt") and storage.exists(f"{output}/learning_curve.png")
     assert f"accuracy={metrics['accuracy']:.3f}" in done.stdout  # the job printed its report

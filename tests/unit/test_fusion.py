@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fer_ray.vision import fusion
+from fer_ray.vision.align import apply_affine
 from fer_ray.vision.synthetic_face import draw_face, identity_for
 
 EYES = slice(36, 48)
@@ -95,7 +96,7 @@ def test_alignment_maps_the_second_faces_eyes_onto_the_first_within_one_pixel():
     b_expression, lm_expr = face("happy", size=128)  # same person, other expression (mouth differs)
     matrix = similarity(7.0, 1.1, (4.0, -3.0), lm_a[EYES].mean(axis=0))
     b = cv2.warpAffine(b_expression, matrix, (128, 128), borderMode=cv2.BORDER_REPLICATE)
-    lm_b = fusion.map_points(matrix, lm_expr)
+    lm_b = apply_affine(matrix, lm_expr)
     aligned, lm_aligned = fusion.align_onto(b, lm_b, lm_a)
     assert np.abs(lm_aligned[EYES] - lm_a[EYES]).max() <= 1.0
     assert np.hypot(*(lm_aligned[EYES] - lm_a[EYES]).T).max() <= 1.0
@@ -110,7 +111,7 @@ def test_alignment_maps_the_second_faces_eyes_onto_the_first_within_one_pixel():
 def test_similarity_matrix_recovers_a_known_transform():
     points = np.random.default_rng(0).uniform(0, 100, (20, 2))
     matrix = similarity(-12.0, 0.9, (5.0, 2.0), (50, 50))
-    assert np.allclose(fusion.similarity_matrix(points, fusion.map_points(matrix, points)), matrix, atol=1e-4)
+    assert np.allclose(fusion.similarity_matrix(points, apply_affine(matrix, points)), matrix, atol=1e-4)
 
 
 @pytest.mark.parametrize("method", fusion.METHODS)
