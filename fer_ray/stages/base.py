@@ -34,19 +34,29 @@ class Stage:
 
 
 def available_cpus() -> int:
-    cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else os.cpu_count()
-    return max(1, int(cpus or 1))
+    return available("CPU", os.cpu_count())
+
+
+def available(resource: str, default: int | None = 0) -> int:
+    """Whole units of a resource in the cluster (at least 1)."""
+    amount = ray.cluster_resources().get(resource, 0) if ray.is_initialized() else default
+    return max(1, int(amount or 1))
 
 
 def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: int = 0,
-                batch_size: int | None = None) -> ray.data.Dataset:
-    """Map a stage over a dataset: an autoscaling actor pool for model stages, tasks otherwise."""
+                batch_size: int | None = None, num_gpus: float | None = None) -> ray.data.Dataset:
+    """Map a stage over a dataset: an autoscaling actor pool for model stages, tasks otherwise.
+
+    num_gpus overrides the stage's own need (a stage whose models can run on either); a
+    GPU pool defaults to as many actors as the cluster's GPUs hold."""
+    gpus = stage_cls.num_gpus if num_gpus is None else num_gpus
     kwargs = dict(batch_size=batch_size or stage_cls.batch_size, batch_format="numpy",
-                  num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus)
+                  num_cpus=stage_cls.num_cpus, num_gpus=gpus)
     if not stage_cls.is_actor:
         # Cheap to build (no model): plain tasks, which Ray can fuse with neighbouring maps.
         return ds.map_batches(_run_task_stage, fn_args=(stage_cls, cfg), **kwargs)
-    pool = ray.data.ActorPoolStrategy(size=workers or available_cpus())
+    default = max(1, int(available("GPU") / gpus)) if gpus else available_cpus()
+    pool = ray.data.ActorPoolStrategy(size=workers or default)
     return ds.map_batches(stage_cls, fn_constructor_args=(cfg,), compute=pool, **kwargs)
 
 

@@ -42,7 +42,7 @@ class FaceStage(Stage):
         super().__init__(cfg)
         cv2.setNumThreads(1)  # one actor per CPU: OpenCV's own threads would only contend
         self.detector = cfg.face.resolved_detector(cfg.layout)
-        self.extractor = FaceExtractor(cfg.face, self.detector)
+        self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device)
         channels = 3 if cfg.face.color == "rgb" else 1
         self.blank = np.zeros((cfg.face.size, cfg.face.size, channels), np.uint8)
 
@@ -50,38 +50,78 @@ class FaceStage(Stage):
     def check_weights(cfg: PreprocessConfig) -> None:
         """Fail before any Ray work when a configured model file cannot be read."""
         from fer_ray.config import ConfigError
-        from fer_ray.weights import dlib_predictor_path
+        from fer_ray.weights import NETWORK_WEIGHTS, dlib_predictor_path, network_weights_problem
 
-        wanted = {"face.landmark_model": cfg.face.landmark_model or dlib_predictor_path()}
-        if cfg.face.resolved_detector(cfg.layout) == "yunet":
-            wanted["face.detector_model"] = cfg.face.detector_model
-        for field, uri in wanted.items():
-            problem = storage.check_readable(uri)
-            if problem:
-                raise ConfigError(f"{field}: {problem}")
+        face, problems = cfg.face, []
+        detector = face.resolved_detector(cfg.layout)
+        if face.landmarker == "dlib":
+            problems.append(storage.check_readable(face.landmark_model or dlib_predictor_path()))
+            problems[-1] = problems[-1] and f"face.landmark_model: {problems[-1]}"
+        else:
+            problems.append(network_weights_problem(face.landmarker, face.landmark_model))
+        if detector in NETWORK_WEIGHTS:
+            problems.append(network_weights_problem(detector, face.detector_model))
+        elif detector == "yunet":
+            problem = storage.check_readable(face.detector_model)
+            problems.append(problem and f"face.detector_model: {problem}")
+        for problem in filter(None, problems):
+            raise ConfigError(problem)
 
     def __call__(self, batch: dict) -> dict:
+        rows = batch_rows(batch)
+        images = {i: self.decode_row(row) for i, row in enumerate(rows)}
+        found = self.faces_of({i: image for i, image in images.items() if image is not None}, rows)
         out = []
-        for row in batch_rows(batch):
-            faces, landmarker = self.faces_of(row)
+        for i, row in enumerate(rows):
+            faces, landmarker = found.get(i, ([], ""))
             out.extend(self.output_rows(row, faces, landmarker))
         return rows_batch(out)
 
-    def faces_of(self, row: dict) -> tuple[list[Face], str]:
-        """The input's faces; problems become the row's status and error."""
+    def decode_row(self, row: dict) -> np.ndarray | None:
+        """The row's image; None when it has none or it cannot be read (the row says why)."""
         if row["status"]:
-            return [], ""
+            return None
         try:
-            image = self.decode(row)
-            hint = row.get("hint_landmarks")
-            if self.detector == "none" and hint is not None and np.isfinite(hint).all():
-                return [self.face_from_annotation(image, hint)], "annotation"
-            return self.extractor.extract(image), self.cfg.face.landmarker
-        except ImageError as err:
-            row["status"], row["error"] = err.status, str(err)
+            return self.decode(row)
         except Exception as err:  # noqa: BLE001 - one bad image must not end the job
+            self.fail(row, err)
+        return None
+
+    def faces_of(self, images: dict[int, np.ndarray], rows: list[dict]) -> dict[int, tuple[list[Face], str]]:
+        """Faces of every decoded image, batched; if the batch fails, image by image, so
+        the one bad image gets the error and the others their faces."""
+        found, todo = {}, []
+        for i, image in images.items():
+            if not self.use_annotation(rows[i]):
+                todo.append(i)
+                continue
+            try:
+                found[i] = ([self.face_from_annotation(image, rows[i]["hint_landmarks"])], "annotation")
+            except Exception as err:  # noqa: BLE001 - one bad row must not end the job
+                self.fail(rows[i], err)
+        try:
+            for i, faces in zip(todo, self.extractor.extract_many([images[i] for i in todo])):
+                found[i] = (faces, self.cfg.face.landmarker)
+            return found
+        except Exception:  # noqa: BLE001 - retried one by one below
+            pass
+        for i in todo:
+            try:
+                found[i] = (self.extractor.extract(images[i]), self.cfg.face.landmarker)
+            except Exception as err:  # noqa: BLE001
+                self.fail(rows[i], err)
+        return found
+
+    def use_annotation(self, row: dict) -> bool:
+        hint = row.get("hint_landmarks")
+        return self.detector == "none" and hint is not None and bool(np.isfinite(hint).all())
+
+    @staticmethod
+    def fail(row: dict, err: Exception) -> None:
+        if isinstance(err, ImageError):
+            row["status"], row["error"] = err.status, str(err)
+        else:
             row["status"], row["error"] = "face_error", f"{type(err).__name__}: {err}"[:500]
-        return [], ""
 
     def decode(self, row: dict) -> np.ndarray:
         if row["encoding"] == FER_PIXELS:

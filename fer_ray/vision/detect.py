@@ -13,11 +13,17 @@ import numpy as np
 
 from fer_ray.weights import local_weights
 
-DETECTOR_NAMES = ("haar", "dlib_hog", "yunet")
+DETECTOR_NAMES = ("haar", "dlib_hog", "yunet", "sfd", "blazeface")
 
 
-def create_detector(name: str, model_path: str = "", min_face_size: int = 24):
-    """A detector object by name; weights are loaded here, once."""
+def create_detector(name: str, model_path: str = "", min_face_size: int = 24, device: str = "cpu"):
+    """A detector object by name; weights are loaded here, once. `device` is where the
+    network detectors (sfd, blazeface) run."""
+    if name in ("sfd", "blazeface"):
+        from fer_ray.vision.torch_detect import BlazeFaceDetector, SfdDetector
+
+        network = SfdDetector if name == "sfd" else BlazeFaceDetector
+        return network(model_path, min_face_size, device)
     if name == "haar":
         return HaarDetector(min_face_size)
     if name == "dlib_hog":
@@ -26,6 +32,13 @@ def create_detector(name: str, model_path: str = "", min_face_size: int = 24):
         return YuNetDetector(model_path, min_face_size)
     raise ValueError(f"face.detector: {name!r} is not a detector; choose one of: "
                      f"{', '.join(DETECTOR_NAMES)} (or 'none' for images that are already faces)")
+
+
+def detect_many(detector, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(boxes, scores) per image: batched where the detector can batch, else one by one."""
+    if hasattr(detector, "detect_many"):
+        return detector.detect_many(images)
+    return [detector.detect(image) for image in images]
 
 
 def full_image_box(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

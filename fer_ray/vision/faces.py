@@ -13,8 +13,8 @@ import numpy as np
 
 from fer_ray.config import FaceConfig
 from fer_ray.vision.align import align_face
-from fer_ray.vision.detect import create_detector, full_image_box
-from fer_ray.vision.landmarks import create_landmarker
+from fer_ray.vision.detect import create_detector, detect_many, full_image_box
+from fer_ray.vision.landmarks import create_landmarker, landmarks_many
 
 
 class Face(NamedTuple):
@@ -25,34 +25,43 @@ class Face(NamedTuple):
 
 
 class FaceExtractor:
-    """Loads the detector and landmarker once; `extract(image)` -> list[Face].
+    """Loads the detector and landmarker once; `extract(image)` -> list[Face], and
+    `extract_many(images)`, which batches detection and landmarks (one forward pass each
+    for the network models).
 
     detector_name is already resolved (FaceConfig.resolved_detector): "none" means
     the image is already a face crop, so the whole image is the box and the crop
-    keeps it (crop="box"); any other name detects and crops from the eyes.
+    keeps it (crop="box"); any other name detects and crops from the eyes. `device`
+    ("cpu" or "cuda") is where the network models run.
     """
 
-    def __init__(self, cfg: FaceConfig, detector_name: str):
+    def __init__(self, cfg: FaceConfig, detector_name: str, device: str = "cpu"):
         self.cfg = cfg
         self.detector_name = detector_name
+        self.device = device
         self.crop = "box" if detector_name == "none" else "eyes"
-        self.detect = full_image_box if detector_name == "none" else create_detector(
-            detector_name, cfg.detector_model, cfg.min_face_size).detect
-        self.landmarker = create_landmarker(cfg.landmarker, cfg.landmark_model)
+        self.detector = None if detector_name == "none" else create_detector(
+            detector_name, cfg.detector_model, cfg.min_face_size, device)
+        self.landmarker = create_landmarker(cfg.landmarker, cfg.landmark_model, device,
+                                            cfg.precision, cfg.flip_input)
 
     def __reduce__(self):
-        return (FaceExtractor, (self.cfg, self.detector_name))
+        return (FaceExtractor, (self.cfg, self.detector_name, self.device))
 
     def extract(self, image: np.ndarray) -> list[Face]:
         """All faces in a grey or RGB uint8 image, largest first; [] if none."""
-        boxes, scores = self.detect(image)
+        return self.extract_many([image])[0]
+
+    def extract_many(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """The faces of each image (see extract)."""
+        found = [full_image_box(image) for image in images] if self.detector is None \
+            else detect_many(self.detector, images)
         if self.cfg.largest_only:
-            boxes, scores = boxes[:1], scores[:1]
-        if len(boxes) == 0:
-            return []
-        points = self.landmarker(image, boxes)
-        return [self._align(image, box, float(score), landmarks)
-                for box, score, landmarks in zip(boxes, scores, points)]
+            found = [(boxes[:1], scores[:1]) for boxes, scores in found]
+        points = landmarks_many(self.landmarker, images, [boxes for boxes, _ in found])
+        return [[self._align(image, box, float(score), landmarks)
+                 for box, score, landmarks in zip(boxes, scores, image_points)]
+                for image, (boxes, scores), image_points in zip(images, found, points)]
 
     def _align(self, image: np.ndarray, box: np.ndarray, score: float,
                landmarks: np.ndarray) -> Face:

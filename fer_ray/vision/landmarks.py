@@ -13,15 +13,28 @@ import numpy as np
 
 from fer_ray.weights import dlib_predictor_path, local_weights
 
-LANDMARKER_NAMES = ("dlib",)
+LANDMARKER_NAMES = ("dlib", "fan", "fan3d")
 MIN_SIDE = 160  # faces smaller than this (px) are upscaled before prediction
 
 
-def create_landmarker(name: str, model_path: str = ""):
+def create_landmarker(name: str, model_path: str = "", device: str = "cpu", precision: str = "fp32",
+                      flip_input: bool = False):
+    """A landmarker by name; `device`, `precision` and `flip_input` concern FAN only."""
     if name == "dlib":
         return DlibLandmarker(model_path)
+    if name in ("fan", "fan3d"):
+        from fer_ray.vision.fan import FanLandmarker
+
+        return FanLandmarker(name, model_path, device, precision, flip_input)
     raise ValueError(f"face.landmarker: {name!r} is not valid; choose one of: "
                      f"{', '.join(LANDMARKER_NAMES)}")
+
+
+def landmarks_many(landmarker, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
+    """(n_i,68,2) points per image: one batch where the landmarker can batch (FAN)."""
+    if hasattr(landmarker, "predict_many"):
+        return landmarker.predict_many(images, boxes)
+    return [landmarker(image, image_boxes) for image, image_boxes in zip(images, boxes)]
 
 
 class DlibLandmarker:

@@ -59,5 +59,5 @@ def test_landmark_model_can_be_given_as_a_uri(tmp_path, monkeypatch):
 
 
 def test_unknown_landmarker_lists_the_valid_names():
-    with pytest.raises(ValueError, match="'fan'.*dlib"):
-        create_landmarker("fan")
+    with pytest.raises(ValueError, match="'mediapipe'.*dlib, fan, fan3d"):
+        create_landmarker("mediapipe")

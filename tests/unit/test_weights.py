@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from fer_ray.weights import DLIB_68_MODEL, cached_path, dlib_predictor_path, local_weights
+from fer_ray.weights import DLIB_68_MODEL, dlib_predictor_path, local_weights
 
 
 @pytest.fixture
@@ -38,18 +38,19 @@ def test_missing_local_path_names_the_field(tmp_path):
         local_weights(str(tmp_path / "nope.onnx"), what="face.detector_model")
 
 
-def test_uri_is_staged_once(weight_file, cache):
+def test_uri_is_staged_once_and_again_when_replaced(weight_file, cache):
     uri = f"file://{weight_file}"
     staged = local_weights(uri)
-    assert staged == cached_path(uri)
     assert staged.startswith(str(cache)) and os.path.basename(staged) == "model.onnx"
     assert open(staged, "rb").read() == weight_file.read_bytes()
     assert os.listdir(os.path.dirname(staged)) == ["model.onnx"]  # no temp file left behind
 
     os.utime(staged, (1_000_000, 1_000_000))  # an old mtime: a rewrite would change it
-    weight_file.write_bytes(b"weights-v2")
-    assert local_weights(uri) == staged
-    assert os.path.getmtime(staged) == 1_000_000
+    assert local_weights(uri) == staged and os.path.getmtime(staged) == 1_000_000
+
+    weight_file.write_bytes(b"weights-v2, longer")  # the object is replaced: a new copy
+    fresh = local_weights(uri)
+    assert fresh != staged and open(fresh, "rb").read() == b"weights-v2, longer"
     assert open(staged, "rb").read().startswith(b"weights-v1")
 
 
@@ -68,4 +69,4 @@ def test_different_uris_with_the_same_name_do_not_collide(tmp_path, cache):
 def test_missing_uri_names_the_field(tmp_path, cache):
     with pytest.raises(FileNotFoundError, match="face.landmark_model"):
         local_weights(f"file://{tmp_path}/missing.dat", what="face.landmark_model")
-    assert not os.path.exists(cached_path(f"file://{tmp_path}/missing.dat"))
+    assert not (cache / "weights").exists()
