@@ -142,3 +142,24 @@ def test_weights_of_another_network_are_refused(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="not a 2DFAN4"):
         fan.load_fan(str(path))
+
+
+def test_fan3d_gives_the_x_y_of_face_alignments_3d_landmarks(hub_dir):
+    """fan3d: the 3D network's file (here the test FAN's weights under 3DFAN4's name) and
+    face-alignment's LandmarksType.THREE_D answer, whose z we do not keep."""
+    import shutil
+
+    import face_alignment
+    from face_alignment.models import ResNetDepth
+
+    checkpoints = hub_dir / "checkpoints"
+    shutil.copy(checkpoints / FAN_FILE, checkpoints / NETWORK_WEIGHTS["fan3d"][0])
+    torch.save({"state_dict": ResNetDepth().state_dict()}, checkpoints / "depth-2a464da4ea.pth.tar")
+    reference = face_alignment.FaceAlignment(face_alignment.LandmarksType.THREE_D, device="cpu",
+                                             flip_input=False, face_detector="folder", compile=False)
+    faces = lfw_faces(2)
+    expected = reference_points(reference, faces)
+    got = FanLandmarker("fan3d").predict_many([image for image, _ in faces], [boxes for _, boxes in faces])
+    for points, reference_xyz in zip(got, expected):
+        assert reference_xyz.shape == (1, 68, 3)
+        assert np.abs(points - reference_xyz[..., :2]).max() <= 0.5
