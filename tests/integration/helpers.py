@@ -15,10 +15,11 @@ def read_output(output_uri: str, folder: str):
     return pq.read_table(path, filesystem=fs)
 
 
-def run_preprocess(layout: str, input_uri: str, output_uri: str, **face) -> dict:
+def run_preprocess(layout: str, input_uri: str, output_uri: str, **fields) -> dict:
+    """Fields by leaf name: the job's own (limit, workers, ...) or face.* ones (size, ...)."""
     cfg = PreprocessConfig(layout=layout, input=input_uri, output=output_uri, batch_size=8)
-    for key, value in face.items():
-        setattr(cfg.face, key, value)
+    for key, value in fields.items():
+        setattr(cfg if hasattr(cfg, key) else cfg.face, key, value)
     return preprocess.run(cfg)
 
 

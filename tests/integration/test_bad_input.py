@@ -140,10 +140,10 @@ def test_affectnet_missing_and_bad_annotations(sample_local, tmp_path):
 
 def test_rerun_replaces_not_duplicates(sample_local, tmp_path):
     out = str(tmp_path / "out")
-    run_preprocess("jaffe", str(sample_local / "jaffe"), out)
+    run_preprocess("jaffe", str(sample_local / "jaffe"), out, limit=24)
     first = read_output(out, "faces")
-    run_preprocess("jaffe", str(sample_local / "jaffe"), out)
+    run_preprocess("jaffe", str(sample_local / "jaffe"), out, limit=24)
     second = read_output(out, "faces")
     assert first.num_rows == second.num_rows > 0
     assert sorted(first["sample_id"].to_pylist()) == sorted(second["sample_id"].to_pylist())
-    assert read_output(out, "manifest").num_rows == len(list((sample_local / "jaffe").iterdir()))
+    assert read_output(out, "manifest").num_rows == 24

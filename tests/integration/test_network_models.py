@@ -55,7 +55,7 @@ def network_options(uris: dict) -> dict:
 
 def test_sfd_and_fan_on_ray_equal_the_library(photos, weights_on_s3, tmp_path):
     out = str(tmp_path / "out")
-    summary = run_preprocess("folder", str(photos), out, **network_options(weights_on_s3))
+    summary = run_preprocess("folder", str(photos), out, workers=1, **network_options(weights_on_s3))
     manifest = read_output(out, "manifest").to_pylist()
     assert summary["inputs"] == len(manifest) == 2 and {r["status"] for r in manifest} <= {"ok", "no_face"}
     faces = sorted(read_output(out, "faces").to_pylist(), key=lambda r: r["source_uri"])

@@ -1,5 +1,5 @@
 """A 2-trial Ray Tune sweep over two families, each trial a Ray Train run: interrupted by
-killing its driver mid-sweep, then resumed to the end."""
+killing its driver mid-sweep (once a trial has a checkpoint), then resumed to the end."""
 from __future__ import annotations
 
 import io
@@ -30,7 +30,7 @@ def interrupted_sweep(cfg: TuneConfig, address: str) -> set[str]:
         ("models", cfg.models), ("trials", cfg.trials), ("grace_period", cfg.grace_period),
         ("batch_sizes", cfg.batch_sizes), ("search_seed", cfg.search_seed), ("data", cfg.train.data),
         ("output", cfg.train.output), ("epochs", cfg.train.epochs), ("workers", cfg.train.workers),
-        ("cpus_per_worker", cfg.train.cpus_per_worker))]
+        ("cpus_per_worker", cfg.train.cpus_per_worker), ("max_concurrent", cfg.max_concurrent))]
     driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", "tune", *flags],
                               env={**os.environ, "RAY_ADDRESS": address},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,8 +49,9 @@ def interrupted_sweep(cfg: TuneConfig, address: str) -> set[str]:
 
 def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_shards, bucket, ray_cluster):
     train = TrainConfig(data=fer_shards, output=f"{bucket}/sweeps/a", epochs=2, workers=1, cpus_per_worker=0.5)
+    # one trial at a time: on 2 CPUs two concurrent Ray Train runs only slow each other down
     cfg = TuneConfig(models="dexpression_fer,landmark_mlp", trials=2, grace_period=1, batch_sizes="16,32",
-                     search_seed=3, train=train)
+                     search_seed=3, max_concurrent=1, train=train)
     started = interrupted_sweep(cfg, ray_cluster.address)
     assert not storage.exists(storage.join(cfg.train.output, "results.csv"))
 
