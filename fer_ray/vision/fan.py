@@ -1,9 +1,10 @@
-"""Batched FAN landmarks: face-alignment's network, run one forward pass per batch.
+"""Batched FAN landmarks: face-alignment's network, one forward pass per batch on a GPU.
 
 face-alignment's own API crops each face with OpenCV, runs the network one face at a
 time and decodes heatmaps in Python loops. Here every step works on the whole batch:
 face windows are cut on the CPU (integer slicing only), then resized, normalised,
-run through the network and decoded on the model's device.
+run through the network (on a CPU face by face, which is faster there) and decoded on
+the model's device.
 
 The answer is face-alignment's: the same face window (centre and scale from the box,
 reference scale 195), the same bilinear resize to 256 px, the same heatmap decoding
@@ -43,7 +44,8 @@ def load_fan(path: str, kind: str = "fan", device: str = "cpu", precision: str =
     except RuntimeError as err:
         raise ValueError(f"face.landmark_model: {path} is not a {NETWORK_WEIGHTS[kind][0]} "
                          f"state dict ({str(err).splitlines()[0]})") from None
-    return net.to(device, dtype=PRECISIONS[precision]).eval()
+    # channels-last: oneDNN and cuDNN pick faster convolutions for it (1.4x on CPU here)
+    return net.to(device, dtype=PRECISIONS[precision]).to(memory_format=torch.channels_last).eval()
 
 
 def face_windows(boxes: np.ndarray, reference_scale: float = REFERENCE_SCALE):
@@ -146,16 +148,23 @@ def _taps_1d(length: int, side: int, clamp_weights: bool):
 
 @torch.inference_mode()
 def heatmaps(net: torch.nn.Module, crops: torch.Tensor, flip_input: bool = False) -> torch.Tensor:
-    """(N,68,64,64) float32 heatmaps of the last hourglass, one forward pass for the batch
-    (with flip_input, the mirrored crops ride in the same pass and their heatmaps,
-    mirrored back, are added, as face-alignment does)."""
+    """(N,68,64,64) float32 heatmaps of the last hourglass: on a GPU one forward pass for
+    the batch; on a CPU face by face (with flip_input, a face and its mirror image per
+    pass). The mirrored crops' heatmaps, mirrored back, are added, as face-alignment does.
+
+    Why not one pass on a CPU too: there batching only costs. Measured here (2 cores,
+    real face crops): 0.49-0.52 s per face one at a time, 0.55-0.58 s in passes of 8
+    (one face's activations stay in cache).
+    """
     dtype = next(net.parameters()).dtype
-    n = crops.shape[0]
-    batch = torch.cat([crops, crops.flip(-1)]) if flip_input else crops
-    out = net(batch.to(dtype))[-1].float()
-    if flip_input:
-        out = out[:n] + out[n:][:, MIRROR].flip(-1)
-    return out
+    step = len(crops) if crops.is_cuda else 1
+    chunks = []
+    for start in range(0, len(crops), step):
+        part = crops[start:start + step]
+        batch = torch.cat([part, part.flip(-1)]) if flip_input else part
+        out = net(batch.to(dtype).contiguous(memory_format=torch.channels_last))[-1].float().contiguous()
+        chunks.append(out[:len(part)] + out[len(part):][:, MIRROR].flip(-1) if flip_input else out)
+    return torch.cat(chunks)
 
 
 def decode(maps: torch.Tensor, centers: np.ndarray, scales: np.ndarray):
