@@ -163,3 +163,14 @@ def test_fan3d_gives_the_x_y_of_face_alignments_3d_landmarks(hub_dir):
     for points, reference_xyz in zip(got, expected):
         assert reference_xyz.shape == (1, 68, 3)
         assert np.abs(points - reference_xyz[..., :2]).max() <= 0.5
+
+
+def test_reduced_precision_runs_the_network_in_that_dtype(hub_dir, ours):
+    """bf16 (meant for GPUs; checked here on the CPU): weights in bf16, heatmaps back in
+    float32, landmarks near the fp32 ones (bf16 keeps 8 bits of mantissa)."""
+    image, boxes = lfw_faces(1)[0]
+    half = FanLandmarker("fan", precision="bf16")
+    assert next(half.net.parameters()).dtype == torch.bfloat16
+    maps, _, _ = half.heatmaps([image], [boxes])
+    assert maps.dtype == torch.float32 and torch.isfinite(maps).all()
+    assert np.median(np.abs(half(image, boxes) - ours(image, boxes))) <= 2.0
