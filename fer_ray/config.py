@@ -117,6 +117,7 @@ class PreprocessConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
         self.face.validate()
+        self.split.validate()
         if self.face.precision != "fp32" and not self.num_gpus:
             raise ConfigError(f"face.precision: {self.face.precision!r} needs a GPU (num_gpus > 0); "
                               "use fp32 on CPU")
@@ -125,7 +126,6 @@ class PreprocessConfig:
     def device(self) -> str:
         """Where the face stage's network models run."""
         return "cuda" if self.num_gpus > 0 else "cpu"
-        self.split.validate()
 
 
 FUSION_METHODS = ("region", "weighted", "pca")

@@ -95,6 +95,19 @@ def test_auto_detector_skips_detection_for_face_crops():
         config.SplitConfig(train=0.5, val=0.1, test=0.1).validate()
 
 
+def test_preprocess_config_checks_its_split_and_precision():
+    cfg = PreprocessConfig(layout="jaffe", input="in", output="out")
+    cfg.split.train = 0.5
+    with pytest.raises(ConfigError, match="split: train"):
+        cfg.validate()
+    cfg.split.train, cfg.face.precision = 0.8, "bf16"
+    with pytest.raises(ConfigError, match="face.precision: 'bf16' needs a GPU"):
+        cfg.validate()
+    cfg.num_gpus = 1
+    cfg.validate()
+    assert cfg.device == "cuda"
+
+
 def test_every_field_explains_itself_in_help():
     helps = config.field_help(PreprocessConfig)
     assert set(helps) == set(config.leaf_fields(PreprocessConfig))
