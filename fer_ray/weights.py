@@ -108,7 +108,7 @@ def network_weights(name: str, model_path: str = "") -> str:
     filename, _, field = NETWORK_WEIGHTS[name]
     if model_path:
         return local_weights(model_path, what=field)
-    problem = network_weights_problem(name, model_path)
+    problem = network_weights_problem(name)
     if problem:
         raise FileNotFoundError(problem)
     return face_alignment_cache(filename)
@@ -118,14 +118,19 @@ def network_weights_problem(name: str, model_path: str = "") -> str | None:
     """None if the weights can be found, else why not (checked before any Ray work)."""
     filename, url, field = NETWORK_WEIGHTS[name]
     if model_path:
-        problem = storage.check_readable(model_path)
-        return f"{field}: {problem}" if problem else None
+        return unreadable(field, model_path)
     cached = face_alignment_cache(filename)
     if os.path.isfile(cached):
         return None
     return (f"{field}: not set and {filename} is not in face-alignment's cache ({cached}). Nothing "
             f"is downloaded at run time: fetch {url} on a machine with internet, then set {field} "
             f"to its path or an s3:// URI, or copy it to {cached}")
+
+
+def unreadable(field: str, path_or_uri: str) -> str | None:
+    """None if the configured file can be read, else `field: why`."""
+    problem = storage.check_readable(path_or_uri)
+    return problem and f"{field}: {problem}"
 
 
 def face_alignment_cache(filename: str) -> str:

@@ -25,6 +25,14 @@ from fer_ray.vision.detect import full_image_box
 from fer_ray.vision.faces import Face, FaceExtractor
 
 
+def attempt(function, *args):
+    """function(*args), or the exception it raised (per-item failures become data)."""
+    try:
+        return function(*args)
+    except Exception as err:  # noqa: BLE001 - one bad item must not end the job
+        return err
+
+
 def sample_id(dataset: str, source_uri: str, face_index: int) -> str:
     """Stable id of a face: same input, same face -> same id, on every run and machine."""
     return hashlib.sha1(f"{dataset}|{source_uri}|{face_index}".encode()).hexdigest()[:20]
@@ -50,20 +58,15 @@ class FaceStage(Stage):
     def check_weights(cfg: PreprocessConfig) -> None:
         """Fail before any Ray work when a configured model file cannot be read."""
         from fer_ray.config import ConfigError
-        from fer_ray.weights import NETWORK_WEIGHTS, dlib_predictor_path, network_weights_problem
+        from fer_ray.weights import NETWORK_WEIGHTS, dlib_predictor_path, network_weights_problem, unreadable
 
-        face, problems = cfg.face, []
-        detector = face.resolved_detector(cfg.layout)
-        if face.landmarker == "dlib":
-            problems.append(storage.check_readable(face.landmark_model or dlib_predictor_path()))
-            problems[-1] = problems[-1] and f"face.landmark_model: {problems[-1]}"
-        else:
-            problems.append(network_weights_problem(face.landmarker, face.landmark_model))
-        if detector in NETWORK_WEIGHTS:
-            problems.append(network_weights_problem(detector, face.detector_model))
-        elif detector == "yunet":
-            problem = storage.check_readable(face.detector_model)
-            problems.append(problem and f"face.detector_model: {problem}")
+        face, detector = cfg.face, cfg.face.resolved_detector(cfg.layout)
+        problems = [
+            network_weights_problem(face.landmarker, face.landmark_model) if face.landmarker in NETWORK_WEIGHTS
+            else unreadable("face.landmark_model", face.landmark_model or dlib_predictor_path()),
+            network_weights_problem(detector, face.detector_model) if detector in NETWORK_WEIGHTS
+            else unreadable("face.detector_model", face.detector_model) if detector == "yunet" else None,
+        ]
         for problem in filter(None, problems):
             raise ConfigError(problem)
 
@@ -79,38 +82,36 @@ class FaceStage(Stage):
 
     def decode_row(self, row: dict) -> np.ndarray | None:
         """The row's image; None when it has none or it cannot be read (the row says why)."""
-        if row["status"]:
+        image = None if row["status"] else attempt(self.decode, row)
+        if isinstance(image, Exception):
+            self.fail(row, image)
             return None
-        try:
-            return self.decode(row)
-        except Exception as err:  # noqa: BLE001 - one bad image must not end the job
-            self.fail(row, err)
-        return None
+        return image
 
     def faces_of(self, images: dict[int, np.ndarray], rows: list[dict]) -> dict[int, tuple[list[Face], str]]:
-        """Faces of every decoded image, batched; if the batch fails, image by image, so
-        the one bad image gets the error and the others their faces."""
-        found, todo = {}, []
-        for i, image in images.items():
-            if not self.use_annotation(rows[i]):
-                todo.append(i)
-                continue
-            try:
-                found[i] = ([self.face_from_annotation(image, rows[i]["hint_landmarks"])], "annotation")
-            except Exception as err:  # noqa: BLE001 - one bad row must not end the job
-                self.fail(rows[i], err)
-        try:
-            for i, faces in zip(todo, self.extractor.extract_many([images[i] for i in todo])):
-                found[i] = (faces, self.cfg.face.landmarker)
-            return found
-        except Exception:  # noqa: BLE001 - retried one by one below
-            pass
-        for i in todo:
-            try:
-                found[i] = (self.extractor.extract(images[i]), self.cfg.face.landmarker)
-            except Exception as err:  # noqa: BLE001
-                self.fail(rows[i], err)
+        """Faces of every decoded image (detection and landmarks batched); an image whose
+        faces could not be found gets the error in its row instead."""
+        annotated = [i for i in images if self.use_annotation(rows[i])]
+        detected = [i for i in images if i not in annotated]
+        results = {i: (attempt(self.faces_from_annotation, images[i], rows[i]["hint_landmarks"]), "annotation")
+                   for i in annotated}
+        for i, faces in zip(detected, self.extract_all([images[i] for i in detected])):
+            results[i] = (faces, self.cfg.face.landmarker)
+        found = {}
+        for i, (faces, landmarker) in results.items():
+            if isinstance(faces, Exception):
+                self.fail(rows[i], faces)
+            else:
+                found[i] = (faces, landmarker)
         return found
+
+    def extract_all(self, images: list[np.ndarray]) -> list:
+        """Each image's faces, in one batched call; if that fails, image by image, so only
+        the bad image carries the exception."""
+        try:
+            return self.extractor.extract_many(images)
+        except Exception:  # noqa: BLE001 - retried one by one
+            return [attempt(self.extractor.extract, image) for image in images]
 
     def use_annotation(self, row: dict) -> bool:
         hint = row.get("hint_landmarks")
@@ -128,12 +129,12 @@ class FaceStage(Stage):
             return pixels_to_image(row["data"].decode("ascii", "replace"))  # grey; the extractor takes it
         return decode_image(row["data"], "rgb", self.cfg.face.max_pixels)
 
-    def face_from_annotation(self, image: np.ndarray, hint: np.ndarray) -> Face:
+    def faces_from_annotation(self, image: np.ndarray, hint: np.ndarray) -> list[Face]:
         """Dataset-provided landmarks (AffectNet's _lnd.npy) instead of predicted ones."""
         boxes, _ = full_image_box(image)
         points = hint.reshape(-1, 2)
         face, crop_points = align_face(image, points, self.cfg.face, crop="box", box=boxes[0])
-        return Face(face, boxes[0], crop_points, 1.0)
+        return [Face(face, boxes[0], crop_points, 1.0)]
 
     def output_rows(self, row: dict, faces: list[Face], landmarker: str) -> list[dict]:
         if not row["status"]:

@@ -138,6 +138,11 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """RGB as is; grey repeated into three channels (what the network detectors and FAN take)."""
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
 def to_bgr(image: np.ndarray) -> np.ndarray:
     code = cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR
     return cv2.cvtColor(image, code)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from fer_ray.vision.detect import to_rgb
 from fer_ray.weights import NETWORK_WEIGHTS, network_weights
 
 CROP = 256  # network input side
@@ -76,7 +77,7 @@ def window_matrix(centers: np.ndarray, scales: np.ndarray, resolution: int) -> n
 def cut_windows(image: np.ndarray, ul: np.ndarray, br: np.ndarray) -> list[np.ndarray]:
     """The (h,w,3) uint8 window of each face, zero outside the image (face-alignment's
     padding). Slicing only: resizing happens on the device."""
-    image = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+    image = to_rgb(image)
     height, width = image.shape[:2]
     windows = []
     for (x0, y0), (x1, y1) in zip(ul, br):
@@ -88,19 +89,18 @@ def cut_windows(image: np.ndarray, ul: np.ndarray, br: np.ndarray) -> list[np.nd
     return windows
 
 
-def stack_windows(windows: list[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_windows(windows: list[np.ndarray], device: str) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Windows of different sizes as one zero-padded uint8 tensor (N,H,W,3) on the device,
-    and their sizes (N,2 as h,w): one host-to-device copy for the batch."""
+    and their (h, w) sizes: one host-to-device copy for the batch."""
     height = max(w.shape[0] for w in windows)
     width = max(w.shape[1] for w in windows)
     padded = np.zeros((len(windows), height, width, 3), np.uint8)
     for i, window in enumerate(windows):
         padded[i, :window.shape[0], :window.shape[1]] = window
-    sizes = torch.tensor([w.shape[:2] for w in windows], device=device)
-    return torch.from_numpy(padded).to(device, non_blocking=True), sizes
+    return torch.from_numpy(padded).to(device, non_blocking=True), [w.shape[:2] for w in windows]
 
 
-def resize_windows(windows: torch.Tensor, sizes: torch.Tensor, side: int = CROP) -> torch.Tensor:
+def resize_windows(windows: torch.Tensor, sizes: list[tuple[int, int]], side: int = CROP) -> torch.Tensor:
     """Each window resized to side x side exactly as OpenCV's INTER_LINEAR resizes 8-bit
     images (face-alignment's `crop` uses it): 11-bit fixed-point weights, a horizontal then
     a vertical pass with its rounding; (N,3,side,side) float in [0,1].
@@ -109,8 +109,8 @@ def resize_windows(windows: torch.Tensor, sizes: torch.Tensor, side: int = CROP)
     that one grey level flips, and with real weights the same input gives the same answer.
     """
     device, n = windows.device, windows.shape[0]
-    ys0, ys1, b0, b1 = _fixed_point_taps(sizes[:, 0].tolist(), side, clamp_weights=False, device=device)
-    xs0, xs1, a0, a1 = _fixed_point_taps(sizes[:, 1].tolist(), side, clamp_weights=True, device=device)
+    ys0, ys1, b0, b1 = _fixed_point_taps([h for h, _ in sizes], side, clamp_weights=False, device=device)
+    xs0, xs1, a0, a1 = _fixed_point_taps([w for _, w in sizes], side, clamp_weights=True, device=device)
     index = torch.arange(n, device=device)[:, None, None]
     pixels = windows.int()
 

@@ -14,15 +14,11 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from fer_ray.vision.detect import keep_faces
+from fer_ray.vision.detect import keep_faces, to_rgb
 from fer_ray.weights import network_weights
 
 SFD_MEAN_BGR = (104.0, 117.0, 123.0)
 SFD_VARIANCES = (0.1, 0.2)
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
 class SfdDetector:
@@ -49,7 +45,7 @@ class SfdDetector:
         for i, image in enumerate(images):
             by_shape[image.shape[:2]].append(i)
         for indices in by_shape.values():
-            batch = np.stack([as_rgb(images[i]) for i in indices])
+            batch = np.stack([to_rgb(images[i]) for i in indices])
             for i, candidates in zip(indices, self.candidates(batch)):
                 results[i] = self.boxes(candidates)
         return results
@@ -120,7 +116,7 @@ class BlazeFaceDetector:
 
         squares, placements = [], []
         for image in images:
-            square, shift = resize_and_crop_image(as_rgb(image), self.input_size)
+            square, shift = resize_and_crop_image(to_rgb(image), self.input_size)
             squares.append(square)
             placements.append((min(image.shape[:2]), np.array(shift * 2, np.float32)))
         results = []

@@ -53,7 +53,7 @@ def network_options(uris: dict) -> dict:
                 largest_only=True, size=64, color="rgb")
 
 
-def test_sfd_and_fan_on_ray_equal_the_library(photos, weights_on_s3, tmp_path):
+def test_sfd_and_fan_on_ray_equal_the_library(photos, weights_on_s3, ray_cluster, tmp_path):
     out = str(tmp_path / "out")
     summary = run_preprocess("folder", str(photos), out, workers=1, **network_options(weights_on_s3))
     manifest = read_output(out, "manifest").to_pylist()
