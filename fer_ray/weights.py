@@ -127,6 +127,13 @@ def network_weights_problem(name: str, model_path: str = "") -> str | None:
             f"to its path or an s3:// URI, or copy it to {cached}")
 
 
+def weights_problem(name: str, field: str, path_or_uri: str) -> str | None:
+    """None if model `name`'s weights can be read, else why not: face-alignment's networks
+    may also come from their own cache; any other model needs its file at `path_or_uri`."""
+    return network_weights_problem(name, path_or_uri) if name in NETWORK_WEIGHTS \
+        else unreadable(field, path_or_uri)
+
+
 def unreadable(field: str, path_or_uri: str) -> str | None:
     """None if the configured file can be read, else `field: why`."""
     problem = storage.check_readable(path_or_uri)

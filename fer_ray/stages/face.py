@@ -58,15 +58,13 @@ class FaceStage(Stage):
     def check_weights(cfg: PreprocessConfig) -> None:
         """Fail before any Ray work when a configured model file cannot be read."""
         from fer_ray.config import ConfigError
-        from fer_ray.weights import NETWORK_WEIGHTS, dlib_predictor_path, network_weights_problem, unreadable
+        from fer_ray.weights import NETWORK_WEIGHTS, dlib_predictor_path, weights_problem
 
         face, detector = cfg.face, cfg.face.resolved_detector(cfg.layout)
-        problems = [
-            network_weights_problem(face.landmarker, face.landmark_model) if face.landmarker in NETWORK_WEIGHTS
-            else unreadable("face.landmark_model", face.landmark_model or dlib_predictor_path()),
-            network_weights_problem(detector, face.detector_model) if detector in NETWORK_WEIGHTS
-            else unreadable("face.detector_model", face.detector_model) if detector == "yunet" else None,
-        ]
+        dlib_default = dlib_predictor_path() if face.landmarker == "dlib" else ""
+        problems = [weights_problem(face.landmarker, "face.landmark_model", face.landmark_model or dlib_default)]
+        if detector in NETWORK_WEIGHTS or detector == "yunet":  # the other detectors need no file
+            problems.append(weights_problem(detector, "face.detector_model", face.detector_model))
         for problem in filter(None, problems):
             raise ConfigError(problem)
 
