@@ -136,33 +136,30 @@ def numpy_batches(csv_path: str, batch_size: int):
 
 
 def run_pool_job(csv_path: str, out: str, workers: int) -> float:
-    """images/s of read -> face stage in a Pool -> faces/ and manifest/ Parquet."""
-    from fer_ray.pipelines.writer import PREPROCESS_FOLDERS, table_of
+    """images/s of read -> face stage in a Pool -> faces/ and manifest/ Parquet, written
+    by the job's own ShardSink (called directly, one file per ~16 MiB as in the job)."""
+    from types import SimpleNamespace
+
+    from ray.data.block import BlockAccessor
+
+    from fer_ray.pipelines.writer import ShardSink, merge_counts
 
     cfg = PreprocessConfig(layout="fer2013", input=csv_path, output=out, workers=workers)
-    start, inputs = time.perf_counter(), 0
-    parts = {folder: [] for folder in PREPROCESS_FOLDERS}
+    sink = ShardSink(out, face_bytes=cfg.face.size ** 2)
+    start, pending, counts = time.perf_counter(), [], []
+
+    def write() -> None:
+        counts.append(sink.write(pending, SimpleNamespace(task_idx=len(counts))))
+        pending.clear()
+
     with multiprocessing.get_context("spawn").Pool(workers, _init_stage_worker, (cfg,)) as pool:
         for rows in pool.imap(_stage_batch, numpy_batches(csv_path, cfg.batch_size), chunksize=4):
-            for folder, (flag, schema) in PREPROCESS_FOLDERS.items():
-                parts[folder].append(table_of(rows, rows[flag].astype(bool), schema))
-            inputs += int(rows["is_manifest"].sum())
-            if len(parts["faces"]) * cfg.batch_size >= 4096:
-                flush(parts, out)
-    flush(parts, out)
-    return inputs / (time.perf_counter() - start)
-
-
-def flush(parts: dict, out: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for folder, tables in parts.items():
-        if tables:
-            os.makedirs(os.path.join(out, folder), exist_ok=True)
-            name = f"part-{len(os.listdir(os.path.join(out, folder))):05d}.parquet"
-            pq.write_table(pa.concat_tables(tables), os.path.join(out, folder, name), compression="zstd")
-            tables.clear()
+            pending.append(BlockAccessor.batch_to_block(rows))
+            if sum(block.num_rows for block in pending) >= sink.min_rows_per_write:
+                write()
+    if pending:
+        write()
+    return merge_counts(counts)["inputs"] / (time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------ (a) our Ray Data job
