@@ -27,6 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_job_with_no_cluster(entrypoint: list[str], cwd: str, timeout: int = 90) -> subprocess.CompletedProcess:
+    """Run a job's entrypoint as its driver would, with RAY_ADDRESS naming a port nothing
+    listens on: a job that touched Ray at all would hang connecting to it (and time out), so
+    the message it prints instead shows the check came before any cluster work."""
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
+    return subprocess.run([sys.executable, *entrypoint], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 class S3Server:
     """moto in server mode on 127.0.0.1, reached over HTTP exactly like AWS."""
 

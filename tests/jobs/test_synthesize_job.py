@@ -1,4 +1,5 @@
-"""`ray job submit` of jobs/synthesize.py to a real head node, faces and output on the S3 server."""
+"""`ray job submit` of jobs/synthesize.py to a real head node, faces and output on the S3 server,
+and the job's check of its options, run as a driver with no cluster to reach."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import pathlib
 import pytest
 
 from fer_ray import storage
+from tests.cluster import run_job_with_no_cluster
 from tests.integration.helpers import expected_pairs, read_output
 
 pytestmark = pytest.mark.job
@@ -29,8 +31,8 @@ def test_submitted_synthesis_job_reruns_into_the_same_output_identically(ray_clu
     assert "testing-secret" not in done.stdout + done.stderr
 
 
-def test_submitted_synthesis_job_with_inconsistent_options_fails_fast(ray_cluster, jaffe_faces, bucket):
-    done = ray_cluster.submit(["python", "jobs/synthesize.py", "--input", jaffe_faces, "--output",
-                               f"{bucket}/job-synth/x", "--method", "weighted"], working_dir=str(ROOT))
+def test_synthesis_job_with_inconsistent_options_fails_before_any_cluster_work(jaffe_faces, bucket):
+    done = run_job_with_no_cluster(["jobs/synthesize.py", "--input", jaffe_faces, "--output",
+                                    f"{bucket}/job-synth/x", "--method", "weighted"], cwd=str(ROOT))
     assert done.returncode != 0
     assert "alpha: method 'weighted' needs alpha in [0, 1]" in done.stdout + done.stderr

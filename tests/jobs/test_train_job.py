@@ -1,4 +1,5 @@
-"""`ray job submit` of jobs/train.py to a real head node, data and run on the S3 server.
+"""`ray job submit` of jobs/train.py to a real head node, data and run on the S3 server, and
+the job's check of its config, run as a driver with no cluster to reach.
 
 The submitted run is the session fixture `training_job` (tests/conftest.py), which the
 training tests also examine (tests/integration/test_training.py, test_train_faults.py)."""
@@ -9,6 +10,7 @@ import pathlib
 import pytest
 
 from fer_ray import storage
+from tests.cluster import run_job_with_no_cluster
 from tests.conftest import TRAIN_JOB
 
 pytestmark = pytest.mark.job
@@ -24,8 +26,8 @@ def test_submitted_training_job(training_job):
     assert "testing-secret" not in done.stdout + done.stderr
 
 
-def test_submitted_training_job_with_bad_config_fails_fast(ray_cluster, fer_shards, bucket):
-    done = ray_cluster.submit(["python", "jobs/train.py", "--data", fer_shards, "--output", f"{bucket}/x",
-                               "--lr", "-1"], working_dir=str(ROOT))
+def test_training_job_with_bad_config_fails_before_any_cluster_work(fer_shards, bucket):
+    done = run_job_with_no_cluster(["jobs/train.py", "--data", fer_shards, "--output", f"{bucket}/x",
+                                    "--lr", "-1"], cwd=str(ROOT))
     assert done.returncode != 0
     assert "lr: -1.0 must be > 0" in done.stdout + done.stderr
