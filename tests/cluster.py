@@ -82,7 +82,11 @@ class HeadNode:
                f"--dashboard-agent-listen-port={free_port()}", "--dashboard-host=127.0.0.1",
                "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
                f"--temp-dir={self.temp_dir}", "--include-dashboard=true", "--disable-usage-stats"]
-        subprocess.run(cmd, check=True, env=os.environ.copy(), capture_output=True, timeout=180)
+        from fer_ray.runtime import SOFT_LIMIT_VARIABLE, worker_soft_limit  # imports ray: after enable_token_auth
+
+        # started as cluster/ starts its nodes
+        env = {**os.environ, SOFT_LIMIT_VARIABLE: worker_soft_limit(self.num_cpus)}
+        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
         return self
 
     def submit(self, entrypoint: list[str], working_dir: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,11 +1,10 @@
 """The README's main job: sample data in every layout -> preprocess each, on local Ray."""
 from __future__ import annotations
 
-import ray
-
 from fer_ray import storage
 from fer_ray.config import LAYOUTS, PreprocessConfig
 from fer_ray.pipelines import preprocess
+from fer_ray.runtime import start_ray
 
 # Where each layout lives inside the sample-data tree.
 SAMPLE_INPUTS = {"fer2013": "fer2013/fer2013.csv"}
@@ -27,7 +26,7 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
     data = storage.join(output, "data")
     print(f"writing sample data to {data}")
     write_sample_data(data)
-    ray.init(ignore_reinit_error=True)
+    start_ray()
     summaries = []
     for layout in LAYOUTS:
         cfg = PreprocessConfig(layout=layout, input=sample_input(data, layout),

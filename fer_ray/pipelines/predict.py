@@ -19,6 +19,7 @@ import ray.data
 from fer_ray import storage
 from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row
+from fer_ray.runtime import start_ray
 from fer_ray.stages.base import LIGHT_CPUS, apply_stage, available_cpus
 from fer_ray.stages.face import FaceStage
 from fer_ray.stages.fetch import FetchStage
@@ -78,8 +79,7 @@ def run(checkpoint_uri: str, input_uri: str, output: str, detector: str = "", wo
         IMAGE_EXTENSIONS) else [input_uri]
     if not files:
         raise ConfigError(f"input: no images ({', '.join(IMAGE_EXTENSIONS)}) under {input_uri}")
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     started = time.time()
     ds = apply_stage(ray.data.from_items([input_row(uri, "predict") for uri in files]), FetchStage, cfg)
     # Face finding is the expensive part; a small classifier needs one actor. The pools leave

@@ -5,13 +5,13 @@ import json
 import time
 
 import pyarrow.parquet as pq
-import ray
 
 from fer_ray import config, datasets, storage
 from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.pipelines.writer import ShardSink
+from fer_ray.runtime import start_ray
 from fer_ray.schema import face_array, landmarks_array
-from fer_ray.stages.base import LIGHT_CPUS, apply_stage
+from fer_ray.stages.base import apply_stage
 from fer_ray.stages.face import FaceStage
 from fer_ray.vision.draw import contact_sheet, encode_png
 
@@ -35,8 +35,7 @@ def check(cfg: PreprocessConfig) -> None:
 def run(cfg: PreprocessConfig) -> dict:
     """Run the whole job; returns the summary (also written to `_summary.json`)."""
     check(cfg)
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     started = time.time()
     clear_outputs(cfg.output)
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
@@ -44,7 +43,7 @@ def run(cfg: PreprocessConfig) -> dict:
     sink = ShardSink(cfg.output, face_bytes=cfg.face.size ** 2 * channels)
     faces = apply_stage(datasets.read(cfg), FaceStage, cfg, workers=cfg.workers, batch_size=cfg.batch_size,
                         num_gpus=cfg.num_gpus)
-    faces.write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_CPUS})
+    sink.write_dataset(faces)
     summary = make_summary(cfg, sink.totals, time.time() - started)
     storage.write_bytes(storage.join(cfg.output, "_summary.json"), json.dumps(summary, indent=2).encode())
     write_contact_sheet(cfg)

@@ -23,7 +23,8 @@ from ray.data.expressions import col
 from fer_ray import config, labels, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig
 from fer_ray.pipelines.writer import ShardSink
-from fer_ray.stages.base import LIGHT_CPUS, apply_group_stage, apply_stage
+from fer_ray.runtime import start_ray
+from fer_ray.stages.base import apply_group_stage, apply_stage
 from fer_ray.stages.fusion import FuseSubjects
 from fer_ray.vision.draw import contact_sheet, encode_png
 
@@ -66,15 +67,14 @@ def _faces_dataset(faces_uri: str) -> pads.Dataset:
 def run(cfg: SynthesizeConfig) -> dict:
     """Run the whole job; returns the summary (also written to `_summary.json`)."""
     faces_uri, face_bytes = check(cfg)
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     started = time.time()
     for name in ("mixed", "manifest", "contact_sheets", "_summary.json"):
         storage.remove_dir(storage.join(cfg.output, name))
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     sink = ShardSink(cfg.output, face_bytes=face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts)
     with sort_shuffle():
-        fused_rows(faces_uri, cfg).write_datasink(sink, ray_remote_args={"num_cpus": LIGHT_CPUS})
+        sink.write_dataset(fused_rows(faces_uri, cfg))
     summary = make_summary(cfg, sink.totals, time.time() - started)
     summary["contact_sheets"] = write_contact_sheets(cfg, faces_uri, summary["mixed_by_subject"])
     storage.write_bytes(storage.join(cfg.output, "_summary.json"), json.dumps(summary, indent=2).encode())

@@ -15,11 +15,18 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray.data
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from fer_ray import schema, storage
+from fer_ray.stages.base import LIGHT_CPUS, available_cpus
 
+# Logical CPUs per concurrent write task. Writes are short; capping them lets Ray reuse a
+# warm worker process rather than start one (importing Ray Data, ~1 core-second) per
+# file, which on a 2-core node took ~5% of the machine (bench/preprocess.py); at half the
+# CPUs the cap is far above what a big cluster's writes need.
+CPUS_PER_WRITE = 2
 ROW_OVERHEAD_BYTES = 1024  # landmarks, bbox and strings of one face row, roughly
 Folders = dict[str, tuple[str, pa.Schema]]  # folder -> (flag column, schema)
 PREPROCESS_FOLDERS: Folders = {"faces": ("is_face", schema.FACES), "manifest": ("is_manifest", schema.MANIFEST)}
@@ -76,6 +83,11 @@ class ShardSink(Datasink):
         self.folders, self.count = folders, count
         self.rows_per_file = max(256, file_bytes // (face_bytes + ROW_OVERHEAD_BYTES))
         self.totals: dict = {}
+
+    def write_dataset(self, ds: ray.data.Dataset) -> None:
+        """Run `ds` to the end, writing it through this sink; fills `totals`."""
+        ds.write_datasink(self, ray_remote_args={"num_cpus": LIGHT_CPUS},
+                          concurrency=max(1, available_cpus() // CPUS_PER_WRITE))
 
     @property
     def min_rows_per_write(self) -> int:

@@ -11,6 +11,7 @@ import ray.data
 
 from fer_ray import storage
 from fer_ray.config import ConfigError, TrainConfig
+from fer_ray.runtime import start_ray
 from fer_ray.stages.base import Stage, apply_stage, available_cpus
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import data
@@ -61,8 +62,7 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
     eval_cfg = TrainConfig(data=data_uris, output=output, model=cfg.model, label_set=cfg.resolved_label_set(),
                            train_split=split, val_split=split, test_split=split)
     info = data.scan(eval_cfg)
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     predicted = classify(data.read_split(info, eval_cfg.label_set, split), path, workers)
     labels, predictions = [], []
     for batch in predicted.select_columns(["label", "prediction"]).iter_batches(batch_format="numpy"):

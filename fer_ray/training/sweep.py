@@ -20,6 +20,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from fer_ray import config, storage
 from fer_ray.config import TrainConfig, TuneConfig
+from fer_ray.runtime import start_ray
 from fer_ray.training import trainer
 from fer_ray.training.metrics import trials_png
 
@@ -73,8 +74,7 @@ def check(cfg: TuneConfig) -> None:
 
 def run(cfg: TuneConfig) -> dict:
     check(cfg)
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     fs, path = storage.resolve(cfg.train.output)
     experiment = f"{path}/{EXPERIMENT}"
     # The base config travels as a parameter, not in the search space, so Tune's tables

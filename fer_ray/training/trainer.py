@@ -21,6 +21,7 @@ from ray.train.torch import TorchTrainer
 from fer_ray import config, storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.models import get_spec
+from fer_ray.runtime import start_ray
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import data
 from fer_ray.training.evaluate import evaluate
@@ -72,8 +73,7 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
     the test split stays unseen until the chosen config is trained and tested.
     """
     info = check(cfg)
-    if not ray.is_initialized():
-        ray.init()
+    start_ray()
     if not cfg.resume:
         for name in (RUN_NAME, ckpt.FILENAME):
             storage.remove_dir(storage.join(cfg.output, name))
