@@ -127,9 +127,9 @@ def _stage_batch(batch: dict) -> dict:
 
 def numpy_batches(csv_path: str, batch_size: int):
     """Our FER2013 reader's rows as the face stage's numpy batches (no Ray involved)."""
-    from fer_ray.datasets.fer2013 import read_blocks
+    from fer_ray.datasets.fer2013 import MAX_ROWS_PER_BLOCK, read_blocks
 
-    for table in read_blocks(csv_path, 0):
+    for table in read_blocks(csv_path, 0, MAX_ROWS_PER_BLOCK):
         for start in range(0, table.num_rows, batch_size):
             part = table.slice(start, batch_size)
             yield {name: part.column(name).to_numpy(zero_copy_only=False) for name in part.column_names}

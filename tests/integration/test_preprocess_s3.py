@@ -65,18 +65,23 @@ def test_layout_from_s3_end_to_end(layout, sample_s3, bucket, s3_server):
 
 
 def test_fer2013_is_read_as_a_stream_of_small_blocks(sample_s3, s3_server):
-    """The CSV reaches the face actors in blocks of ~64 rows, in file order, as it is
-    parsed: not one block of the whole file that Ray then cuts into pieces (with Ray's
-    defaults the face stage waited for the whole of FER2013 to be parsed)."""
+    """The CSV reaches the face actors in blocks sized for the file, in file order, as
+    it is parsed: not one block of the whole file that Ray then cuts into pieces (with
+    Ray's defaults the face stage waited for the whole of FER2013 to be parsed)."""
     from fer_ray import datasets
     from fer_ray.config import PreprocessConfig
-    from fer_ray.datasets.fer2013 import ROWS_PER_BLOCK
+    from fer_ray.datasets import fer2013
 
+    # A small file is cut into several blocks, so every face actor gets work; the
+    # whole of FER2013 (35,887 rows) into blocks of the largest size.
+    assert fer2013.rows_per_block(35_887 * 8_400) == fer2013.MAX_ROWS_PER_BLOCK
+    assert fer2013.rows_per_block(35_887 * 8_400, limit=100) == fer2013.MIN_ROWS_PER_BLOCK
     input_uri = sample_input(sample_s3, "fer2013")
+    block_rows = fer2013.rows_per_block(fer2013.file_size(input_uri))
     ds = datasets.read(PreprocessConfig(layout="fer2013", input=input_uri, output="unused"))
     sizes = [len(batch["source_uri"]) for batch in ds.iter_batches(batch_size=None, batch_format="numpy")]
-    assert sum(sizes) == count_inputs(s3_server, input_uri) > ROWS_PER_BLOCK, sizes
-    assert len(sizes) >= 2 and max(sizes) <= ROWS_PER_BLOCK and min(sizes[:-1]) >= ROWS_PER_BLOCK // 2, sizes
+    assert sum(sizes) == count_inputs(s3_server, input_uri) > block_rows, sizes
+    assert len(sizes) >= 2 and max(sizes) <= block_rows and min(sizes[:-1]) >= block_rows // 2, sizes
 
 
 def test_missing_bucket_fails_before_any_ray_work(s3_server, capsys):
