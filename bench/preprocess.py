@@ -121,7 +121,7 @@ def _init_stage_worker(cfg: PreprocessConfig) -> None:
     _stage = FaceStage(cfg)  # sets OpenCV to one thread, as in the actors
 
 
-def _stage_batch(batch: dict) -> dict:
+def _stage_batch(batch: dict):
     return _stage(batch)
 
 
@@ -140,8 +140,6 @@ def run_pool_job(csv_path: str, out: str, workers: int) -> float:
     by the job's own ShardSink (called directly, one file per ~16 MiB as in the job)."""
     from types import SimpleNamespace
 
-    from ray.data.block import BlockAccessor
-
     from fer_ray.pipelines.writer import ShardSink, merge_counts
 
     cfg = PreprocessConfig(layout="fer2013", input=csv_path, output=out, workers=workers)
@@ -154,7 +152,7 @@ def run_pool_job(csv_path: str, out: str, workers: int) -> float:
 
     with multiprocessing.get_context("spawn").Pool(workers, _init_stage_worker, (cfg,)) as pool:
         for rows in pool.imap(_stage_batch, numpy_batches(csv_path, cfg.batch_size), chunksize=4):
-            pending.append(BlockAccessor.batch_to_block(rows))
+            pending.append(rows)  # the stage's Arrow table, as a Ray block
             if sum(block.num_rows for block in pending) >= sink.min_rows_per_write:
                 write()
     if pending:

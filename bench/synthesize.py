@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
+from ray.data.block import BlockAccessor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -59,7 +60,7 @@ def run_serial(faces: str, out: str, args) -> tuple[float, int]:
     batch = {name: np.asarray(table[name].to_pylist(), dtype=object if name in ("face",) else None)
              for name in table.column_names}
     rows = FuseSubjects(SynthesizeConfig(input=faces, output=out, method=args.method, pick=args.pick))(batch)
-    mixed = table_of(rows, rows["is_mixed"].astype(bool), schema.MIXED)
+    mixed = table_of(BlockAccessor.batch_to_block(rows), rows["is_mixed"].astype(bool), schema.MIXED)
     os.makedirs(out, exist_ok=True)
     pq.write_table(mixed, os.path.join(out, "mixed.parquet"), compression="zstd")
     return mixed.num_rows / (time.perf_counter() - start), mixed.num_rows

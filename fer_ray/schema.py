@@ -44,6 +44,15 @@ MANIFEST = pa.schema([
     ("split", pa.string()),
 ])
 
+# What the face stage emits: every faces/ column plus the manifest's own, for one row per
+# face found and one placeholder row per input without a face; is_face / is_manifest say
+# which rows the writer puts in faces/ and which one carries the input's manifest row.
+FACE_ROWS = pa.schema([
+    *FACES,
+    ("status", pa.string()), ("error", pa.string()), ("n_faces", pa.int32()),
+    ("is_face", pa.bool_()), ("is_manifest", pa.bool_()),
+])
+
 # Every manifest status, with what it means (also documented in README).
 STATUSES = {
     "ok": "one or more faces written",
@@ -100,6 +109,20 @@ MIXED_STATUSES = {
     "already_mixed": "the input face is itself a fused face",
     "fusion_error": "fusing one of its pairs failed (the error says which); other pairs kept",
 }
+
+
+def table_from_rows(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
+    """Row dicts (with at least the schema's keys) as a plain-Arrow table of `table_schema`."""
+    return pa.table({field.name: arrow_array([row[field.name] for row in rows], field.type)
+                     for field in table_schema}, schema=table_schema)
+
+
+def arrow_array(values, kind: pa.DataType) -> pa.Array:
+    """One column of `kind` from a list or numpy array; fixed-size lists from numpy vectors."""
+    if pa.types.is_fixed_size_list(kind):
+        flat = np.asarray(list(values), dtype=kind.value_type.to_pandas_dtype()).reshape(-1)
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat, kind.value_type), kind.list_size)
+    return pa.array(list(values) if isinstance(values, np.ndarray) and values.dtype == object else values, kind)
 
 
 def face_array(face: bytes, shape) -> np.ndarray:

@@ -49,8 +49,8 @@ def preprocess_config(state: dict, input_uri: str, detector: str) -> PreprocessC
 
 def model_inputs(batch: dict) -> dict:
     """FaceStage rows -> the classify stage's arrays; rows without a face carry a blank crop."""
-    faces = np.stack(batch["face"])
-    faces = faces[..., None] if faces.ndim == 3 else faces
+    faces = np.stack([np.frombuffer(face, np.uint8).reshape(np.asarray(shape, int))
+                      for face, shape in zip(batch["face"], batch["face_shape"])])
     keep = {key: batch[key] for key in KEEP}
     return {**keep, "has_face": np.asarray(batch["is_face"], bool),
             "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)),

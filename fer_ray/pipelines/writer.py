@@ -20,6 +20,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from fer_ray import schema, storage
+from fer_ray.schema import arrow_array
 from fer_ray.stages.base import LIGHT_CPUS, available_cpus
 
 # Logical CPUs per concurrent write task. Writes are short; capping them lets Ray reuse a
@@ -32,33 +33,28 @@ Folders = dict[str, tuple[str, pa.Schema]]  # folder -> (flag column, schema)
 PREPROCESS_FOLDERS: Folders = {"faces": ("is_face", schema.FACES), "manifest": ("is_manifest", schema.MANIFEST)}
 
 
-def table_of(rows: dict, keep: np.ndarray, table_schema: pa.Schema) -> pa.Table:
-    """The kept rows of a batch as a plain-Arrow table of `table_schema`.
+def table_of(block: pa.Table, keep: np.ndarray, table_schema: pa.Schema) -> pa.Table:
+    """The kept rows of a block as a plain-Arrow table of `table_schema`.
 
-    `face` may be a stacked (n, h, w, c) uint8 array (its shape gives `face_shape`) or
-    already bytes with a `face_shape` column.
+    Columns that already have the schema's type pass through untouched (the face stage
+    emits them so); the others, e.g. Ray's tensor columns made from a stage's numpy
+    vectors, are converted.
     """
-    columns = {}
-    if "face" in table_schema.names:
-        columns["face"], columns["face_shape"] = _face_columns(rows, keep)
-    for field in table_schema:
-        values = columns[field.name] if field.name in columns else rows[field.name][keep]
-        columns[field.name] = _array(values, field.type)
+    kept = block if keep.all() else block.filter(pa.array(keep, pa.bool_()))  # all: one face per input
+    typed = {field.name for field in table_schema if kept.schema.field(field.name).type == field.type}
+    other = [name for name in table_schema.names if name not in typed]
+    arrays = BlockAccessor.for_block(kept.select(other)).to_numpy() if other else {}
+    columns = {field.name: kept.column(field.name) if field.name in typed else arrow_array(arrays[field.name], field.type)
+               for field in table_schema}
     return pa.table(columns, schema=table_schema)
 
 
-def _face_columns(rows: dict, keep: np.ndarray) -> tuple[list, list]:
-    face = rows["face"][keep]
-    if face.dtype == object:
-        return list(face), [list(map(int, s)) for s in rows["face_shape"][keep]]
-    return [f.tobytes() for f in face], [list(face.shape[1:])] * len(face)
-
-
-def _array(values, kind: pa.DataType) -> pa.Array:
-    if pa.types.is_fixed_size_list(kind):
-        flat = np.asarray(list(values), dtype=kind.value_type.to_pandas_dtype()).reshape(-1)
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat, kind.value_type), kind.list_size)
-    return pa.array(list(values) if isinstance(values, np.ndarray) and values.dtype == object else values, kind)
+def small_columns(block: pa.Table) -> dict[str, np.ndarray]:
+    """The block's scalar columns (labels, statuses, ...) as numpy, for counting."""
+    names = [field.name for field in block.schema
+             if not (pa.types.is_binary(field.type) or pa.types.is_nested(field.type)
+                     or isinstance(field.type, pa.ExtensionType))]
+    return BlockAccessor.for_block(block.select(names)).to_numpy()
 
 
 def preprocess_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:
@@ -97,11 +93,12 @@ class ShardSink(Datasink):
         tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
         if not tables:
             return {}
-        rows = BlockAccessor.for_block(pa.concat_tables(tables)).to_numpy()
+        block = pa.concat_tables(tables)
+        rows = small_columns(block)
         keep = {folder: rows[flag].astype(bool) for folder, (flag, _) in self.folders.items()}
         name = f"part-{ctx.task_idx:05d}.parquet"
         for folder, (_, table_schema) in self.folders.items():
-            self.write_table(table_of(rows, keep[folder], table_schema), folder, name)
+            self.write_table(table_of(block, keep[folder], table_schema), folder, name)
         return self.count(rows, keep)
 
     def write_table(self, table: pa.Table, folder: str, name: str) -> None:

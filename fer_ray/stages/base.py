@@ -1,7 +1,9 @@
 """How any stage is applied to a dataset: the one place that touches Ray's map API.
 
 A stage is a plain class (usable without Ray): `__init__(cfg)` loads what it needs once,
-`__call__(batch)` maps a dict of numpy arrays to a dict of numpy arrays. Class attributes
+`__call__(batch)` maps a dict of numpy arrays to a dict of numpy arrays, or to an Arrow
+table when its rows already have their output types (Ray keeps a table as the block; from
+numpy it would build tensor columns that the writer must convert back). Class attributes
 declare its needs; `apply_stage` turns them into the right `map_batches` call.
 """
 from __future__ import annotations

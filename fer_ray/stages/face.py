@@ -4,9 +4,11 @@ Decoding happens inside this stage, not in a stage of its own: shipping full-siz
 decoded images (a 12-megapixel photo is 36 MB) through the object store between two
 stages costs more than the decode itself.
 
-Output: one row per face found, plus one placeholder row for each input that gave no
-face; `is_face` and `is_manifest` tell the writer which rows go to `faces/` and which
-carry the input's single manifest row (the first face's row, or the placeholder).
+Output: an Arrow table of schema.FACE_ROWS: one row per face found, plus one placeholder
+row for each input that gave no face; `is_face` and `is_manifest` tell the writer which
+rows go to `faces/` and which carry the input's single manifest row (the first face's
+row, or the placeholder). The columns already have the Parquet types, so neither Ray
+(numpy batches become tensor columns) nor the writer converts them again.
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import hashlib
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from fer_ray import labels, storage
+from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS
-from fer_ray.stages.base import Stage, batch_rows, rows_batch
+from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
 from fer_ray.vision.decode import ImageError, decode_image, pixels_to_image
 from fer_ray.vision.detect import full_image_box
@@ -52,7 +55,8 @@ class FaceStage(Stage):
         self.detector = cfg.face.resolved_detector(cfg.layout)
         self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device)
         channels = 3 if cfg.face.color == "rgb" else 1
-        self.blank = np.zeros((cfg.face.size, cfg.face.size, channels), np.uint8)
+        self.face_shape = [cfg.face.size, cfg.face.size, channels]
+        self.blank = bytes(int(np.prod(self.face_shape)))  # the crop of a row without a face
 
     @staticmethod
     def check_weights(cfg: PreprocessConfig) -> None:
@@ -68,7 +72,7 @@ class FaceStage(Stage):
         for problem in filter(None, problems):
             raise ConfigError(problem)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> pa.Table:
         rows = batch_rows(batch)
         images = {i: self.decode_row(row) for i, row in enumerate(rows)}
         found = self.faces_of({i: image for i, image in images.items() if image is not None}, rows)
@@ -76,7 +80,7 @@ class FaceStage(Stage):
         for i, row in enumerate(rows):
             faces, landmarker = found.get(i, ([], ""))
             out.extend(self.output_rows(row, faces, landmarker))
-        return rows_batch(out)
+        return schema.table_from_rows(out, schema.FACE_ROWS)
 
     def decode_row(self, row: dict) -> np.ndarray | None:
         """The row's image; None when it has none or it cannot be read (the row says why)."""
@@ -142,14 +146,14 @@ class FaceStage(Stage):
         return [self.row_for(row, face, i, landmarker, len(faces)) for i, face in enumerate(faces)]
 
     def row_for(self, row: dict, face: Face | None, index: int, landmarker: str, n_faces: int) -> dict:
-        crop = self.blank if face is None else face.face.reshape(self.blank.shape)
         return {
             "sample_id": sample_id(row["dataset"], row["source_uri"], index),
             "dataset": row["dataset"], "source_uri": row["source_uri"],
             "subject": row["subject"], "split": row["split"],
             "label": np.int16(row["label"]), "label_name": labels.label_name(int(row["label"])),
             "valence": np.float32(row["valence"]), "arousal": np.float32(row["arousal"]),
-            "face_index": np.int16(index), "face": crop,
+            "face_index": np.int16(index), "face": self.blank if face is None else face.face.tobytes(),
+            "face_shape": self.face_shape,
             "bbox": np.zeros(4, np.float32) if face is None else np.asarray(face.bbox, np.float32),
             "landmarks": np.zeros(136, np.float32) if face is None else np.asarray(face.landmarks, np.float32).reshape(136),
             "det_score": np.float32(0 if face is None else face.det_score),

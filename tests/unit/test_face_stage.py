@@ -7,7 +7,8 @@ import numpy as np
 
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS, input_row
-from fer_ray.stages.base import batch_rows, rows_batch
+from fer_ray.schema import FACE_ROWS, face_array
+from fer_ray.stages.base import rows_batch
 from fer_ray.stages.face import FaceStage
 from fer_ray.vision.synthetic_face import draw_face, identity_for
 
@@ -27,7 +28,9 @@ def test_a_mixed_batch_accounts_for_every_input():
             input_row("skipped", "folder", status="bad_label", error="label 9 is not in the mapping")]
     for row in rows:
         row["hint_landmarks"] = np.full(136, np.nan, np.float32)
-    out = batch_rows(stage(rows_batch(rows)))
+    table = stage(rows_batch(rows))
+    assert table.schema == FACE_ROWS  # already the Parquet types: the writer passes the columns through
+    out = table.to_pylist()
     manifest = {r["source_uri"]: r for r in out if r["is_manifest"]}
     assert list(manifest) == [r["source_uri"] for r in rows]  # one each, input order
     assert {uri: r["status"] for uri, r in manifest.items()} == {
@@ -36,4 +39,4 @@ def test_a_mixed_batch_accounts_for_every_input():
     assert "2000" in manifest["short"]["error"]
     faces = [r for r in out if r["is_face"]]
     assert sorted(r["source_uri"] for r in faces) == ["a.png", "b.png"]
-    assert all(r["landmarker"] == "dlib" and r["face"].shape == (48, 48, 1) for r in faces)
+    assert all(r["landmarker"] == "dlib" and face_array(r["face"], r["face_shape"]).shape == (48, 48) for r in faces)
