@@ -20,6 +20,7 @@ from fer_ray import storage
 from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row
 from fer_ray.runtime import start_ray
+from fer_ray.schema import face_array
 from fer_ray.stages.base import LIGHT_CPUS, apply_stage, available_cpus
 from fer_ray.stages.face import FaceStage
 from fer_ray.stages.fetch import FetchStage
@@ -49,8 +50,8 @@ def preprocess_config(state: dict, input_uri: str, detector: str) -> PreprocessC
 
 def model_inputs(batch: dict) -> dict:
     """FaceStage rows -> the classify stage's arrays; rows without a face carry a blank crop."""
-    faces = np.stack([np.frombuffer(face, np.uint8).reshape(np.asarray(shape, int))
-                      for face, shape in zip(batch["face"], batch["face_shape"])])
+    faces = np.stack([face_array(face, shape) for face, shape in zip(batch["face"], batch["face_shape"])])
+    faces = faces[..., None] if faces.ndim == 3 else faces
     keep = {key: batch[key] for key in KEEP}
     return {**keep, "has_face": np.asarray(batch["is_face"], bool),
             "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)),

@@ -44,8 +44,8 @@ def table_of(block: pa.Table, keep: np.ndarray, table_schema: pa.Schema) -> pa.T
     typed = {field.name for field in table_schema if kept.schema.field(field.name).type == field.type}
     other = [name for name in table_schema.names if name not in typed]
     arrays = BlockAccessor.for_block(kept.select(other)).to_numpy() if other else {}
-    columns = {field.name: kept.column(field.name) if field.name in typed else arrow_array(arrays[field.name], field.type)
-               for field in table_schema}
+    columns = {field.name: kept.column(field.name) if field.name in typed
+               else arrow_array(arrays[field.name], field.type) for field in table_schema}
     return pa.table(columns, schema=table_schema)
 
 
