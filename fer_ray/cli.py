@@ -43,7 +43,7 @@ def build_config(cfg_cls: type, args: argparse.Namespace):
     for item in args.set:
         path, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item!r}: expected PATH=VALUE")
+            raise ConfigError(f"--set {config.show(item)}: expected PATH=VALUE")
         config.set_field(cfg, path.strip(), value)
     for path in config.leaf_fields(cfg_cls):
         if hasattr(args, path):

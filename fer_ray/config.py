@@ -7,6 +7,7 @@ dotted path (`face.detector`) or, on the command line, by leaf name (`--detector
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import typing
 from dataclasses import dataclass, field
 
@@ -68,7 +69,7 @@ class FaceConfig:
         for name in ("crop_width", "crop_height"):
             _positive(f"face.{name}", getattr(self, name))
         if not 0.0 < self.eye_row < 1.0:
-            raise ConfigError(f"face.eye_row: {self.eye_row!r} must be between 0 and 1")
+            raise ConfigError(f"face.eye_row: {show(self.eye_row)} must be between 0 and 1")
 
     def resolved_detector(self, layout: str) -> str:
         if self.detector != "auto":
@@ -88,7 +89,7 @@ class SplitConfig:
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             if value < 0:
-                raise ConfigError(f"split.{name}: {value!r} must be >= 0")
+                raise ConfigError(f"split.{name}: {show(value)} must be >= 0")
         if abs(self.train + self.val + self.test - 1.0) > 1e-6:
             raise ConfigError(f"split: train + val + test must sum to 1, got "
                               f"{self.train} + {self.val} + {self.test}")
@@ -115,11 +116,11 @@ class PreprocessConfig:
         _positive("batch_size", self.batch_size)
         for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces", "num_gpus"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
+                raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
         self.face.validate()
         self.split.validate()
         if self.face.precision != "fp32" and not self.num_gpus:
-            raise ConfigError(f"face.precision: {self.face.precision!r} needs a GPU (num_gpus > 0); "
+            raise ConfigError(f"face.precision: {show(self.face.precision)} needs a GPU (num_gpus > 0); "
                               "use fp32 on CPU")
 
     @property
@@ -156,19 +157,19 @@ class SynthesizeConfig:
         _choice("pick", self.pick, PICK_RULES)
         if self.method == "weighted" and not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha: method 'weighted' needs alpha in [0, 1] (the first face's share), "
-                              f"got {self.alpha!r}; set --alpha")
+                              f"got {show(self.alpha)}; set --alpha")
         if self.method != "weighted" and self.alpha != -1.0:
-            raise ConfigError(f"alpha: only used by method 'weighted', but method is {self.method!r}")
+            raise ConfigError(f"alpha: only used by method 'weighted', but method is {show(self.method)}")
         if self.pick == "random" and self.pick_k < 1:
-            raise ConfigError(f"pick_k: pick 'random' needs pick_k >= 1, got {self.pick_k!r}")
+            raise ConfigError(f"pick_k: pick 'random' needs pick_k >= 1, got {show(self.pick_k)}")
         if self.pick != "random" and self.pick_k != 0:
-            raise ConfigError(f"pick_k: only used by pick 'random', but pick is {self.pick!r}")
+            raise ConfigError(f"pick_k: only used by pick 'random', but pick is {show(self.pick)}")
         if not 0.0 <= self.feather < 1.0:
-            raise ConfigError(f"feather: {self.feather!r} must be in [0, 1) (a fraction of the face height)")
+            raise ConfigError(f"feather: {show(self.feather)} must be in [0, 1) (a fraction of the face height)")
         if not 0.0 <= self.seam_position <= 1.0:
-            raise ConfigError(f"seam_position: {self.seam_position!r} must be in [0, 1]")
+            raise ConfigError(f"seam_position: {show(self.seam_position)} must be in [0, 1]")
         if self.contact_sheets < 0:
-            raise ConfigError(f"contact_sheets: {self.contact_sheets!r} must be >= 0")
+            raise ConfigError(f"contact_sheets: {show(self.contact_sheets)} must be >= 0")
 
 
 LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42")
@@ -215,13 +216,13 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         for name in ("weight_decay", "augment", "max_failures"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
+                raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
         if self.dropout >= 1:
-            raise ConfigError(f"dropout: {self.dropout!r} must be < 1")
+            raise ConfigError(f"dropout: {show(self.dropout)} must be < 1")
         for name in ("train_split", "val_split", "test_split"):
             _choice(name, getattr(self, name), SPLITS)
         if spec.needs_clips:
-            raise ConfigError(f"model: {self.model!r} trains on clips/ shards, which the video "
+            raise ConfigError(f"model: {show(self.model)} trains on clips/ shards, which the video "
                               f"pipeline writes; image families: {', '.join(image_models())}")
 
     @property
@@ -263,15 +264,16 @@ class TuneConfig:
         for low, high in (("lr_min", "lr_max"), ("weight_decay_min", "weight_decay_max"),
                           ("dropout_min", "dropout_max"), ("augment_min", "augment_max")):
             if getattr(self, low) > getattr(self, high):
-                raise ConfigError(f"{low}: {getattr(self, low)!r} is above {high} {getattr(self, high)!r}")
+                raise ConfigError(f"{low}: {show(getattr(self, low))} is above "
+                                  f"{high} {show(getattr(self, high))}")
         for name in ("lr_min", "weight_decay_min"):
             _positive(name, getattr(self, name))
         if self.dropout_max >= 1 or self.dropout_min < 0:
             raise ConfigError(f"dropout_min/dropout_max: must lie in [0, 1), got {self.dropout_min}, {self.dropout_max}")
         if self.augment_min < 0:
-            raise ConfigError(f"augment_min: {self.augment_min!r} must be >= 0")
+            raise ConfigError(f"augment_min: {show(self.augment_min)} must be >= 0")
         if self.max_concurrent < 0:
-            raise ConfigError(f"max_concurrent: {self.max_concurrent!r} must be >= 0")
+            raise ConfigError(f"max_concurrent: {show(self.max_concurrent)} must be >= 0")
         self.batch_size_list  # raises on a bad list
 
     @property
@@ -283,9 +285,9 @@ class TuneConfig:
         try:
             sizes = [int(v) for v in self.batch_sizes.split(",") if v.strip()]
         except ValueError:
-            raise ConfigError(f"batch_sizes: {self.batch_sizes!r} must be comma-separated integers") from None
+            raise ConfigError(f"batch_sizes: {show(self.batch_sizes)} must be comma-separated integers") from None
         if not sizes or min(sizes) <= 0:
-            raise ConfigError(f"batch_sizes: {self.batch_sizes!r} must list positive integers")
+            raise ConfigError(f"batch_sizes: {show(self.batch_sizes)} must list positive integers")
         return sizes
 
 
@@ -296,7 +298,8 @@ def model_spec(name: str):
     try:
         return get_spec(name)
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        # the registry's own words, with a long name shortened like every other shown value
+        raise ConfigError(str(err).replace(repr(name), show(name), 1)) from None
 
 
 def image_models() -> list[str]:
@@ -313,12 +316,39 @@ def _required_uris(cfg, *names: str) -> None:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not valid; choose one of: {', '.join(choices)}")
+        raise ConfigError(f"{name}: {show(value)} is not valid; choose one of: {', '.join(choices)}")
 
 
 def _positive(name: str, value: float) -> None:
     if not value > 0:
-        raise ConfigError(f"{name}: {value!r} must be > 0")
+        raise ConfigError(f"{name}: {show(value)} must be > 0")
+
+
+# ---------------------------------------------------------------- values in messages
+
+SHOWN_CHARS = 80
+# reprlib stops after a few items and levels: a huge or alias-shared nested value is
+# never expanded in full just to be cut afterwards
+_BOUNDED_REPR = reprlib.Repr()
+_BOUNDED_REPR.maxlevel, _BOUNDED_REPR.maxstring, _BOUNDED_REPR.maxother = 3, SHOWN_CHARS, SHOWN_CHARS
+
+
+def shorten(text: str, limit: int = SHOWN_CHARS, size: str = "") -> str:
+    """`text` cut to `limit` characters, with an ellipsis and the full size, so one bad
+    value cannot flood a message or a terminal."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({size or f'{len(text)} characters'})"
+
+
+def show(value: typing.Any) -> str:
+    """A value as error messages show it: its repr, shortened."""
+    if isinstance(value, (list, tuple, dict, set)):
+        text, size = _BOUNDED_REPR.repr(value), f"{len(value)} item{'' if len(value) == 1 else 's'}"
+        if "..." in text and len(text) <= SHOWN_CHARS:  # reprlib left items out: say how many there were
+            return f"{text} ({size})"
+        return shorten(text, size=size)
+    return shorten(repr(value))
 
 
 # ---------------------------------------------------------------- generic plumbing
@@ -355,18 +385,18 @@ def coerce(path: str, kind: type, value: typing.Any) -> typing.Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{path}: {value!r} is not a boolean (true/false)")
+        raise ConfigError(f"{path}: {show(value)} is not a boolean (true/false)")
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{path}: {value!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{path}: {show(value)} is not a valid {kind.__name__}") from None
 
 
 def set_field(cfg: typing.Any, path: str, value: typing.Any) -> None:
     """Set a dotted field on a config, converting the value to the field's type."""
     fields = leaf_fields(type(cfg))
     if path not in fields:
-        raise ConfigError(f"{path}: unknown field; valid fields: {', '.join(sorted(fields))}")
+        raise ConfigError(f"{shorten(str(path))}: unknown field; valid fields: {', '.join(sorted(fields))}")
     *parents, leaf = path.split(".")
     target = cfg
     for name in parents:
