@@ -7,6 +7,8 @@ dotted path (`face.detector`) or, on the command line, by leaf name (`--detector
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -376,20 +378,82 @@ def _leaves(cls: type, prefix: str = "") -> dict:
 
 
 def coerce(path: str, kind: type, value: typing.Any) -> typing.Any:
-    """Convert a YAML or command-line value to the field's type, or raise ConfigError."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{path}: {show(value)} is not a boolean (true/false)")
+    """The value as the field's type, or a ConfigError; nothing is silently converted
+    (no truncated floats, no numbers as booleans, no lists turned into text)."""
+    if value is None:
+        raise ConfigError(f"{path}: no value given; expected {_EXPECTED[kind]}"
+                          + (" (write '' for empty)" if kind is str else ""))
+    if kind not in _COERCERS:  # a new field type needs its own checks here
+        raise TypeError(f"{path}: config fields of type {kind!r} are not supported")
+    return _COERCERS[kind](path, value)
+
+
+def _to_bool(path: str, value: typing.Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in _TRUE_WORDS or word in _FALSE_WORDS:
+        return word in _TRUE_WORDS
+    # 0/1 are refused: `gpu: 2` or a misplaced count must not quietly mean true
+    raise ConfigError(f"{path}: {show(value)} is not a boolean; use true or false "
+                      "(expected true/false, yes/no or on/off)")
+
+
+def _to_int(path: str, value: typing.Any) -> int:
+    number = _parse_number(path, value, int) if isinstance(value, str) else value
+    _require_number(path, value, number, "int")
+    if isinstance(number, numbers.Integral):
+        return int(number)
+    if not math.isfinite(number):
+        raise ConfigError(f"{path}: {show(value)} is not a valid int (expected a finite whole number)")
+    if not float(number).is_integer():
+        raise ConfigError(f"{path}: {show(value)} is not a valid int (expected a whole number; "
+                          "a fraction is not rounded away)")
+    return int(number)
+
+
+def _to_float(path: str, value: typing.Any) -> float:
+    number = _parse_number(path, value, float) if isinstance(value, str) else value
+    _require_number(path, value, number, "float")
     try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: {show(value)} is not a valid {kind.__name__}") from None
+        number = float(number)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{path}: {show(value)} is not a finite number (expected a finite float)")
+    return number
+
+
+def _require_number(path: str, value: typing.Any, number: typing.Any, kind: str) -> None:
+    # bool is a number to Python, but `lr: true` is a mistake, not 1.0
+    if isinstance(number, bool):
+        raise ConfigError(f"{path}: {show(value)} is not a valid {kind} (expected a number, not a boolean)")
+    if not isinstance(number, numbers.Real):
+        raise ConfigError(f"{path}: {show(value)} is not a valid {kind} (expected a number)")
+
+
+def _to_str(path: str, value: typing.Any) -> str:
+    if isinstance(value, str):
+        return value
+    # a YAML list, mapping, number or yes/no is not text; str() of it would hide the mistake
+    raise ConfigError(f"{path}: {show(value)} is not text (expected a string; quote it in YAML)")
+
+
+def _parse_number(path: str, text: str, kind: type) -> float | int:
+    """A number written as text (command line, quoted YAML): ints as ints, else a float."""
+    for parse in ((int, float) if kind is int else (float,)):
+        try:
+            return parse(text.strip())
+        except (ValueError, OverflowError):
+            continue
+    raise ConfigError(f"{path}: {show(text)} is not a valid {kind.__name__} "
+                      f"(expected {_EXPECTED[kind]})")
+
+
+_TRUE_WORDS = ("true", "yes", "on")
+_FALSE_WORDS = ("false", "no", "off")
+_COERCERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+_EXPECTED = {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}
 
 
 def set_field(cfg: typing.Any, path: str, value: typing.Any) -> None:
@@ -406,11 +470,26 @@ def set_field(cfg: typing.Any, path: str, value: typing.Any) -> None:
 
 def apply_dict(cfg: typing.Any, values: dict, prefix: str = "") -> None:
     """Apply a nested dict (as read from YAML) onto a config."""
+    sections = _section_paths(type(cfg))
     for key, value in values.items():
-        if isinstance(value, dict):
-            apply_dict(cfg, value, f"{prefix}{key}.")
+        path = f"{prefix}{key}"
+        if path not in sections:
+            set_field(cfg, path, value)  # a mapping given for a scalar field is refused there
+        elif isinstance(value, dict):
+            apply_dict(cfg, value, f"{path}.")
         else:
-            set_field(cfg, f"{prefix}{key}", value)
+            raise ConfigError(f"{path}: {show(value)} is not a mapping ({path} is a group of fields, "
+                              f"e.g. {path}: {{...}})")
+
+
+def _section_paths(cls: type, prefix: str = "") -> set[str]:
+    """Dotted paths of the nested config dataclasses (`face`, `split`, `train`...)."""
+    hints = typing.get_type_hints(cls)
+    out = set()
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out |= {f"{prefix}{f.name}"} | _section_paths(hints[f.name], f"{prefix}{f.name}.")
+    return out
 
 
 def load_yaml(cfg: typing.Any, text: str) -> None:
