@@ -38,8 +38,7 @@ def build_config(cfg_cls: type, args: argparse.Namespace):
     """The config from defaults, YAML, --set and flags, in that order."""
     cfg = cfg_cls()
     if args.config:
-        with open(args.config) as f:
-            config.load_yaml(cfg, f.read())
+        config.load_yaml_file(cfg, args.config)
     for item in args.set:
         path, sep, value = item.partition("=")
         if not sep:

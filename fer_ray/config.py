@@ -492,11 +492,110 @@ def _section_paths(cls: type, prefix: str = "") -> set[str]:
     return out
 
 
-def load_yaml(cfg: typing.Any, text: str) -> None:
-    data = yaml.safe_load(text) or {}
+# ---------------------------------------------------------------- YAML files
+
+MAX_YAML_BYTES = 1 << 20  # a config is a few KiB; anything near this is a mistake or an attack
+MAX_YAML_ALIASES = 16     # enough for a few shared values; an alias bomb needs dozens
+MAX_YAML_DEPTH = 16       # configs nest two or three levels; bounds the composer's recursion
+_DROPPED_RESOLVERS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", "tag:yaml.org,2002:yaml")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader for config files: only untagged scalars, sequences and mappings, a few
+    aliases, bounded nesting; dates stay text (a config field is never a datetime)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED_RESOLVERS]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def __init__(self, stream, source: str):
+        super().__init__(stream)
+        self.source, self.aliases, self.depth = source, 0, 0
+
+    def compose_node(self, parent, index):
+        # checked while composing, so an alias bomb is refused before anything expands it
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise self.refusal(event, f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        elif event.tag is not None:
+            raise self.refusal(event, f"YAML tag {shorten(_tag_as_written(event.tag))} is not allowed "
+                                      "(only plain values, lists and mappings)")
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise self.refusal(event, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def refusal(self, event, problem: str) -> ConfigError:
+        return ConfigError(f"{_where(self.source, event.start_mark)}: {problem}")
+
+
+def _tag_as_written(tag: str) -> str:
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
+
+
+def _where(source: str, mark) -> str:
+    return f"{shorten(source)}, line {mark.line + 1}, column {mark.column + 1}" if mark else shorten(source)
+
+
+def parse_yaml(text: str, source: str = "config file") -> dict:
+    """The mapping a config file holds, or a one-line ConfigError naming where it went wrong."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{shorten(source)}: {len(text)} characters, larger than the "
+                          f"{MAX_YAML_BYTES}-byte limit for a config file")
+    data = _compose_and_construct(text, source)
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError("config file: expected a mapping of field names to values")
-    apply_dict(cfg, data)
+        raise ConfigError(f"{shorten(source)}: expected a mapping of field names to values, "
+                          f"got {show(data)}")
+    return data
+
+
+def _compose_and_construct(text: str, source: str) -> typing.Any:
+    loader = _ConfigLoader(text, source)
+    try:
+        return loader.get_single_data()
+    except ConfigError:
+        raise
+    except yaml.MarkedYAMLError as err:
+        problem = f"{err.problem} ({err.context})" if err.context else str(err.problem)
+        raise ConfigError(f"{_where(source, err.problem_mark)}: {shorten(problem)}") from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: an integer of more digits than Python reads
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"{shorten(source)}: {shorten(first_line)}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str) -> str:
+    """A config file's text; a missing, unreadable, huge or non-UTF-8 file is a ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"--config {shorten(path)}: cannot read it ({err.strerror or err})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"--config {shorten(path)}: larger than the {MAX_YAML_BYTES}-byte limit "
+                          "for a config file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--config {shorten(path)}: not UTF-8 text (byte {err.start})") from None
+
+
+def load_yaml(cfg: typing.Any, text: str, source: str = "config file") -> None:
+    """Apply a YAML config's fields onto cfg."""
+    apply_dict(cfg, parse_yaml(text, source))
+
+
+def load_yaml_file(cfg: typing.Any, path: str) -> None:
+    load_yaml(cfg, read_yaml_file(path), path)
 
 
 def to_dict(cfg: typing.Any) -> dict:
