@@ -2,15 +2,23 @@
 
 Config precedence: field defaults < `--config file.yaml` < `--set path=value` < flags.
 Every config field has a flag named after its leaf (`face.detector` -> `--detector`).
+Exit codes: 0 done, 2 bad configuration or input (nothing touched), 1 the run failed
+(one line on stderr naming the log file, which holds the traceback), 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import traceback
 
-from fer_ray import config
+from fer_ray import config, logs
 from fer_ray.config import ConfigError, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
+
+log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that is __main__, outside the run log
+FAILURE_MESSAGE_CHARS = 200
+VERBOSE_HELP = "on failure, print the traceback too (it is always in the log file)"
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
@@ -184,6 +192,7 @@ def print_summary(summary: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-ray", description="Distributed facial emotion recognition on Ray.")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pre = commands.add_parser("preprocess", help="raw image dataset -> aligned faces + landmarks (Parquet)",
                               description="Detect, align and crop faces of a raw dataset into Parquet shards.")
@@ -235,16 +244,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=0, help="face-stage actors (0 = one per CPU)")
     demo.add_argument("--no-train", action="store_true", help="stop after preprocessing")
     demo.set_defaults(func=cmd_demo)
+    for command in commands.choices.values():
+        # accepted after the command too; SUPPRESS keeps it from resetting a --verbose given before
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    run_log = logs.RunLog(args.command)
     try:
-        return args.func(args)
+        log.info("fer-ray %s started: argv %s", args.command,
+                 logs.redact(" ".join(config.shorten(arg, 1000) for arg in argv)))
+        return run_command(args, run_log)
+    finally:
+        run_log.close()
+
+
+def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
+    """The command's exit code; a failure is one line on stderr, its details in the log."""
+    try:
+        code = args.func(args)
     except ConfigError as err:
+        log.error("configuration error: %s", err)
         print(f"fer-ray: configuration error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        log.error("fer-ray %s interrupted", args.command, exc_info=True)
+        print(f"fer-ray {args.command}: interrupted {run_log.details()}", file=sys.stderr)
+        return 130
+    except Exception as err:
+        log.error("fer-ray %s failed", args.command, exc_info=True)
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(failure_line(args.command, err, run_log), file=sys.stderr)
+        return 1
+    log.info("finished: exit code %s", code)
+    return code
+
+
+def failure_line(command: str, err: BaseException, run_log: logs.RunLog) -> str:
+    """`fer-ray <command>: failed: <type>: <first line of the message> (details: <log>)`."""
+    lines = str(err).strip().splitlines()
+    message = f": {config.shorten(lines[0], FAILURE_MESSAGE_CHARS)}" if lines else ""
+    return f"fer-ray {command}: failed: {type(err).__name__}{message} {run_log.details()}"
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ from fer_ray.config import ConfigError, PreprocessConfig
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def run_logs_in_tmp(tmp_path, monkeypatch):
+    """cli.main writes a log file per invocation; keep the tests' out of the home directory."""
+    monkeypatch.setenv("FER_RAY_LOG_DIR", str(tmp_path / "logs"))
+
+
 def run_cli(capsys, *argv):
     code = cli.main(list(argv))
     return code, capsys.readouterr().err

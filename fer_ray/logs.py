@@ -1,0 +1,102 @@
+"""Run logs: each CLI invocation writes its own log file.
+
+A failed run then tells its user one line on the terminal and where the details are;
+the traceback and the library's log records (INFO and above) are in the file.
+Environment variables are never logged: credentials live there.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import pathlib
+import re
+import tempfile
+
+LOG_DIR_ENV = "FER_RAY_LOG_DIR"
+LIBRARY_LOGGER = "fer_ray"
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_USERINFO = re.compile(r"(://)[^/@\s]+@")  # s3://key:secret@bucket -> s3://***@bucket
+
+
+def log_dir() -> pathlib.Path:
+    """$FER_RAY_LOG_DIR, else ~/.cache/fer-ray/logs."""
+    configured = os.environ.get(LOG_DIR_ENV)
+    return pathlib.Path(configured) if configured else pathlib.Path.home() / ".cache" / "fer-ray" / "logs"
+
+
+class RunLog:
+    """The log file of one invocation, attached to the library's logger while it is open."""
+
+    def __init__(self, command: str):
+        path = _create_log_file(command)
+        self.handler = _file_handler(path) if path is not None else None
+        self.path = path if self.handler is not None else None
+        self.logger = logging.getLogger(LIBRARY_LOGGER)
+        self.saved_level = self.logger.level
+        if self.handler is not None:
+            self.logger.addHandler(self.handler)
+            if self.logger.getEffectiveLevel() > logging.INFO:
+                self.logger.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        if self.handler is not None:
+            self.logger.removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+        self.logger.setLevel(self.saved_level)
+
+    def details(self) -> str:
+        """Where the user finds the details, for the one line on the terminal."""
+        if self.path is None:
+            return "(no log file could be written; rerun with --verbose for the traceback)"
+        return f"(details: {self.path})"
+
+
+def _file_handler(path: pathlib.Path) -> logging.Handler | None:
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    return handler
+
+
+def redact(text: str) -> str:
+    """Text with credentials inside URIs (scheme://user:secret@host) masked."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def _create_log_file(command: str) -> pathlib.Path | None:
+    """A new, private log file; the system temp dir when the log dir cannot be made."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = f"{command}-{stamp}-{os.getpid()}"
+    for directory in _log_dirs():
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return _create_exclusive(directory, stem)
+        except OSError:
+            continue
+    return None
+
+
+def _log_dirs():
+    """The configured log dir, then the system temp dir: a run never fails for want of a log."""
+    try:
+        yield log_dir()
+    except RuntimeError:  # no home directory to put the default under
+        pass
+    yield pathlib.Path(tempfile.gettempdir()) / "fer-ray-logs"
+
+
+def _create_exclusive(directory: pathlib.Path, stem: str) -> pathlib.Path:
+    # O_EXCL: two invocations in the same second and process never share a file
+    for attempt in range(100):
+        path = directory / (f"{stem}.log" if attempt == 0 else f"{stem}-{attempt}.log")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{directory}/{stem}*.log: too many log files of this name")
