@@ -97,6 +97,28 @@ class SplitConfig:
                               f"{self.train} + {self.val} + {self.test}")
 
 
+RESTART_HELP = ("run afresh, instead of resuming the committed units of an interrupted run with the "
+                "same configuration and input")
+
+
+@dataclass
+class RetryConfig:
+    """How storage calls retry transient errors (a dropped connection, a 503, throttling):
+    waits double from storage_backoff_s up to storage_max_backoff_s; when a call still
+    fails after storage_attempts tries, the run stops, resumable, and no input is blamed."""
+    storage_attempts: int = opt(8, "tries of a storage call that fails transiently before the run stops")
+    storage_backoff_s: float = opt(0.5, "seconds to wait before the second try; doubles for each next one")
+    storage_max_backoff_s: float = opt(10.0, "longest wait between two tries, seconds")
+
+    def validate(self) -> None:
+        _positive("retry.storage_attempts", self.storage_attempts)
+        if self.storage_backoff_s < 0:
+            raise ConfigError(f"retry.storage_backoff_s: {show(self.storage_backoff_s)} must be >= 0")
+        if self.storage_max_backoff_s < self.storage_backoff_s:
+            raise ConfigError(f"retry.storage_max_backoff_s: {show(self.storage_max_backoff_s)} must be >= "
+                              f"retry.storage_backoff_s {show(self.storage_backoff_s)}")
+
+
 @dataclass
 class PreprocessConfig:
     layout: str = opt("", "raw dataset layout")
@@ -111,16 +133,20 @@ class PreprocessConfig:
     ckplus_neutral_first: bool = opt(True, "CK+: the first frame of a sequence is labelled neutral")
     limit: int = opt(0, "process only the first N inputs (0 = all); for trials")
     contact_sheet_faces: int = opt(64, "faces on the contact sheet")
+    restart: bool = opt(False, RESTART_HELP)
+    rows_per_file: int = opt(0, "rows per faces/ file, the unit a resumed run skips; 0 = files of about 16 MiB")
+    retry: RetryConfig = field(default_factory=RetryConfig)
 
     def validate(self) -> None:
         _choice("layout", self.layout, CHOICES["layout"])
         _required_uris(self, "input", "output")
         _positive("batch_size", self.batch_size)
-        for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces", "num_gpus"):
+        for name in ("workers", "limit", "ckplus_peak_frames", "contact_sheet_faces", "num_gpus", "rows_per_file"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
         self.face.validate()
         self.split.validate()
+        self.retry.validate()
         if self.face.precision != "fp32" and not self.num_gpus:
             raise ConfigError(f"face.precision: {show(self.face.precision)} needs a GPU (num_gpus > 0); "
                               "use fp32 on CPU")
@@ -152,6 +178,9 @@ class SynthesizeConfig:
     pick_k: int = opt(0, "pick=random: faces drawn per (subject, expression)")
     seed: int = opt(0, "seed of pick=random")
     contact_sheets: int = opt(4, "subjects drawn as a 7x7 contact sheet (rows primary, columns secondary)")
+    restart: bool = opt(False, RESTART_HELP)
+    rows_per_file: int = opt(0, "rows per mixed/ file, the unit a resumed run skips; 0 = files of about 16 MiB")
+    retry: RetryConfig = field(default_factory=RetryConfig)
 
     def validate(self) -> None:
         _required_uris(self, "input", "output")
@@ -170,8 +199,10 @@ class SynthesizeConfig:
             raise ConfigError(f"feather: {show(self.feather)} must be in [0, 1) (a fraction of the face height)")
         if not 0.0 <= self.seam_position <= 1.0:
             raise ConfigError(f"seam_position: {show(self.seam_position)} must be in [0, 1]")
-        if self.contact_sheets < 0:
-            raise ConfigError(f"contact_sheets: {show(self.contact_sheets)} must be >= 0")
+        for name in ("contact_sheets", "rows_per_file"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
+        self.retry.validate()
 
 
 LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42")
@@ -435,7 +466,9 @@ def _require_number(path: str, value: typing.Any, number: typing.Any, kind: str)
 def _to_str(path: str, value: typing.Any) -> str:
     if isinstance(value, str):
         return value
-    # a YAML list, mapping, number or yes/no is not text; str() of it would hide the mistake
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(value)  # `batch_sizes: 64` or `output: 2024` loses nothing as text
+    # a YAML list, mapping, fraction or yes/no is not text; str() of it would hide the mistake
     raise ConfigError(f"{path}: {show(value)} is not text (expected a string; quote it in YAML)")
 
 

@@ -4,15 +4,34 @@ S3 endpoint and credentials come only from the standard AWS environment variable
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
 AWS_REGION / AWS_DEFAULT_REGION), so AWS, MinIO and a local test server all work and
 no secret ever appears in a config, a log line or an output file.
+
+Storage calls retry transient errors (a dropped connection, a 503, throttling) with a
+bounded backoff (`retrying`); errors about the object itself (missing, denied) are not
+retried. When storage stays unreachable past the budget, `StorageUnavailable` stops the
+run: it is no one input's fault, so it must never become an input's status.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import os
 import posixpath
+import random
+import stat
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+if TYPE_CHECKING:
+    from fer_ray.config import RetryConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_s3(uri: str) -> bool:
@@ -66,14 +85,84 @@ def join(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
-def exists(uri: str) -> bool:
+def relative(uri: str, root: str) -> str:
+    """`uri` as a path relative to `root` (both URIs of the same store)."""
+    return posixpath.relpath(resolve(uri)[1], resolve(root)[1])
+
+
+# ---------------------------------------------------------------- retries
+
+class StorageUnavailable(RuntimeError):
+    """Storage kept failing with transient errors after every retry. Deliberately not an
+    OSError: handlers that turn an input's OSError into its `read_error` must not catch it."""
+
+
+# Substrings of transient errors in pyarrow's S3 messages (and Ray Data's own list).
+TRANSIENT_MARKERS = (
+    "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN", "AWS Error SERVICE_UNAVAILABLE",
+    "AWS Error INTERNAL_FAILURE", "AWS Error REQUEST_TIMEOUT", "AWS Error THROTTLING",
+    "HTTP status 5", "curlCode", "Connection reset", "Broken pipe", "timed out",
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether an error says the store is (briefly) unreachable rather than something about
+    the object: missing, denied and not-a-file errors are final at once."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(err, OSError) and any(marker in str(err) for marker in TRANSIENT_MARKERS)
+
+
+def retrying(what: str, call: Callable[[], T], retry: RetryConfig | None = None) -> T:
+    """call(), retried on transient storage errors with exponential backoff and jitter.
+
+    Non-transient errors propagate at once. A transient error that outlasts the budget
+    becomes StorageUnavailable naming `what`, the attempts and the last error.
+    """
+    from fer_ray.config import RetryConfig
+
+    policy = retry or RetryConfig()
+    started = time.monotonic()
+    for attempt in range(1, policy.storage_attempts + 1):
+        try:
+            return call()
+        except OSError as err:
+            if not is_transient(err):
+                raise
+            if attempt == policy.storage_attempts:
+                raise StorageUnavailable(
+                    f"{what}: storage still unreachable after {attempt} attempts over "
+                    f"{time.monotonic() - started:.0f} s ({first_line(err)}); the run can be resumed "
+                    f"by running it again") from err
+            wait = min(policy.storage_backoff_s * 2 ** (attempt - 1), policy.storage_max_backoff_s)
+            wait *= random.uniform(0.8, 1.2)
+            log.warning("%s: transient storage error (attempt %d of %d), retrying in %.1f s: %s",
+                        what, attempt, policy.storage_attempts, wait, first_line(err))
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:limit]
+
+
+# ---------------------------------------------------------------- reading and writing
+
+def exists(uri: str, retry: RetryConfig | None = None) -> bool:
     fs, path = resolve(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type != pafs.FileType.NotFound
 
 
-def read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str, retry: RetryConfig | None = None) -> bytes:
     """The whole object; FileNotFoundError (on S3 too) when it does not exist."""
     fs, path = resolve(uri)
+    return retrying(f"read {uri}", lambda: _read_once(fs, path, uri), retry)
+
+
+def _read_once(fs: pafs.FileSystem, path: str, uri: str) -> bytes:
     try:
         with fs.open_input_stream(path) as stream:
             return stream.read()
@@ -85,43 +174,254 @@ def read_bytes(uri: str) -> bytes:
         raise
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def read_chunks(uri: str, chunk: int = 1 << 20, retry: RetryConfig | None = None) -> Iterator[bytes]:
+    """The object's bytes in chunks, streamed; a transient error reopens the object and
+    continues at the same offset, so a long read survives a short outage."""
     fs, path = resolve(uri)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as stream:
-        stream.write(data)
+    offset, source = 0, None
+    while True:
+        def next_chunk() -> bytes:
+            nonlocal source
+            try:
+                if source is None:
+                    source = fs.open_input_file(path)
+                    source.seek(offset)
+                return source.read(chunk)
+            except OSError:
+                source = None  # reopen on the next attempt
+                raise
+
+        data = retrying(f"read {uri} at byte {offset}", next_chunk, retry)
+        if not data:
+            return
+        offset += len(data)
+        yield data
 
 
-def list_files(uri: str, extensions: tuple[str, ...] = ()) -> list[str]:
-    """All files under a directory URI (recursive, sorted), optionally filtered by extension.
+def write_bytes(uri: str, data: bytes, retry: RetryConfig | None = None) -> None:
+    """Write an object whole: readers see the old content or the new, never a part.
 
-    Only metadata is fetched; one listing call per prefix page, not per file.
+    An S3 object appears only when its upload completes; a local file is written beside
+    its target and renamed over it.
     """
     fs, path = resolve(uri)
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    files = [i.path for i in infos if i.type == pafs.FileType.File]
+    retrying(f"write {uri}", lambda: _write_once(fs, path, data), retry)
+
+
+def _write_once(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    if isinstance(fs, pafs.S3FileSystem):
+        with fs.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def replace_file(source_uri: str, target_uri: str, retry: RetryConfig | None = None) -> None:
+    """Move a finished file over its target in one step (a rename locally; on S3 a copy,
+    which makes the new object visible whole, then the source is deleted)."""
+    fs, source = resolve(source_uri)
+    target = resolve(target_uri)[1]
+    retrying(f"move {source_uri} to {target_uri}", lambda: fs.move(source, target), retry)
+
+
+def list_files(uri: str, extensions: tuple[str, ...] = (), retry: RetryConfig | None = None) -> list[str]:
+    """The plain files under a directory URI (recursive, sorted), optionally by extension."""
+    files = [entry.uri for entry in list_tree(uri, retry) if not entry.problem]
     if extensions:
         files = [f for f in files if f.lower().endswith(tuple(e.lower() for e in extensions))]
-    return sorted(to_uri(fs, f) for f in files)
+    return files
 
 
-def remove_dir(uri: str) -> None:
+def list_dirs(uri: str, retry: RetryConfig | None = None) -> list[str]:
+    """Names of the directories directly under a URI (none if it does not exist)."""
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
+    infos = retrying(f"list {uri}", lambda: fs.get_file_info(selector), retry)
+    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+
+
+def remove_dir(uri: str, retry: RetryConfig | None = None) -> None:
     """Delete a file, or a directory and everything under it; a missing one is fine."""
     fs, path = resolve(uri)
-    kind = fs.get_file_info(path).type
-    if kind == pafs.FileType.File:
-        fs.delete_file(path)
-    elif kind != pafs.FileType.NotFound:
-        fs.delete_dir(path)
 
+    def remove() -> None:
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.File:
+            fs.delete_file(path)
+        elif kind != pafs.FileType.NotFound:
+            fs.delete_dir(path)
+
+    retrying(f"remove {uri}", remove, retry)
+
+
+# ---------------------------------------------------------------- listing inputs
+
+@dataclass(frozen=True)
+class Listed:
+    """One name found under an input directory. `problem` is '' for a readable file, else
+    the manifest status that accounts for it (the name is listed, but not read)."""
+    uri: str
+    size: int = 0
+    mtime_ns: int = 0
+    problem: str = ""
+    error: str = ""
+
+
+# Statuses of listed names that are not read (documented with the others in schema.STATUSES).
+BAD_NAME, DANGLING_LINK, NOT_FOLLOWED, NOT_A_FILE = "bad_name", "dangling_link", "not_followed", "not_a_file"
+
+
+def list_tree(uri: str, retry: RetryConfig | None = None) -> list[Listed]:
+    """Every name under a directory URI, each exactly once, sorted by URI.
+
+    Local trees are walked without following links to directories (a link can neither
+    loop nor count a file twice); such a link, a dangling link, a name that is not UTF-8
+    and anything that is not a regular file are listed with their problem, so the job
+    can account for them. Object stores have none of these.
+    """
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        found = list(_walk_local(os.fsencode(path)))
+    else:
+        infos = retrying(f"list {uri}", lambda: fs.get_file_info(pafs.FileSelector(path, recursive=True)), retry)
+        found = [Listed(to_uri(fs, i.path), i.size or 0, i.mtime_ns or 0)
+                 for i in infos if i.type == pafs.FileType.File]
+    return sorted(found, key=lambda entry: entry.uri)
+
+
+def _walk_local(directory: bytes) -> Iterator[Listed]:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = _decoded(entry.path)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as err:  # vanished or unreadable while listing
+                yield Listed(name, problem=NOT_A_FILE, error=f"cannot read its metadata: {err.strerror}")
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                yield _link(entry.path, name)
+            elif stat.S_ISDIR(info.st_mode):
+                yield from _walk_local(entry.path)
+            else:
+                yield _file(entry.path, name, info)
+
+
+def _link(path: bytes, name: str) -> Listed:
+    try:
+        target = os.stat(path)
+    except OSError:
+        return Listed(name, problem=DANGLING_LINK,
+                      error=f"link to {_decoded(os.readlink(path))!r}, which does not exist")
+    if stat.S_ISDIR(target.st_mode):
+        return Listed(name, problem=NOT_FOLLOWED, error="link to a directory; links to directories are "
+                                                        "not followed (give its target as an input of its own)")
+    return _file(path, name, target)  # a link to a file is read like the file
+
+
+def _file(path: bytes, name: str, info: os.stat_result) -> Listed:
+    if not stat.S_ISREG(info.st_mode):
+        return Listed(name, problem=NOT_A_FILE, error="not a regular file (a pipe, socket or device)")
+    if not _is_utf8(path):
+        return Listed(name, info.st_size, info.st_mtime_ns, BAD_NAME,
+                      "file name is not valid UTF-8 (shown with \\x escapes); rename it to include it")
+    return Listed(name, info.st_size, info.st_mtime_ns)
+
+
+def _is_utf8(path: bytes) -> bool:
+    try:
+        path.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _decoded(path: bytes) -> str:
+    """A path as text; bytes that are not UTF-8 become visible \\xNN escapes."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+def fingerprint(entries: list[Listed]) -> str:
+    """A short hash of what was listed (names, sizes, modification times): the same
+    input gives the same fingerprint, a changed one another."""
+    digest = hashlib.sha1()
+    for entry in entries:
+        digest.update(f"{entry.uri}\0{entry.size}\0{entry.mtime_ns}\0{entry.problem}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def file_fingerprint(uri: str, retry: RetryConfig | None = None) -> str:
+    """fingerprint() of a single object."""
+    fs, path = resolve(uri)
+    info = retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry)
+    return fingerprint([Listed(uri, info.size or 0, info.mtime_ns or 0)])
+
+
+# ---------------------------------------------------------------- checks before any work
 
 def check_readable(uri: str) -> str | None:
     """None if the URI can be read, else a one-line reason (used before any Ray work)."""
     fs, path = resolve(uri)
     try:
-        info = fs.get_file_info(path)
-    except OSError as err:  # denied bucket, bad endpoint, missing credentials
-        return f"cannot access {uri}: {err}"
+        info = retrying(f"look up {uri}", lambda: fs.get_file_info(path))
+    except (OSError, StorageUnavailable) as err:  # denied bucket, bad endpoint, missing credentials
+        return f"cannot access {uri}: {first_line(err)}"
     if info.type == pafs.FileType.NotFound:
         return f"{uri} does not exist"
     return None
+
+
+def check_writable(uri: str) -> str | None:
+    """None if an output can be written under the URI, else a one-line reason. Nothing is
+    left behind: locally the nearest existing directory is checked; on S3 the bucket must
+    exist and a tiny probe object is written and deleted again."""
+    fs, path = resolve(uri)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            return _local_writable(path)
+        return _s3_writable(fs, path, uri)
+    except (OSError, StorageUnavailable) as err:
+        return f"cannot write to {uri}: {first_line(err)}"
+
+
+def _local_writable(path: str) -> str | None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a directory"
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot create {path}: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to {path}: {existing} is not writable"
+    return None
+
+
+def _s3_writable(fs: pafs.S3FileSystem, path: str, uri: str) -> str | None:
+    bucket = path.split("/", 1)[0]
+    if retrying(f"look up bucket {bucket}", lambda: fs.get_file_info(bucket)).type == pafs.FileType.NotFound:
+        return f"bucket {bucket!r} of {uri} does not exist (or these credentials cannot see it)"
+    probe = f"{path}/.fer-ray-write-check-{uuid.uuid4().hex}"
+    with fs.open_output_stream(probe) as stream:
+        stream.write(b"")
+    fs.delete_file(probe)
+    return None
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether one URI is, or lies inside, the other (local paths compared absolute)."""
+    first, second = (_comparable(uri) for uri in (a, b))
+    return first == second or first.startswith(second + "/") or second.startswith(first + "/")
+
+
+def _comparable(uri: str) -> str:
+    if is_s3(uri):
+        return uri.rstrip("/")
+    return os.path.realpath(resolve(uri)[1]).rstrip("/")

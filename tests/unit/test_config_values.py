@@ -24,7 +24,7 @@ REFUSED = {
             [1.0], {"a": 1.0}, None],
     int: [2.7, "2.7", -0.5, "1e-3", True, False, math.nan, math.inf, "nan", "big", [3], None],
     bool: [1, 0, "1", "0", 2, 1.0, "maybe", "", [True], None],
-    str: [["a", "b"], {"a": "b"}, 3, 2.5, True, None],
+    str: [["a", "b"], {"a": "b"}, 2.5, True, None],
 }
 # values each kind accepts, with what they become
 ACCEPTED = {
@@ -32,7 +32,7 @@ ACCEPTED = {
     int: [(3.0, 3), ("4", 4), (" -2 ", -2), ("5.0", 5), (7, 7)],
     bool: [(True, True), (False, False), ("Yes", True), ("OFF", False), ("true", True), ("no", False),
            ("on", True)],
-    str: [("s3://bucket/x", "s3://bucket/x"), ("", "")],
+    str: [("s3://bucket/x", "s3://bucket/x"), ("", ""), (64, "64")],  # a whole number is its text
 }
 # what the command line refuses (text only) for each kind
 REFUSED_TEXT = {float: ["nan", "inf", "-inf"], int: ["2.7"], bool: ["1", "0"], str: []}
