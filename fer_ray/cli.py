@@ -78,6 +78,7 @@ def print_synthesis(summary: dict, max_listed: int = 10) -> None:
     status = ", ".join(f"{k}={v}" for k, v in summary["status"].items())
     print(f"\n{summary['method']}: {summary['inputs']} faces of {summary['subjects_used']} subjects -> "
           f"{summary['mixed']} mixed faces in {summary['elapsed_s']} s ({summary['mixed_per_s']} faces/s)")
+    print(run_line(summary))
     print(f"  input faces: {status}")
     print(f"  mixed by split: {json.dumps(summary['mixed_by_split'])}; "
           f"{len(summary['mixed_by_pair'])} of 42 pairs present")
@@ -127,7 +128,8 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from fer_ray.pipelines import predict
 
-    summary = predict.run(args.checkpoint, args.input, args.output, detector=args.detector, workers=args.workers)
+    summary = predict.run(args.checkpoint, args.input, args.output, detector=args.detector, workers=args.workers,
+                          restart=args.restart)
     print(f"{summary['inputs']} images -> {summary['rows']} rows in {summary['elapsed_s']} s: {summary['output']}")
     return 0
 
@@ -179,10 +181,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def run_line(summary: dict) -> str:
+    """Which run the output now holds, and what this invocation did."""
+    skipped = summary.get("units_skipped", 0)
+    return (f"  run {summary.get('run', '?')}: {summary.get('run_state', '?')}"
+            + (f", {skipped} inputs committed earlier were skipped" if skipped else ""))
+
+
 def print_summary(summary: dict) -> None:
     status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
     print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('faces', 0)} faces "
           f"in {summary['elapsed_s']} s ({summary['images_per_s']} images/s)")
+    print(run_line(summary))
     print(f"  status: {status}")
     print(f"  faces by label: {json.dumps(summary.get('faces_by_label', {}))}")
     print(f"  faces by split: {json.dumps(summary.get('faces_by_split', {}))}")
@@ -227,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--output", required=True, help="a .parquet or .csv file, or a directory for Parquet shards")
     pred.add_argument("--detector", default="", help="face detector; default: the one the training faces used")
     pred.add_argument("--workers", type=int, default=0, help="face-stage and classifier actors (0 = one per CPU)")
+    pred.add_argument("--restart", action="store_true",
+                      help="directory output: run afresh instead of resuming an interrupted run into it")
     pred.set_defaults(func=cmd_predict)
     export = commands.add_parser("export", help="TorchScript and ONNX of a checkpoint, checked against it")
     export.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
@@ -37,18 +38,34 @@ def run_job_with_no_cluster(entrypoint: list[str], cwd: str, timeout: int = 90) 
 
 
 class S3Server:
-    """moto in server mode on 127.0.0.1, reached over HTTP exactly like AWS."""
+    """moto in server mode on 127.0.0.1, reached over HTTP exactly like AWS. It can be
+    stopped and started again on the same port (an outage): moto keeps its buckets in the
+    process, so they are all there again afterwards."""
 
     def __init__(self):
-        from moto.server import ThreadedMotoServer
-
         self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = None
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "S3Server":
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         return self
+
+    def outage(self, seconds: float) -> threading.Thread:
+        """Stop the server now and start it again after `seconds`, from a thread (returned,
+        so a test can join it)."""
+        self.stop()
+
+        def restart() -> None:
+            time.sleep(seconds)
+            self.start()
+
+        thread = threading.Thread(target=restart, daemon=True)
+        thread.start()
+        return thread
 
     def env(self) -> dict:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
@@ -61,7 +78,9 @@ class S3Server:
                      aws_access_key_id="testing", aws_secret_access_key="testing-secret").create_bucket(Bucket=name)
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 class HeadNode:

@@ -20,6 +20,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 enable_token_auth()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_logs(tmp_path_factory):
+    """Each CLI call writes a log file: the session's go to a temp dir, not the home directory."""
+    os.environ["FER_RAY_LOG_DIR"] = str(tmp_path_factory.mktemp("fer-ray-logs"))
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     server = S3Server().start()

@@ -1,11 +1,17 @@
-"""One module per raw layout; `read(cfg)` gives the input rows of any layout as a Dataset."""
+"""One module per raw layout. `list_inputs(cfg)` finds a layout's inputs on the driver
+(metadata only, before any Ray work); `read(cfg, inputs)` gives them as a Dataset."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
+import pyarrow as pa
 import ray.data
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
-from fer_ray.config import LAYOUTS, PreprocessConfig
+from fer_ray.config import LAYOUTS, ConfigError, PreprocessConfig
+from fer_ray.datasets.common import Lister
 
 
 def layout_module(layout: str):
@@ -19,17 +25,60 @@ def annotator(layout: str):
     return getattr(layout_module(layout), "annotate", None)
 
 
-def read(cfg: PreprocessConfig) -> ray.data.Dataset:
+@dataclass
+class Inputs:
+    """What a run will read: the input rows (None where the layout streams its own file),
+    how many inputs there are, and a fingerprint of what was listed."""
+    rows: list[dict] | None
+    count: int
+    fingerprint: str
+
+
+def list_inputs(cfg: PreprocessConfig) -> Inputs:
+    """The layout's inputs, each listed name once; a ConfigError if there are none."""
+    module = layout_module(cfg.layout)
+    if hasattr(module, "count_inputs"):  # streams its own file (FER2013's CSV)
+        count, fingerprint = module.count_inputs(cfg)
+        return Inputs(None, count, fingerprint)
+    lister = Lister(cfg.retry)
+    try:
+        rows = module.list_inputs(cfg, lister)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise ConfigError(f"input: {cfg.input} is not a {cfg.layout} dataset: {err}") from None
+    rows = rows[: cfg.limit] if cfg.limit else rows
+    if not rows:
+        raise ConfigError(f"input: no files under {cfg.input} for layout {cfg.layout!r}")
+    return Inputs(rows, len(rows), lister.fingerprint())
+
+
+def read(cfg: PreprocessConfig, inputs: Inputs) -> ray.data.Dataset:
     """Input rows (see datasets.common.input_row) with bytes and labels filled in."""
-    from fer_ray.stages.base import apply_stage
+    from fer_ray.stages.base import LIGHT_CPUS, apply_stage
     from fer_ray.stages.fetch import FetchStage
 
     module = layout_module(cfg.layout)
-    if hasattr(module, "read"):
-        return module.read(cfg)  # streams its own file (FER2013's CSV)
-    rows = module.list_inputs(cfg)
-    if cfg.limit:
-        rows = rows[: cfg.limit]
-    if not rows:
-        raise ValueError(f"input: no images found under {cfg.input} for layout {cfg.layout!r}")
-    return apply_stage(ray.data.from_items(rows), FetchStage, cfg)
+    if inputs.rows is None:
+        return module.read(cfg)
+    # A read, not from_items: Ray Data's row checkpointing filters only what a read yields.
+    listed = ray.data.read_datasource(RowsDatasource(inputs.rows), num_cpus=LIGHT_CPUS)
+    return apply_stage(listed, FetchStage, cfg)
+
+
+class RowsDatasource(Datasource):
+    """Rows listed on the driver, yielded by read tasks of ROWS_PER_TASK rows each."""
+    ROWS_PER_TASK = 256
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def estimate_inmemory_data_size(self):
+        return None
+
+    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+        return [self.task(self.rows[start:start + self.ROWS_PER_TASK])
+                for start in range(0, len(self.rows), self.ROWS_PER_TASK)]
+
+    @staticmethod
+    def task(rows: list[dict]) -> ReadTask:
+        meta = BlockMetadata(num_rows=len(rows), size_bytes=None, exec_stats=None, input_files=None)
+        return ReadTask(lambda: [pa.Table.from_pylist(rows)], meta)

@@ -7,6 +7,7 @@ never one after another from the driver.
 """
 from __future__ import annotations
 
+import functools
 import io
 import posixpath
 
@@ -14,23 +15,26 @@ import numpy as np
 
 from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import IMAGE_EXTENSIONS, basename, input_row
+from fer_ray.datasets.common import Lister, basename, input_row, listed_rows
 
 SPLITS = {"train_set": "train", "val_set": "val"}
 
 
-def list_inputs(cfg: PreprocessConfig) -> list[dict]:
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
     rows = []
     for folder, split in SPLITS.items():
         images = storage.join(cfg.input, folder, "images")
-        if not storage.exists(images):
-            continue
-        for uri in storage.list_files(images, IMAGE_EXTENSIONS):
-            stem = basename(uri).rsplit(".", 1)[0]
-            row = input_row(uri, "affectnet", split=split)
-            row["sidecar"] = storage.join(cfg.input, folder, "annotations", stem)
-            rows.append(row)
+        if storage.exists(images, cfg.retry):
+            annotations = storage.join(cfg.input, folder, "annotations")
+            rows.extend(listed_rows(lister(images), "affectnet", functools.partial(image_row, annotations, split)))
     return rows
+
+
+def image_row(annotations: str, split: str, uri: str) -> dict:
+    """An image's row; its annotation files are `<annotations>/<image stem>_*.npy`."""
+    row = input_row(uri, "affectnet", split=split)
+    row["sidecar"] = storage.join(annotations, basename(uri).rsplit(".", 1)[0])
+    return row
 
 
 def load_npy(data: bytes) -> np.ndarray:

@@ -10,19 +10,19 @@ import itertools
 
 from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row, parent_name, with_splits
+from fer_ray.datasets.common import Lister, input_row, parent_name, unusable_row, with_splits
 
 
 def sequence_key(uri: str) -> tuple[str, str]:
     return parent_name(uri, 2), parent_name(uri)  # (subject, sequence)
 
 
-def emotion_files(cfg: PreprocessConfig) -> dict[tuple[str, str], str]:
+def emotion_files(cfg: PreprocessConfig, lister: Lister) -> dict[tuple[str, str], str]:
     """{(subject, sequence): emotion file URI}."""
     root = storage.join(cfg.input, "Emotion")
-    if not storage.exists(root):
+    if not storage.exists(root, cfg.retry):
         return {}
-    return {sequence_key(uri): uri for uri in storage.list_files(root, ("_emotion.txt",))}
+    return {sequence_key(e.uri): e.uri for e in lister(root) if not e.problem and e.uri.endswith("_emotion.txt")}
 
 
 def frame_rows(frames: list[str], emotion_uri: str | None, cfg: PreprocessConfig) -> list[dict]:
@@ -43,10 +43,11 @@ def frame_rows(frames: list[str], emotion_uri: str | None, cfg: PreprocessConfig
     return rows
 
 
-def list_inputs(cfg: PreprocessConfig) -> list[dict]:
-    images = storage.list_files(storage.join(cfg.input, "cohn-kanade-images"), IMAGE_EXTENSIONS)
-    emotions = emotion_files(cfg)
-    rows = []
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
+    entries = lister(storage.join(cfg.input, "cohn-kanade-images"))
+    emotions = emotion_files(cfg, lister)
+    rows = [row for row in (unusable_row(e, "ckplus") for e in entries) if row]
+    images = [e.uri for e in entries if not unusable_row(e, "ckplus")]
     for key, frames in itertools.groupby(images, key=sequence_key):
         rows.extend(frame_rows(sorted(frames), emotions.get(key), cfg))
     return with_splits(rows, cfg.split)

@@ -11,8 +11,8 @@ from typing import Iterable
 
 import numpy as np
 
-from fer_ray import labels
-from fer_ray.config import SplitConfig
+from fer_ray import labels, storage
+from fer_ray.config import RetryConfig, SplitConfig
 
 # encoding of the `data` column: an encoded image file, or FER2013's pixel text
 ENCODED_IMAGE = "image"
@@ -61,10 +61,13 @@ def _share(n: int, fraction: float) -> int:
 
 
 def with_splits(rows: list[dict], cfg: SplitConfig) -> list[dict]:
-    """Fill `split` from `subject` (subject-disjoint); rows without a subject split by file."""
-    keys = [row["subject"] or row["source_uri"] for row in rows]
+    """Fill `split` from `subject` (subject-disjoint); rows without a subject split by file.
+    Names that are not inputs at all (other formats, bad links) take no part, so they
+    cannot move a subject to another split."""
+    inputs = [row for row in rows if row["status"] not in NOT_INPUTS]
+    keys = [row["subject"] or row["source_uri"] for row in inputs]
     split_of = assign_splits(keys, cfg)
-    for row, key in zip(rows, keys):
+    for row, key in zip(inputs, keys):
         row["split"] = split_of[key]
     return rows
 
@@ -81,4 +84,41 @@ def parent_name(uri: str, levels: int = 1) -> str:
     return posixpath.basename(path)
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+UNSUPPORTED_FORMAT = "unsupported_format"
+# Statuses of listed names that are never read as inputs.
+NOT_INPUTS = (UNSUPPORTED_FORMAT, storage.BAD_NAME, storage.DANGLING_LINK, storage.NOT_FOLLOWED, storage.NOT_A_FILE)
+
+
+class Lister:
+    """Lists input directories for a layout and remembers everything it listed, so the
+    run's input fingerprint covers exactly what the layout read."""
+
+    def __init__(self, retry: RetryConfig | None = None):
+        self.retry = retry
+        self.entries: list[storage.Listed] = []
+
+    def __call__(self, uri: str) -> list[storage.Listed]:
+        found = storage.list_tree(uri, self.retry)
+        self.entries.extend(found)
+        return found
+
+    def fingerprint(self) -> str:
+        return storage.fingerprint(self.entries)
+
+
+def listed_rows(entries: list[storage.Listed], dataset: str, image_row) -> list[dict]:
+    """One input row per listed name: `image_row(uri)` for an image, else its problem."""
+    return [unusable_row(entry, dataset) or image_row(entry.uri) for entry in entries]
+
+
+def unusable_row(entry: storage.Listed, dataset: str) -> dict | None:
+    """The input row of a listed name that cannot be an image input (a dangling link, a
+    name that is not UTF-8, a file of another format), with its status; None otherwise.
+    Every listed name becomes exactly one input, so every one is in the manifest."""
+    if entry.problem:
+        return input_row(entry.uri, dataset, status=entry.problem, error=entry.error)
+    if not entry.uri.lower().endswith(IMAGE_EXTENSIONS):
+        return input_row(entry.uri, dataset, status=UNSUPPORTED_FORMAT,
+                         error=f"not an image file this job reads ({', '.join(IMAGE_EXTENSIONS)})")
+    return None

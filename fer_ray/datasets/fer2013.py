@@ -25,7 +25,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from fer_ray import labels, storage
-from fer_ray.config import PreprocessConfig
+from fer_ray.config import ConfigError, PreprocessConfig, RetryConfig
 from fer_ray.datasets.common import FER_PIXELS, input_row
 
 COLUMNS = ("emotion", "pixels", "Usage")
@@ -76,7 +76,7 @@ def split_line(line: bytes) -> list[bytes]:
     return line.split(b",") if line else []
 
 
-def read_blocks(uri: str, limit: int, block_rows: int):
+def read_blocks(uri: str, limit: int, block_rows: int, retry: RetryConfig | None = None):
     """Yield Arrow tables of parsed rows, streaming the CSV from storage.
 
     Each line after the header is one input (its line number in `source_uri`). Lines are
@@ -84,20 +84,18 @@ def read_blocks(uri: str, limit: int, block_rows: int):
     csv.reader plus a dict per row (27 vs 57 us per row), on the one read task that feeds
     every face actor.
     """
-    fs, path = storage.resolve(uri)
-    with fs.open_input_stream(path) as stream:
-        lines = enumerate(stream_lines(stream), start=1)
-        next(lines, None)  # header, checked on the driver
-        block = []
-        for number, line in lines:
-            block.append((number, split_line(line)))
-            if len(block) == block_rows or len(block) == limit:
-                yield rows_table(uri, block)
-                if len(block) == limit:
-                    return
-                limit, block = (limit - len(block) if limit else 0), []
-        if block:
+    lines = enumerate(stream_lines(storage.read_chunks(uri, retry=retry)), start=1)
+    next(lines, None)  # header, checked on the driver
+    block = []
+    for number, line in lines:
+        block.append((number, split_line(line)))
+        if len(block) == block_rows or len(block) == limit:
             yield rows_table(uri, block)
+            if len(block) == limit:
+                return
+            limit, block = (limit - len(block) if limit else 0), []
+    if block:
+        yield rows_table(uri, block)
 
 
 def rows_table(uri: str, block: list[tuple[int, list[bytes]]]) -> pa.Table:
@@ -112,10 +110,10 @@ def rows_table(uri: str, block: list[tuple[int, list[bytes]]]) -> pa.Table:
                      for name, value in blank.items()})
 
 
-def stream_lines(stream, chunk: int = 1 << 20):
-    """Raw byte lines of a pyarrow input stream, without their line ends."""
+def stream_lines(chunks):
+    """Raw byte lines of a stream of byte chunks, without their line ends."""
     rest = b""
-    while block := stream.read(chunk):
+    for block in chunks:
         lines = (rest + block).split(b"\n")
         rest = lines.pop()
         yield from lines
@@ -123,24 +121,36 @@ def stream_lines(stream, chunk: int = 1 << 20):
         yield rest
 
 
+def count_inputs(cfg: PreprocessConfig) -> tuple[int, str]:
+    """(rows after the header, at most cfg.limit; fingerprint of the file), counted on the
+    driver before any Ray work, so the run can prove that every row is accounted for."""
+    lines, last = 0, b"\n"
+    for chunk in storage.read_chunks(cfg.input, retry=cfg.retry):
+        lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+    rows = lines + (last != b"\n") - 1
+    if rows <= 0:
+        raise ConfigError(f"input: {cfg.input} has a header but no rows")
+    return min(rows, cfg.limit) if cfg.limit else rows, storage.file_fingerprint(cfg.input, cfg.retry)
+
+
 class Fer2013Datasource(Datasource):
-    def __init__(self, uri: str, limit: int, block_rows: int):
-        self.uri, self.limit, self.block_rows = uri, limit, block_rows
+    def __init__(self, uri: str, limit: int, block_rows: int, retry: RetryConfig):
+        self.uri, self.limit, self.block_rows, self.retry = uri, limit, block_rows, retry
 
     def estimate_inmemory_data_size(self):
         return None
 
     def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(self.uri,))
-        uri, limit, block_rows = self.uri, self.limit, self.block_rows
-        return [ReadTask(lambda: read_blocks(uri, limit, block_rows), meta)]
+        uri, limit, block_rows, retry = self.uri, self.limit, self.block_rows, self.retry
+        return [ReadTask(lambda: read_blocks(uri, limit, block_rows, retry), meta)]
 
 
 def read(cfg: PreprocessConfig) -> ray.data.Dataset:
     from fer_ray.stages.base import LIGHT_CPUS
 
     block_rows = rows_per_block(file_size(cfg.input), cfg.limit)
-    ds = ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit, block_rows),
+    ds = ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit, block_rows, cfg.retry),
                                   num_cpus=LIGHT_CPUS, override_num_blocks=1)  # one stream, unsplit
     # Ray's block target for this pipeline only: about one of our tables, so Ray passes
     # them on as they come instead of gathering them into 128 MiB blocks.
@@ -150,4 +160,4 @@ def read(cfg: PreprocessConfig) -> ray.data.Dataset:
 
 def file_size(uri: str) -> int:
     fs, path = storage.resolve(uri)
-    return fs.get_file_info(path).size
+    return storage.retrying(f"look up {uri}", lambda: fs.get_file_info(path)).size

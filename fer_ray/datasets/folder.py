@@ -1,9 +1,9 @@
 """Generic `<class name>/<image>` tree; class names go through the synonym table."""
 from __future__ import annotations
 
-from fer_ray import labels, storage
+from fer_ray import labels
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import IMAGE_EXTENSIONS, input_row, parent_name, with_splits
+from fer_ray.datasets.common import Lister, input_row, listed_rows, parent_name, with_splits
 
 
 def class_label(folder: str) -> tuple[int, str]:
@@ -15,10 +15,10 @@ def class_label(folder: str) -> tuple[int, str]:
     return label, ""
 
 
-def list_inputs(cfg: PreprocessConfig) -> list[dict]:
-    rows = []
-    for uri in storage.list_files(cfg.input, IMAGE_EXTENSIONS):
-        label, error = class_label(parent_name(uri))
-        rows.append(input_row(uri, "folder", label=label,
-                              status="unknown_class" if error else "", error=error))
-    return with_splits(rows, cfg.split)
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
+    return with_splits(listed_rows(lister(cfg.input), "folder", image_row), cfg.split)
+
+
+def image_row(uri: str) -> dict:
+    label, error = class_label(parent_name(uri))
+    return input_row(uri, "folder", label=label, status="unknown_class" if error else "", error=error)

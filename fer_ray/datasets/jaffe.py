@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import re
 
-from fer_ray import labels, storage
+from fer_ray import labels
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import IMAGE_EXTENSIONS, basename, input_row, with_splits
+from fer_ray.datasets.common import Lister, basename, input_row, listed_rows, with_splits
 
 NAME = re.compile(r"^(?P<subject>[A-Za-z]+)\.(?P<code>[A-Za-z]{2})\d*\.\d+\.\w+$")
 
@@ -22,10 +22,10 @@ def parse_name(name: str) -> tuple[str, int, str]:
     return match["subject"], labels.CANONICAL_INDEX[labels.JAFFE[code]], ""
 
 
-def list_inputs(cfg: PreprocessConfig) -> list[dict]:
-    rows = []
-    for uri in storage.list_files(cfg.input, IMAGE_EXTENSIONS):
-        subject, label, error = parse_name(basename(uri))
-        rows.append(input_row(uri, "jaffe", subject=subject, label=label,
-                              status="bad_label" if error else "", error=error))
-    return with_splits(rows, cfg.split)
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
+    return with_splits(listed_rows(lister(cfg.input), "jaffe", image_row), cfg.split)
+
+
+def image_row(uri: str) -> dict:
+    subject, label, error = parse_name(basename(uri))
+    return input_row(uri, "jaffe", subject=subject, label=label, status="bad_label" if error else "", error=error)

@@ -5,17 +5,16 @@ The class is the expression folder's name. The file-name prefix before the first
 """
 from __future__ import annotations
 
-from fer_ray import storage
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import IMAGE_EXTENSIONS, basename, input_row, parent_name, with_splits
+from fer_ray.datasets.common import Lister, basename, input_row, listed_rows, parent_name, with_splits
 from fer_ray.datasets.folder import class_label
 
 
-def list_inputs(cfg: PreprocessConfig) -> list[dict]:
-    rows = []
-    for uri in storage.list_files(cfg.input, IMAGE_EXTENSIONS):
-        label, error = class_label(parent_name(uri))
-        subject = basename(uri).split("_")[0]
-        rows.append(input_row(uri, "mpi", subject=subject, label=label,
-                              status="unknown_class" if error else "", error=error))
-    return with_splits(rows, cfg.split)
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
+    return with_splits(listed_rows(lister(cfg.input), "mpi", image_row), cfg.split)
+
+
+def image_row(uri: str) -> dict:
+    label, error = class_label(parent_name(uri))
+    return input_row(uri, "mpi", subject=basename(uri).split("_")[0], label=label,
+                     status="unknown_class" if error else "", error=error)

@@ -1,27 +1,37 @@
-"""Preprocess: raw dataset -> aligned faces with landmarks, a manifest, a summary, a contact sheet."""
+"""Preprocess: raw dataset -> aligned faces with landmarks, a manifest, a summary, a contact sheet.
+
+Staged and committed as pipelines.runs describes: everything knowable is checked before
+Ray starts, the run writes under its own prefix, and `_commit.json` publishes it once every
+input has its manifest row. A rerun of an interrupted run skips the inputs already written.
+"""
 from __future__ import annotations
 
 import json
 import time
 
-import pyarrow.parquet as pq
-
-from fer_ray import config, datasets, storage
+from fer_ray import config, datasets, results, storage
 from fer_ray.config import ConfigError, PreprocessConfig
+from fer_ray.datasets import Inputs
+from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import ShardSink
 from fer_ray.runtime import start_ray
 from fer_ray.schema import face_array, landmarks_array
-from fer_ray.stages.base import apply_stage
+from fer_ray.stages.base import apply_stage, available_cpus
 from fer_ray.stages.face import FaceStage
 from fer_ray.vision.draw import contact_sheet, encode_png
 
+FOLDERS = ("faces", "manifest")
 
-def check(cfg: PreprocessConfig) -> None:
-    """Everything that can be known wrong before any Ray work: values, input, weights."""
+
+def check(cfg: PreprocessConfig) -> Inputs:
+    """Everything that can be known wrong before any Ray work: values, weights, input,
+    output; returns the inputs (listed once, here)."""
     cfg.validate()
+    FaceStage.check_weights(cfg)
     problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")
+    runs.check_output(cfg.input, cfg.output)
     if cfg.layout == "fer2013":
         from fer_ray.datasets.fer2013 import check_header
 
@@ -29,51 +39,58 @@ def check(cfg: PreprocessConfig) -> None:
             check_header(cfg.input)
         except (ValueError, IsADirectoryError, OSError) as err:
             raise ConfigError(str(err)) from None
-    FaceStage.check_weights(cfg)
+    return datasets.list_inputs(cfg)
 
 
 def run(cfg: PreprocessConfig) -> dict:
-    """Run the whole job; returns the summary (also written to `_summary.json`)."""
-    check(cfg)
+    """Run the whole job; returns the summary (also written to the run's `_summary.json`)."""
+    inputs = check(cfg)
+    staged = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint,
+                       cfg.restart, cfg.retry)
+    if staged.up_to_date:
+        return runs.committed_summary(staged)
     start_ray()
-    started = time.time()
-    clear_outputs(cfg.output)
-    storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
+    runs.begin(staged, config.to_yaml(cfg))
     channels = 3 if cfg.face.color == "rgb" else 1
-    sink = ShardSink(cfg.output, face_bytes=cfg.face.size ** 2 * channels)
-    faces = apply_stage(datasets.read(cfg), FaceStage, cfg, workers=cfg.workers, batch_size=cfg.batch_size,
+    sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * channels, rows_per_file=cfg.rows_per_file,
+                     retry=cfg.retry)
+    workers = cfg.workers or max(1, available_cpus() - staged.reserved_cpus)
+    faces = apply_stage(datasets.read(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
                         num_gpus=cfg.num_gpus)
-    sink.write_dataset(faces)
-    summary = make_summary(cfg, sink.totals, time.time() - started)
-    storage.write_bytes(storage.join(cfg.output, "_summary.json"), json.dumps(summary, indent=2).encode())
-    write_contact_sheet(cfg)
+    sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"))
+    return commit(cfg, staged, inputs, sink.totals)
+
+
+def commit(cfg: PreprocessConfig, staged: runs.StagedRun, inputs: Inputs, attempt: dict) -> dict:
+    """Summary and contact sheet into the run, then publish it (if every input is there)."""
+    totals = runs.finish_counts(staged, inputs.count)
+    summary = make_summary(cfg, staged, totals, attempt)
+    write_contact_sheet(cfg, staged)
+    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
+    runs.publish(staged, FOLDERS)
     return summary
 
 
-def clear_outputs(output: str) -> None:
-    for folder in ("faces", "manifest"):
-        storage.remove_dir(storage.join(output, folder))
-
-
-def make_summary(cfg: PreprocessConfig, totals: dict, elapsed: float) -> dict:
+def make_summary(cfg: PreprocessConfig, staged: runs.StagedRun, totals: dict, attempt: dict) -> dict:
+    elapsed = time.time() - staged.started
+    ran = attempt.get("inputs", 0)
     return {
         "layout": cfg.layout, "input": cfg.input, "output": cfg.output,
-        "inputs": 0, "faces": 0, **totals,
+        "inputs": 0, "faces": 0, **totals, **staged.report(), "units_run": ran,
         "elapsed_s": round(elapsed, 2),
-        "images_per_s": round(totals.get("inputs", 0) / elapsed, 2) if elapsed else 0.0,
-        "faces_uri": storage.join(cfg.output, "faces"),
-        "manifest_uri": storage.join(cfg.output, "manifest"),
-        "contact_sheet_uri": storage.join(cfg.output, "contact_sheet.png"),
+        "images_per_s": round(ran / elapsed, 2) if elapsed else 0.0,
+        "faces_uri": staged.uri("faces"),
+        "manifest_uri": staged.uri("manifest"),
+        "contact_sheet_uri": staged.uri("contact_sheet.png"),
     }
 
 
-def write_contact_sheet(cfg: PreprocessConfig) -> None:
-    """A PNG grid of the first aligned faces with their landmarks, read back from the output."""
-    fs, path = storage.resolve(storage.join(cfg.output, "faces"))
+def write_contact_sheet(cfg: PreprocessConfig, staged: runs.StagedRun) -> None:
+    """A PNG grid of the first aligned faces with their landmarks, read back from the run."""
     faces, points, captions = [], [], []
-    for info in sorted(fs.get_file_info(pq_selector(path)), key=lambda i: i.path):
-        table = pq.read_table(info.path, filesystem=fs,
-                              columns=["face", "face_shape", "landmarks", "label_name", "split"])
+    for uri in runs.run_files(staged, "faces", absolute=True):
+        table = results.arrow_dataset([uri]).to_table(columns=["face", "face_shape", "landmarks", "label_name",
+                                                              "split"])
         for row in table.slice(0, cfg.contact_sheet_faces - len(faces)).to_pylist():
             faces.append(face_array(row["face"], row["face_shape"]))
             points.append(landmarks_array(row["landmarks"]))
@@ -82,10 +99,4 @@ def write_contact_sheet(cfg: PreprocessConfig) -> None:
             break
     if faces:
         sheet = contact_sheet(faces, points, captions)
-        storage.write_bytes(storage.join(cfg.output, "contact_sheet.png"), encode_png(sheet))
-
-
-def pq_selector(path: str):
-    from pyarrow.fs import FileSelector
-
-    return FileSelector(path, recursive=False)
+        storage.write_bytes(staged.uri("contact_sheet.png"), encode_png(sheet), cfg.retry)

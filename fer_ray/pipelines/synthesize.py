@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 import re
 import time
 from collections import Counter
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import ray
 import ray.data
 from ray.data.context import ShuffleStrategy
 from ray.data.expressions import col
 
-from fer_ray import config, labels, schema, storage
+from fer_ray import config, labels, results, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig
-from fer_ray.pipelines.writer import ShardSink
+from fer_ray.pipelines import runs
+from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import start_ray
 from fer_ray.stages.base import apply_group_stage, apply_stage
 from fer_ray.stages.fusion import FuseSubjects
@@ -32,58 +33,65 @@ from fer_ray.vision.draw import contact_sheet, encode_png
 FACE_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_name", "face_index",
                 "face", "face_shape", "landmarks", "det_score", "detector", "landmarker"]
 ID_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_name", "landmarker"]
-OUTPUT_FOLDERS = {"mixed": ("is_mixed", schema.MIXED), "manifest": ("is_manifest", schema.MIXED_MANIFEST)}
+OUTPUT_FOLDERS = {"mixed": Folder("is_mixed", schema.MIXED), "manifest": Folder("is_manifest", schema.MIXED_MANIFEST)}
 
 
-def check(cfg: SynthesizeConfig) -> tuple[str, int]:
-    """Everything that can be known wrong before any Ray work; returns the faces/ URI and
-    the bytes of one face (from the first row: it sizes the output files)."""
+@dataclass
+class SynthesisInput:
+    """The committed faces a synthesis run reads, and the bytes of one face (it sizes the
+    output files)."""
+    commit: results.Commit
+    files: list[str]
+    rows: int
+    face_bytes: int
+
+
+def check(cfg: SynthesizeConfig) -> SynthesisInput:
+    """Everything that can be known wrong before any Ray work."""
     cfg.validate()
     problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")
-    if storage.absolute(cfg.output).rstrip("/") == storage.absolute(cfg.input).rstrip("/"):
-        raise ConfigError("output: must differ from input (the synthesis manifest/ would replace the "
-                          "preprocessing one)")
-    faces = storage.join(cfg.input, "faces")
-    if not storage.exists(faces):
-        what = ("holds mixed/ shards (a synthesis output)" if storage.exists(storage.join(cfg.input, "mixed"))
-                else "has no faces/ folder")
-        raise ConfigError(f"input: {cfg.input} {what}; synthesis reads the faces/ shards that "
-                          f"`fer-ray preprocess --output` writes")
-    dataset = _faces_dataset(faces)
+    runs.check_output(cfg.input, cfg.output)
+    commit = results.read_commit(cfg.input)
+    if commit is not None and "mixed" in commit.files:
+        raise ConfigError(f"input: {cfg.input} holds mixed/ shards (a synthesis output); synthesis reads the "
+                          f"faces/ shards that `fer-ray preprocess --output` writes")
+    commit = results.committed(cfg.input, "input", folder="faces")
+    files = commit.uris("faces")
+    dataset = results.arrow_dataset(files)
     missing = sorted(set(FACE_COLUMNS) - set(dataset.schema.names))
     if missing:
-        raise ConfigError(f"input: {faces} lacks the faces/ columns {', '.join(missing)}")
+        raise ConfigError(f"input: the faces/ files of {cfg.input} lack the columns {', '.join(missing)}")
     head = dataset.head(1, columns=["face_shape"]).to_pylist()
-    return faces, int(np.prod(head[0]["face_shape"])) if head else 0
-
-
-def _faces_dataset(faces_uri: str) -> pads.Dataset:
-    fs, path = storage.resolve(faces_uri)
-    return pads.dataset(path, filesystem=fs, format="parquet")
+    face_bytes = int(np.prod(head[0]["face_shape"])) if head else 0
+    return SynthesisInput(commit, files, dataset.count_rows(), face_bytes)
 
 
 def run(cfg: SynthesizeConfig) -> dict:
-    """Run the whole job; returns the summary (also written to `_summary.json`)."""
-    faces_uri, face_bytes = check(cfg)
+    """Run the whole job; returns the summary (also written to the run's `_summary.json`)."""
+    faces = check(cfg)
+    staged = runs.plan("synthesize", cfg.output, runs.result_settings(cfg), faces.commit.run, cfg.restart,
+                       cfg.retry)
+    if staged.up_to_date:
+        return runs.committed_summary(staged)
     start_ray()
-    started = time.time()
-    for name in ("mixed", "manifest", "contact_sheets", "_summary.json"):
-        storage.remove_dir(storage.join(cfg.output, name))
-    storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
-    sink = ShardSink(cfg.output, face_bytes=face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts)
+    runs.begin(staged, config.to_yaml(cfg))
+    sink = ShardSink(staged.uri(), face_bytes=faces.face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts,
+                     rows_per_file=cfg.rows_per_file, retry=cfg.retry)
     with sort_shuffle():
-        sink.write_dataset(fused_rows(faces_uri, cfg))
-    summary = make_summary(cfg, sink.totals, time.time() - started)
-    summary["contact_sheets"] = write_contact_sheets(cfg, faces_uri, summary["mixed_by_subject"])
-    storage.write_bytes(storage.join(cfg.output, "_summary.json"), json.dumps(summary, indent=2).encode())
+        sink.write_dataset(runs.checkpointed(staged, fused_rows(faces.files, cfg), "sample_id"))
+    totals = runs.finish_counts(staged, faces.rows)
+    summary = make_summary(cfg, staged, totals, sink.totals)
+    summary["contact_sheets"] = write_contact_sheets(cfg, staged, faces.files, summary["mixed_by_subject"])
+    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
+    runs.publish(staged, tuple(OUTPUT_FOLDERS))
     return summary
 
 
-def fused_rows(faces_uri: str, cfg: SynthesizeConfig) -> ray.data.Dataset:
-    fs, path = storage.resolve(faces_uri)
-    faces = ray.data.read_parquet(path, filesystem=fs)
+def fused_rows(files: list[str], cfg: SynthesizeConfig) -> ray.data.Dataset:
+    fs, _ = storage.resolve(files[0])
+    faces = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
     named = faces.select_columns(FACE_COLUMNS).filter(expr=col("subject") != "")
     nameless = faces.select_columns(ID_COLUMNS).filter(expr=col("subject") == "")
     return apply_group_stage(named, "subject", FuseSubjects, cfg).union(apply_stage(nameless, FuseSubjects, cfg))
@@ -116,15 +124,17 @@ def synthesis_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:
     }
 
 
-def make_summary(cfg: SynthesizeConfig, totals: dict, elapsed: float) -> dict:
+def make_summary(cfg: SynthesizeConfig, staged: runs.StagedRun, totals: dict, attempt: dict) -> dict:
     summary = {"input": cfg.input, "output": cfg.output, "method": cfg.method, "pick": cfg.pick,
                "inputs": 0, "mixed": 0, "status": {}, "mixed_by_pair": {}, "mixed_by_split": {},
-               "mixed_by_subject": {}, "subjects_skipped": {}, **totals}
+               "mixed_by_subject": {}, "subjects_skipped": {}, **totals, **staged.report(),
+               "units_run": attempt.get("inputs", 0)}
+    elapsed = time.time() - staged.started
     summary["subjects_used"] = len(summary["mixed_by_subject"])
     summary["elapsed_s"] = round(elapsed, 2)
-    summary["mixed_per_s"] = round(summary["mixed"] / elapsed, 2) if elapsed else 0.0
-    summary["mixed_uri"] = storage.join(cfg.output, "mixed")
-    summary["manifest_uri"] = storage.join(cfg.output, "manifest")
+    summary["mixed_per_s"] = round(attempt.get("mixed", 0) / elapsed, 2) if elapsed else 0.0
+    summary["mixed_uri"] = staged.uri("mixed")
+    summary["manifest_uri"] = staged.uri("manifest")
     return summary
 
 
@@ -140,7 +150,8 @@ def sampled_subjects(subjects, count: int) -> list[str]:
     return [ordered[i] for i in np.linspace(0, len(ordered) - 1, count).round().astype(int)]
 
 
-def write_contact_sheets(cfg: SynthesizeConfig, faces_uri: str, mixed_by_subject: dict) -> list[str]:
+def write_contact_sheets(cfg: SynthesizeConfig, staged: runs.StagedRun, faces: list[str],
+                         mixed_by_subject: dict) -> list[str]:
     """One 7x7 PNG per sampled subject (rows primary, columns secondary, diagonal the
     originals), read back from the written mixed/ shards; returns their URIs."""
     chosen = sampled_subjects(mixed_by_subject, cfg.contact_sheets)
@@ -148,16 +159,16 @@ def write_contact_sheets(cfg: SynthesizeConfig, faces_uri: str, mixed_by_subject
         return []
     columns = ["sample_id", "subject", "face", "face_shape", "primary", "secondary",
                "parent_primary", "parent_secondary"]
-    mixed = _faces_dataset(storage.join(cfg.output, "mixed")).to_table(
+    mixed = results.arrow_dataset(runs.run_files(staged, "mixed", absolute=True)).to_table(
         columns=columns, filter=pc.field("subject").isin(chosen)).sort_by("sample_id").to_pylist()
     parents = {r["parent_primary"] for r in mixed} | {r["parent_secondary"] for r in mixed}
-    originals = {r["sample_id"]: r for r in _faces_dataset(faces_uri).to_table(
+    originals = {r["sample_id"]: r for r in results.arrow_dataset(faces).to_table(
         columns=["sample_id", "face", "face_shape"], filter=pc.field("sample_id").isin(sorted(parents))).to_pylist()}
     uris = []
     for subject in chosen:
         rows = [r for r in mixed if r["subject"] == subject]
-        uri = storage.join(cfg.output, "contact_sheets", re.sub(r"[^A-Za-z0-9_.-]", "_", subject) + ".png")
-        storage.write_bytes(uri, encode_png(subject_sheet(rows, originals)))
+        uri = staged.uri("contact_sheets", re.sub(r"[^A-Za-z0-9_.-]", "_", subject) + ".png")
+        storage.write_bytes(uri, encode_png(subject_sheet(rows, originals)), cfg.retry)
         uris.append(uri)
     return uris
 

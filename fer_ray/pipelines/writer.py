@@ -1,59 +1,85 @@
-"""ShardSink: writes each task's rows as one Parquet file per output folder.
+"""ShardSink: each write task's rows as one Parquet file per output folder, plus its counts.
 
 A stage's output batch carries the rows of several folders at once (faces and their
 manifest rows; fused faces and theirs); a boolean column per folder (`is_face`,
-`is_manifest`, `is_mixed`) says which rows go where. File names come from the write
-task's index, and the pipelines clear their folders before a run, so rerunning into the
-same output replaces, never duplicates. Each task returns small counts; the driver adds
-them up into the summary.
+`is_manifest`, `is_mixed`) says which rows go where.
+
+Files are written under the run's own prefix (pipelines.runs), named after the write task
+(`<folder>/<write id>_<task>.parquet`). With Ray Data's row checkpointing on, each write
+task is a two-phase commit: Ray records the task's input ids as pending, the task writes
+its files, Ray marks the ids committed; a rerun deletes the files of tasks left pending
+and skips the inputs of committed ones. Ray gives that protocol only to file datasinks,
+which is why ShardSink extends Ray's `_FileDatasink` (private in Ray 2.60; the version is
+pinned).
+
+Each task also writes its counts, `counts/<write id>_<task>.json`, under the same commit:
+the summary of a resumed run adds up every committed task, not only this attempt's.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
-from ray.data import Datasink
 from ray.data.block import BlockAccessor
+from ray.data.datasource.file_datasink import _FileDatasink
 
 from fer_ray import schema, storage
+from fer_ray.config import RetryConfig
 from fer_ray.schema import arrow_array
-from fer_ray.stages.base import LIGHT_CPUS, available_cpus
+from fer_ray.stages.base import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus
 
-# Logical CPUs per concurrent write task. Writes are short; capping them lets Ray reuse a
-# warm worker process rather than start one (importing Ray Data, ~1 core-second) per
-# file, which on a 2-core node took ~5% of the machine (bench/preprocess.py); at half the
-# CPUs the cap is far above what a big cluster's writes need.
+# Logical CPUs per concurrent write task: at most one write per two CPUs. Writes are
+# short; the cap lets Ray reuse a warm worker process for the next write rather than start
+# a new one (which imports Ray Data again, ~1 core-second), and at half the CPUs it is far
+# above what the writes of a big cluster need.
 CPUS_PER_WRITE = 2
 ROW_OVERHEAD_BYTES = 1024  # landmarks, bbox and strings of one face row, roughly
-Folders = dict[str, tuple[str, pa.Schema]]  # folder -> (flag column, schema)
-PREPROCESS_FOLDERS: Folders = {"faces": ("is_face", schema.FACES), "manifest": ("is_manifest", schema.MANIFEST)}
+FILE_BYTES = 16 << 20
+COUNTS_FOLDER = "counts"
 
 
-def table_of(block: pa.Table, keep: np.ndarray, table_schema: pa.Schema) -> pa.Table:
-    """The kept rows of a block as a plain-Arrow table of `table_schema`.
+@dataclass(frozen=True)
+class Folder:
+    """An output folder: the boolean column that selects its rows (None: every row), and its
+    schema (None: every column but the flags, as they are)."""
+    flag: str | None
+    schema: pa.Schema | None
 
-    Columns that already have the schema's type pass through untouched (the face stage
-    emits them so); the others, e.g. Ray's tensor columns made from a stage's numpy
-    vectors, are converted.
+
+Folders = dict[str, Folder]
+PREPROCESS_FOLDERS: Folders = {"faces": Folder("is_face", schema.FACES),
+                               "manifest": Folder("is_manifest", schema.MANIFEST)}
+
+
+def table_of(block: pa.Table, keep: np.ndarray, folder: Folder) -> pa.Table:
+    """The kept rows of a block as a plain-Arrow table of the folder's schema.
+
+    Columns that already have the schema's type pass through untouched (the stages emit
+    them so); the others, e.g. Ray's tensor columns made from a stage's numpy vectors, are
+    converted.
     """
-    kept = block if keep.all() else block.filter(pa.array(keep, pa.bool_()))  # all: one face per input
-    typed = {field.name for field in table_schema if kept.schema.field(field.name).type == field.type}
-    other = [name for name in table_schema.names if name not in typed]
+    kept = block if keep.all() else block.filter(pa.array(keep, pa.bool_()))
+    if folder.schema is None:
+        return kept.drop_columns([name for name in kept.column_names if name.startswith("is_")])
+    typed = {f.name for f in folder.schema if kept.schema.field(f.name).type == f.type}
+    other = [name for name in folder.schema.names if name not in typed]
     arrays = BlockAccessor.for_block(kept.select(other)).to_numpy() if other else {}
-    columns = {field.name: kept.column(field.name) if field.name in typed
-               else arrow_array(arrays[field.name], field.type) for field in table_schema}
-    return pa.table(columns, schema=table_schema)
+    columns = {f.name: kept.column(f.name) if f.name in typed else arrow_array(arrays[f.name], f.type)
+               for f in folder.schema}
+    return pa.table(columns, schema=folder.schema)
 
 
 def small_columns(block: pa.Table) -> dict[str, np.ndarray]:
     """The block's scalar columns (labels, statuses, ...) as numpy, for counting."""
-    names = [field.name for field in block.schema
-             if not (pa.types.is_binary(field.type) or pa.types.is_nested(field.type)
-                     or isinstance(field.type, pa.ExtensionType))]
+    names = [f.name for f in block.schema
+             if not (pa.types.is_binary(f.type) or pa.types.is_nested(f.type)
+                     or isinstance(f.type, pa.ExtensionType))]
     return BlockAccessor.for_block(block.select(names)).to_numpy()
 
 
@@ -69,20 +95,23 @@ def preprocess_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:
     }
 
 
-class ShardSink(Datasink):
-    """Parquet files of about `file_bytes` each: few large files, not one per block, yet
-    small enough that writing overlaps the stage before it instead of trailing it."""
+class ShardSink(_FileDatasink):
+    """Parquet files of about 16 MiB each (or `rows_per_file` rows): few large files, not
+    one per block, yet small enough that writing overlaps the stage before it, and that a
+    killed run loses at most a file's worth of work per write task."""
 
-    def __init__(self, output_uri: str, face_bytes: int, folders: Folders = PREPROCESS_FOLDERS,
-                 count: Callable[[dict, dict], dict] = preprocess_counts, file_bytes: int = 16 << 20):
-        self.output_uri = output_uri
-        self.folders, self.count = folders, count
-        self.rows_per_file = max(256, file_bytes // (face_bytes + ROW_OVERHEAD_BYTES))
+    def __init__(self, run_uri: str, face_bytes: int, folders: Folders = PREPROCESS_FOLDERS,
+                 count: Callable[[dict, dict], dict] = preprocess_counts, rows_per_file: int = 0,
+                 retry: RetryConfig | None = None):
+        fs, path = storage.resolve(run_uri)
+        super().__init__(path, filesystem=fs, file_format="parquet")
+        self.run_uri, self.folders, self.count, self.retry = run_uri, folders, count, retry
+        self.rows_per_file = rows_per_file or max(256, FILE_BYTES // (face_bytes + ROW_OVERHEAD_BYTES))
         self.totals: dict = {}
 
     def write_dataset(self, ds: ray.data.Dataset) -> None:
-        """Run `ds` to the end, writing it through this sink; fills `totals`."""
-        ds.write_datasink(self, ray_remote_args={"num_cpus": LIGHT_CPUS},
+        """Run `ds` to the end, writing it through this sink; fills `totals` (this attempt's)."""
+        ds.write_datasink(self, ray_remote_args={"num_cpus": LIGHT_CPUS, "max_retries": SYSTEM_FAILURE_RETRIES},
                           concurrency=max(1, available_cpus() // CPUS_PER_WRITE))
 
     @property
@@ -95,28 +124,46 @@ class ShardSink(Datasink):
             return {}
         block = pa.concat_tables(tables)
         rows = small_columns(block)
-        keep = {folder: rows[flag].astype(bool) for folder, (flag, _) in self.folders.items()}
-        name = f"part-{ctx.task_idx:05d}.parquet"
-        for folder, (_, table_schema) in self.folders.items():
-            self.write_table(table_of(block, keep[folder], table_schema), folder, name)
-        return self.count(rows, keep)
+        keep = {name: rows[folder.flag].astype(bool) if folder.flag else np.ones(block.num_rows, bool)
+                for name, folder in self.folders.items()}
+        # Ray's name for this task's files: the pending checkpoint of a rerun matches it
+        base = self.filename_provider.get_filename_for_task(ctx.kwargs["write_uuid"], ctx.task_idx)
+        base = base.removesuffix(".parquet")
+        for name, folder in self.folders.items():
+            self.write_table(table_of(block, keep[name], folder), f"{name}/{base}.parquet")
+        counts = self.count(rows, keep)
+        storage.write_bytes(storage.join(self.run_uri, COUNTS_FOLDER, f"{base}.json"),
+                            json.dumps(counts).encode(), self.retry)
+        return counts
 
-    def write_table(self, table: pa.Table, folder: str, name: str) -> None:
-        fs, path = storage.resolve(storage.join(self.output_uri, folder))
-        fs.create_dir(path, recursive=True)
-        pq.write_table(table, f"{path}/{name}", filesystem=fs, compression="zstd")
+    def write_table(self, table: pa.Table, name: str) -> None:
+        fs, path = storage.resolve(storage.join(self.run_uri, name))
+
+        def write() -> None:
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pq.write_table(table, path, filesystem=fs, compression="zstd")
+
+        storage.retrying(f"write {storage.join(self.run_uri, name)}", write, self.retry)
 
     def on_write_complete(self, write_result) -> None:
         self.totals = merge_counts(write_result.write_returns)
 
 
+def read_counts(run_uri: str, retry: RetryConfig | None = None) -> dict:
+    """The counts of every task whose files are in the run (all attempts), added up."""
+    counts = storage.join(run_uri, COUNTS_FOLDER)
+    files = storage.list_files(counts, (".json",), retry) if storage.exists(counts, retry) else []
+    return merge_counts([json.loads(storage.read_bytes(uri, retry)) for uri in files])
+
+
 def merge_counts(parts: list[dict]) -> dict:
-    """Numbers and Counters add up; plain dicts (e.g. {subject: reason}) are merged."""
+    """Numbers and counters (dicts of numbers, also as read back from JSON) add up; other
+    dicts (e.g. {subject: reason}) are merged."""
     total: dict = {}
     for part in parts:
         for key, value in part.items():
-            if isinstance(value, Counter):
-                total[key] = total.get(key, Counter()) + value
+            if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+                total[key] = total.get(key, Counter()) + Counter(value)
             elif isinstance(value, dict):
                 total[key] = {**total.get(key, {}), **value}
             else:

@@ -9,6 +9,7 @@ declare its needs; `apply_stage` turns them into the right `map_batches` call.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -20,6 +21,14 @@ import ray.data
 # fetching, writing). Giving them a whole CPU each would leave the model actors, which
 # really use a core each, fewer cores than the machine has.
 LIGHT_CPUS = 0.1
+
+# Ray retries a task, or restarts an actor and retries its task, when the process dies
+# (killed, out of memory, a crash in native code). Ray Data's defaults retry forever: an
+# input that crashes its worker every time would then stall the run for good. A few
+# retries cover a lost worker; past them the run fails and can be resumed. Exceptions
+# raised by our own code are not retried (per-item problems are data already; the rest
+# are systemic).
+SYSTEM_FAILURE_RETRIES = 3
 
 
 class Stage:
@@ -56,10 +65,20 @@ def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: i
                   num_cpus=stage_cls.num_cpus, num_gpus=gpus)
     if not stage_cls.is_actor:
         # Cheap to build (no model): plain tasks, which Ray can fuse with neighbouring maps.
-        return ds.map_batches(_run_task_stage, fn_args=(stage_cls, cfg), **kwargs)
+        return _map_with_retries(ds, _run_task_stage, fn_args=(stage_cls, cfg), max_retries=SYSTEM_FAILURE_RETRIES,
+                                 **kwargs)
     default = max(1, int(available("GPU") / gpus)) if gpus else available_cpus()
     pool = ray.data.ActorPoolStrategy(size=workers or default)
-    return ds.map_batches(stage_cls, fn_constructor_args=(cfg,), compute=pool, **kwargs)
+    return _map_with_retries(ds, stage_cls, fn_constructor_args=(cfg,), compute=pool, max_restarts=-1,
+                             max_task_retries=SYSTEM_FAILURE_RETRIES, **kwargs)
+
+
+def _map_with_retries(ds: ray.data.Dataset, fn, **kwargs) -> ray.data.Dataset:
+    """map_batches with retry settings. Ray 2.60 has no named parameter for them and warns
+    that remote arguments passed by keyword go away in 2.64, which the pin never reaches."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(fn, **kwargs)
 
 
 def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cfg) -> ray.data.Dataset:

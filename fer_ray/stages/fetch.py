@@ -1,6 +1,7 @@
 """FetchStage: read input bytes and sidecar annotations, many requests in flight at once."""
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,7 +15,9 @@ class FetchStage(Stage):
     """Fills `data` from `source_uri` and lets the layout read its annotations.
 
     Object stores reward concurrency, not sequence: each batch's reads run on a thread
-    pool. A read failure is the item's status, never the job's end.
+    pool. Transient storage errors are retried (cfg.retry); an error about the object
+    itself (missing, denied) becomes the input's `read_error`, never the job's end; storage
+    that stays unreachable ends the run (StorageUnavailable), resumable, with no input blamed.
     """
     num_cpus = LIGHT_CPUS  # waits on storage; the threads do the waiting
     threads = 16
@@ -24,6 +27,7 @@ class FetchStage(Stage):
 
         super().__init__(cfg)
         self.annotate = annotator(cfg.layout)
+        self.read = functools.partial(storage.read_bytes, retry=cfg.retry)
 
     def __call__(self, batch: dict) -> dict:
         rows = batch_rows(batch)
@@ -37,8 +41,8 @@ class FetchStage(Stage):
             return  # decided already (bad label, skipped frame...): nothing to read
         try:
             if not row["data"]:
-                row["data"] = storage.read_bytes(row["source_uri"])
+                row["data"] = self.read(row["source_uri"])
             if self.annotate:
-                self.annotate(row, storage.read_bytes)
-        except OSError as err:
+                self.annotate(row, self.read)
+        except OSError as err:  # about this object: StorageUnavailable is no OSError
             row["status"], row["error"] = "read_error", f"{type(err).__name__}: {err}"[:500]

@@ -11,13 +11,11 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import yaml
 
 import ray.data
 from ray.data.expressions import col
 
-from fer_ray import storage
+from fer_ray import results, storage
 from fer_ray.config import ConfigError, TrainConfig, model_spec
 from fer_ray.labels import CANONICAL, LABEL_SETS
 from fer_ray.schema import N_LANDMARKS
@@ -36,29 +34,25 @@ def label_column(label_set: str) -> str:
     return "mixed_label" if label_set == MIXED_SET else "label"
 
 
-def shard_dirs(cfg: TrainConfig) -> list[str]:
-    """The shard directory of every data URI: its faces/ (mixed/ for 42 classes), or the URI itself."""
+def shard_files(cfg: TrainConfig) -> list[str]:
+    """The committed shard files of every data URI: its faces/ (mixed/ for 42 classes).
+    An output without a commit (a run still going, or killed) is refused, never read."""
     folder = "mixed" if cfg.resolved_label_set() == MIXED_SET else "faces"
-    dirs = []
+    files = []
     for uri in cfg.data_uris:
         problem = storage.check_readable(uri)
         if problem:
             raise ConfigError(f"data: {problem}")
-        nested = storage.join(uri, folder)
-        dirs.append(nested if storage.exists(nested) else uri)
-    return dirs
-
-
-def _arrow_dataset(dirs: list[str]) -> pads.Dataset:
-    fs, _ = storage.resolve(dirs[0])
-    parts = [pads.dataset(storage.resolve(d)[1], filesystem=fs, format="parquet") for d in dirs]
-    return parts[0] if len(parts) == 1 else pads.dataset(parts)
+        files += results.committed(uri, "data", folder=folder).uris(folder)
+    if len({storage.is_s3(uri) for uri in files}) > 1:
+        raise ConfigError("data: all data URIs must be on one store (all s3:// or all local)")
+    return files
 
 
 @dataclasses.dataclass
 class DataInfo:
     """What the checks found: files, per-split class counts, face shape."""
-    dirs: list[str]
+    files: list[str]
     class_names: tuple[str, ...]
     counts: dict[str, list[int]]  # split -> samples per class (in the label set)
     face_shape: tuple[int, int, int]
@@ -75,18 +69,18 @@ class DataInfo:
 def scan(cfg: TrainConfig) -> DataInfo:
     """Check the data against the config, reading only labels, splits and one face shape."""
     label_set = cfg.resolved_label_set()
-    dirs = shard_dirs(cfg)
+    files = shard_files(cfg)
     try:
-        table = _arrow_dataset(dirs).to_table(columns=["split", label_column(label_set)])
+        table = results.arrow_dataset(files).to_table(columns=["split", label_column(label_set)])
     except (pa.ArrowInvalid, OSError, ValueError) as err:
-        raise ConfigError(f"data: {', '.join(dirs)} are not readable {label_column(label_set)!r} shards: {err}") from None
+        raise ConfigError(f"data: {cfg.data} holds no readable {label_column(label_set)!r} shards: {err}") from None
     class_names = LABEL_SETS[label_set]
     counts = {split: _class_counts(table, split, label_set) for split in _splits(cfg)}
     for split, per_class in counts.items():
         if sum(per_class) == 0:
             raise ConfigError(f"data: no rows with a {label_set} label in split {split!r} of "
-                              f"{', '.join(dirs)} (splits present: {_present(table)})")
-    info = DataInfo(dirs, class_names, counts, _first_face_shape(dirs))
+                              f"{cfg.data} (splits present: {_present(table)})")
+    info = DataInfo(files, class_names, counts, _first_face_shape(files))
     check_input(cfg, info)
     return info
 
@@ -105,8 +99,8 @@ def _class_counts(table: pa.Table, split: str, label_set: str) -> list[int]:
     return np.bincount(mapped[mapped >= 0], minlength=len(LABEL_SETS[label_set])).tolist()
 
 
-def _first_face_shape(dirs: list[str]) -> tuple[int, int, int]:
-    for batch in _arrow_dataset(dirs).to_batches(columns=["face_shape"], batch_size=1):
+def _first_face_shape(files: list[str]) -> tuple[int, int, int]:
+    for batch in results.arrow_dataset(files).to_batches(columns=["face_shape"], batch_size=1):
         if batch.num_rows:
             return tuple(int(v) for v in batch.column(0)[0].as_py())
     return (0, 0, 0)
@@ -121,7 +115,7 @@ def check_input(cfg: TrainConfig, info: DataInfo) -> None:
     if (height, width, channels) != (spec.input_size, spec.input_size, spec.channels):
         colour = "rgb" if spec.channels == 3 else "gray"
         raise ConfigError(
-            f"data: faces in {', '.join(info.dirs)} are {height}x{width}x{channels}, but model "
+            f"data: faces in {cfg.data} are {height}x{width}x{channels}, but model "
             f"{cfg.model!r} expects {spec.input_size}x{spec.input_size}x{spec.channels}; preprocess "
             f"with --size {spec.input_size} --color {colour}, or pick a family for these faces")
 
@@ -156,9 +150,9 @@ def to_arrays(batch: dict, label_set: str) -> dict:
 
 def read_split(info: DataInfo, label_set: str, split: str) -> ray.data.Dataset:
     """The rows of one split as model-ready arrays (lazy; runs on the cluster)."""
-    fs, _ = storage.resolve(info.dirs[0])
+    fs, _ = storage.resolve(info.files[0])
     columns = ["face", "face_shape", "landmarks", "split", label_column(label_set)]
-    ds = ray.data.read_parquet([storage.resolve(d)[1] for d in info.dirs], filesystem=fs).select_columns(columns)
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in info.files], filesystem=fs).select_columns(columns)
     ds = ds.filter(expr=col("split") == split)
     return ds.map_batches(to_arrays, fn_args=(label_set,), batch_format="numpy")
 
@@ -192,9 +186,6 @@ def normalisation(ds: ray.data.Dataset, face_shape: tuple[int, int, int]) -> dic
 
 
 def face_settings(cfg: TrainConfig) -> dict:
-    """The `face` section of the first data URI's preprocess config.yaml ({} if there is none)."""
-    uri = storage.join(cfg.data_uris[0], "config.yaml")
-    if not storage.exists(uri):
-        return {}
-    written = yaml.safe_load(storage.read_bytes(uri)) or {}
+    """The `face` section of the first data URI's run configuration ({} if it has none)."""
+    written = results.committed(cfg.data_uris[0], "data").config()
     return written.get("face", {}) if isinstance(written, dict) else {}

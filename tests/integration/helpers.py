@@ -1,6 +1,7 @@
 """Reading outputs back the way a user would: plain pyarrow, no Ray."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import pyarrow.parquet as pq
@@ -11,8 +12,18 @@ from fer_ray.pipelines import preprocess
 
 
 def read_output(output_uri: str, folder: str):
-    fs, path = storage.resolve(storage.join(output_uri, folder))
-    return pq.read_table(path, filesystem=fs)
+    """A folder of the output's committed result, read as a user would without Ray: the
+    files that _commit.json lists, with plain pyarrow."""
+    commit = json.loads(storage.read_bytes(storage.join(output_uri, "_commit.json")))
+    fs, _ = storage.resolve(output_uri)
+    paths = [storage.resolve(storage.join(output_uri, path))[1] for path in commit["files"][folder]]
+    return pq.ParquetDataset(paths, filesystem=fs).read()
+
+
+def run_file(output_uri: str, name: str) -> str:
+    """The URI of a file of the output's committed run (_summary.json, config.yaml, ...)."""
+    commit = json.loads(storage.read_bytes(storage.join(output_uri, "_commit.json")))
+    return storage.join(output_uri, "runs", commit["run"], name)
 
 
 def run_preprocess(layout: str, input_uri: str, output_uri: str, **fields) -> dict:

@@ -1,0 +1,239 @@
+"""Stage, commit, resume: how the batch jobs write their output (DESIGN.md, "Runs").
+
+A run is identified by its job, the configuration fields that shape its result, and a
+fingerprint of its input (names, sizes and modification times). It writes under
+`<output>/runs/<id>/` and is published by a commit marker (fer_ray.results) once every
+input is accounted for.
+
+Its units are the inputs themselves. Ray Data's row checkpointing (`CheckpointConfig` on
+the dataset's context) records, per write task, the ids of the inputs whose rows the task
+wrote, in two phases around the files (pipelines.writer); a rerun of the same run filters
+those inputs out right after reading, and deletes the files of tasks left pending. So
+when a job starts:
+  - the committed run has this id  -> up to date: nothing to do
+  - runs/<id>/ exists uncommitted  -> resumed: the committed units are skipped
+  - otherwise                      -> a new run, and it says what changed
+`restart` forces a new run under a fresh id. Either way the previous commit stays
+readable until this run commits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import pyarrow.dataset as pads
+import ray.data
+from ray.data.checkpoint import CheckpointConfig
+from ray.data.checkpoint.checkpoint_writer import PENDING_CHECKPOINT_SUFFIX
+
+from fer_ray import config, results, storage
+from fer_ray.config import RetryConfig
+from fer_ray.pipelines.writer import read_counts
+
+log = logging.getLogger(__name__)
+
+# Fields that change how a run executes, not what it produces: a run resumed with other
+# values of these is still the same run.
+EXECUTION_FIELDS = ("output", "workers", "batch_size", "num_gpus", "restart", "rows_per_file", "retry")
+RUN_FILE = "run.json"
+NEW, RESUMED, RESTARTED, UP_TO_DATE = "new", "resumed", "restarted", "up to date"
+# Ray inserts a checkpoint filter into a resumed run: an actor that holds one CPU.
+CHECKPOINT_FILTER_CPUS = 1
+
+
+class RunError(RuntimeError):
+    """The run finished its work but cannot be committed as complete (nothing published)."""
+
+
+@dataclass
+class StagedRun:
+    job: str
+    output: str
+    id: str
+    state: str
+    identity: dict
+    retry: RetryConfig
+    units_skipped: int = 0
+    started: float = 0.0
+
+    def uri(self, *parts: str) -> str:
+        return results.run_uri(self.output, self.id, *parts)
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return storage.join(self.output, results.CHECKPOINTS_DIR, self.id)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.state == UP_TO_DATE
+
+    @property
+    def reserved_cpus(self) -> int:
+        """CPUs Ray's own operators of this run hold (a pool sized to the cluster leaves them)."""
+        return CHECKPOINT_FILTER_CPUS if self.units_skipped else 0
+
+    def report(self) -> dict:
+        return {"run": self.id, "run_state": self.state, "units_skipped": self.units_skipped}
+
+
+def result_settings(cfg) -> dict:
+    """The config as a dict without its execution fields (what a run's id depends on)."""
+    return {k: v for k, v in config.to_dict(cfg).items() if k not in EXECUTION_FIELDS}
+
+
+def check_output(input_uri: str, output: str) -> None:
+    """The output must be writable and apart from the input: writing inside the input
+    would make the outputs inputs of the next run, and the input inside the output could be
+    removed with a superseded run."""
+    if storage.overlaps(input_uri, output):
+        raise config.ConfigError(f"output: {output} overlaps the input {input_uri}; choose an output outside it "
+                          f"(and not containing it)")
+    problem = storage.check_writable(output)
+    if problem:
+        raise config.ConfigError(f"output: {problem}")
+
+
+def plan(job: str, output: str, settings: dict, fingerprint: str, restart: bool = False,
+         retry: RetryConfig | None = None) -> StagedRun:
+    """Decide what this run is (new, resumed, restarted or up to date); touches nothing."""
+    identity = {"job": job, "settings": settings, "input": fingerprint}
+    run_id = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    retry = retry or RetryConfig()
+    commit = results.read_commit(output)
+    if restart:
+        run_id = f"{run_id}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        return StagedRun(job, output, run_id, RESTARTED, identity, retry)
+    if commit is not None and commit.run == run_id:
+        return StagedRun(job, output, run_id, UP_TO_DATE, identity, retry)
+    staged = StagedRun(job, output, run_id, NEW, identity, retry)
+    if storage.exists(staged.uri(RUN_FILE), retry):
+        staged.state, staged.units_skipped = RESUMED, committed_units(staged)
+    return staged
+
+
+def committed_units(run: StagedRun) -> int:
+    """How many inputs earlier attempts of the run wrote and committed (distinct ids in
+    Ray's committed checkpoint files; pending ones do not count)."""
+    fs, path = storage.resolve(run.checkpoint_uri)
+    files = [uri for uri in storage.list_files(run.checkpoint_uri, (".parquet",), run.retry)
+             if not uri.endswith(f"{PENDING_CHECKPOINT_SUFFIX}.parquet")] if storage.exists(
+        run.checkpoint_uri, run.retry) else []
+    if not files:
+        return 0
+    ids = pads.dataset([storage.resolve(u)[1] for u in files], filesystem=fs, format="parquet").to_table()
+    return len(set(ids.column(0).to_pylist()))
+
+
+def begin(run: StagedRun, cfg_yaml: str) -> None:
+    """Say what this run does, and stage its configuration and identity."""
+    run.started = time.time()
+    say(describe(run))
+    if run.state != RESUMED:
+        storage.write_bytes(run.uri("config.yaml"), cfg_yaml.encode(), run.retry)
+        storage.write_bytes(run.uri(RUN_FILE), json.dumps(run.identity, indent=1, default=str).encode(), run.retry)
+
+
+def describe(run: StagedRun) -> str:
+    where = f"{run.job} run {run.id} in {run.output}"
+    if run.state == RESUMED:
+        return f"resuming {where}: {run.units_skipped} inputs already committed are skipped"
+    if run.state == RESTARTED:
+        return f"restarting: new {where} (any committed result stays until this run commits)"
+    commit = results.read_commit(run.output)
+    if commit is None:
+        return f"new {where}"
+    return f"new {where}: {changes_since(commit, run.identity)}; the committed run {commit.run} stays until this one commits"
+
+
+def changes_since(commit: results.Commit, identity: dict) -> str:
+    """What differs from the committed run's identity: settings by name, or the input."""
+    try:
+        previous = json.loads(storage.read_bytes(commit.run_uri(RUN_FILE)))
+    except (FileNotFoundError, ValueError):
+        return "the committed run records no identity"
+    changed = [f"{path}: {old!r} -> {new!r}" for path, (old, new) in
+               sorted(_differences(previous.get("settings", {}), identity["settings"]).items())]
+    if previous.get("input") != identity["input"]:
+        changed.append("the input changed (files added, removed or modified)")
+    return "changed since the committed run: " + "; ".join(changed) if changed else "same settings"
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> dict:
+    out = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+def checkpointed(run: StagedRun, ds: ray.data.Dataset, id_column: str) -> ray.data.Dataset:
+    """`ds` with Ray Data's row checkpointing of this run: its writes record the ids of
+    `id_column` (present in every row read and every row written), and committed ids are
+    filtered out after reading."""
+    fs, path = storage.resolve(run.checkpoint_uri)
+    ds.context.checkpoint_config = CheckpointConfig(
+        id_column=id_column, checkpoint_path=path, override_filesystem=fs,
+        delete_checkpoint_on_success=False)  # dropped by the commit, not before it
+    return ds
+
+
+def finish_counts(run: StagedRun, expected_inputs: int | None) -> dict:
+    """The run's counts (every committed task of every attempt, added up), once they show
+    that every input is accounted for; else RunError, and nothing is published."""
+    totals = read_counts(run.uri(), run.retry)
+    accounted = totals.get("inputs", 0)
+    if expected_inputs is not None and accounted != expected_inputs:
+        raise RunError(f"{run.job}: {accounted} of {expected_inputs} inputs are accounted for in {run.uri()}; "
+                       f"nothing was published (the previous result is unchanged); run again with --restart")
+    return totals
+
+
+def publish(run: StagedRun, folders: tuple[str, ...], **info) -> results.Commit:
+    """Commit the run: its files of `folders`, listed in the output's marker."""
+    files = {folder: run_files(run, folder) for folder in folders}
+    check_committed(run, files)
+    commit = results.Commit(run.output, run.job, run.id, files, info)
+    results.publish(commit)
+    return commit
+
+
+def run_files(run: StagedRun, folder: str, absolute: bool = False) -> list[str]:
+    """The run's Parquet files of a folder (URIs, or paths relative to the output)."""
+    uri = run.uri(folder)
+    found = storage.list_files(uri, (".parquet",), run.retry) if storage.exists(uri, run.retry) else []
+    return found if absolute else [storage.relative(f, run.output) for f in found]
+
+
+def check_committed(run: StagedRun, files: dict[str, list[str]]) -> None:
+    """Every data file must belong to a write task whose checkpoint Ray committed: a file
+    of a task that never committed would hold rows the run may also have written again."""
+    committed = {name.rsplit("/", 1)[-1].removesuffix(".parquet")
+                 for name in storage.list_files(run.checkpoint_uri, (".parquet",), run.retry)
+                 if not name.endswith(f"{PENDING_CHECKPOINT_SUFFIX}.parquet")}
+    stray = [path for paths in files.values() for path in paths
+             if path.rsplit("/", 1)[-1].removesuffix(".parquet") not in committed]
+    if stray:
+        raise RunError(f"{run.job}: {len(stray)} files in {run.uri()} belong to no committed write "
+                       f"(e.g. {stray[0]}); nothing was published; run again with --restart")
+
+
+def committed_summary(run: StagedRun) -> dict:
+    """The committed summary, when this very run is what the output already holds."""
+    say(f"up to date: {run.output} already holds {run.job} run {run.id} of this configuration and input "
+        f"(pass --restart to run it again)")
+    return {**results.committed(run.output, "output").summary(), **run.report()}
+
+
+def say(message: str) -> None:
+    """A line for the person running the job (stderr), also in the log."""
+    log.info(message)
+    print(message, file=sys.stderr, flush=True)
+

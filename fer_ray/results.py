@@ -1,0 +1,132 @@
+"""Committed results: what a finished run publishes, and how every reader finds it.
+
+A job writes under a prefix of its own run, `<output>/runs/<run id>/`, and publishes it
+by writing `<output>/_commit.json` last: one small object that names the run and lists
+its files. Object stores have no atomic rename, but one object appears whole or not at
+all, so a reader sees the previous result or the new one, never a mix; a run that fails
+or is killed before that write leaves the previous result as it was. The superseded
+run's files are removed only after the new commit.
+
+Readers (synthesis, training, tuning, evaluation, prediction) read the listed files only,
+and refuse, with what to do, an output that has no commit.
+
+Without fer-ray: `json.load` the marker and read the files it lists, e.g.
+`pq.read_table([f"{out}/{p}" for p in commit["files"]["faces"]])`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import yaml
+
+from fer_ray import storage
+from fer_ray.config import ConfigError
+
+COMMIT_FILE = "_commit.json"
+RUNS_DIR = "runs"
+CHECKPOINTS_DIR = "_checkpoints"  # Ray Data's row checkpoints of unfinished runs (pipelines.runs)
+FORMAT = "fer-ray-commit/1"
+# What earlier versions wrote straight into the output; superseded by a first commit.
+LEGACY_OUTPUTS = ("faces", "manifest", "mixed", "predictions", "contact_sheets", "_summary.json",
+                  "contact_sheet.png")
+
+
+@dataclass
+class Commit:
+    """A published result: its job, its run and its files (paths relative to `output`)."""
+    output: str
+    job: str
+    run: str
+    files: dict[str, list[str]] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # e.g. where the summary and config are
+
+    def uris(self, folder: str) -> list[str]:
+        return [storage.join(self.output, path) for path in self.files.get(folder, [])]
+
+    def run_uri(self, *parts: str) -> str:
+        return run_uri(self.output, self.run, *parts)
+
+    def config(self) -> dict:
+        """The run's resolved configuration, as the job wrote it."""
+        return yaml.safe_load(storage.read_bytes(self.run_uri("config.yaml"))) or {}
+
+    def summary(self) -> dict:
+        return json.loads(storage.read_bytes(self.run_uri("_summary.json")))
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, "job": self.job, "run": self.run, "files": self.files,
+                           "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           **self.info}, indent=1).encode()
+
+
+def run_uri(output: str, run_id: str, *parts: str) -> str:
+    return storage.join(output, RUNS_DIR, run_id, *parts)
+
+
+def read_commit(output: str) -> Commit | None:
+    """The output's current commit, or None when nothing was ever committed there."""
+    try:
+        data = json.loads(storage.read_bytes(storage.join(output, COMMIT_FILE)))
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConfigError(f"{storage.join(output, COMMIT_FILE)} is not a fer-ray commit marker")
+    info = {k: v for k, v in data.items() if k not in ("format", "job", "run", "files")}
+    return Commit(output, data["job"], data["run"], data["files"], info)
+
+
+def committed(uri: str, field_name: str, jobs: tuple[str, ...] = (), folder: str = "") -> Commit:
+    """The committed result at `uri`, or a ConfigError for `field_name` that says why there
+    is none (an interrupted run, an older layout, not a fer-ray output) and what to do."""
+    commit = read_commit(uri)
+    if commit is None:
+        raise ConfigError(f"{field_name}: {uncommitted_reason(uri)}")
+    if jobs and commit.job not in jobs:
+        raise ConfigError(f"{field_name}: {uri} holds a {commit.job} result; expected the output of "
+                          f"{' or '.join(jobs)}")
+    if folder and folder not in commit.files:
+        raise ConfigError(f"{field_name}: the {commit.job} result at {uri} has no {folder}/ files")
+    return commit
+
+
+def uncommitted_reason(uri: str) -> str:
+    staged = storage.join(uri, RUNS_DIR)
+    if storage.exists(staged):
+        return (f"{uri} holds no committed result yet: a run writing there was interrupted or is still "
+                f"running; run the same command again to resume it (its partial files are never read)")
+    if any(storage.exists(storage.join(uri, name)) for name in ("faces", "mixed")):
+        return (f"{uri} was written by an older fer-ray without a {COMMIT_FILE} marker, so it cannot "
+                f"be told from a partial output; run the job again to publish it")
+    return f"{uri} holds no fer-ray result (no {COMMIT_FILE}); give the output of a finished run"
+
+
+def publish(commit: Commit) -> None:
+    """Make `commit` the output's result: the marker is written last, in one piece; then
+    the files of every other run (and of earlier layouts) go."""
+    storage.write_bytes(storage.join(commit.output, COMMIT_FILE), commit.to_json())
+    remove_superseded(commit.output, commit.run)
+
+
+def remove_superseded(output: str, keep_run: str) -> None:
+    runs = storage.join(output, RUNS_DIR)
+    for entry in storage.list_dirs(runs):
+        if entry != keep_run:
+            storage.remove_dir(storage.join(runs, entry))
+    for name in (CHECKPOINTS_DIR, *LEGACY_OUTPUTS):
+        storage.remove_dir(storage.join(output, name))
+
+
+def arrow_dataset(uris: list[str]) -> pads.Dataset:
+    """A pyarrow dataset over committed Parquet files (all on one store)."""
+    fs, _ = storage.resolve(uris[0])
+    return pads.dataset([storage.resolve(uri)[1] for uri in uris], filesystem=fs, format="parquet")
+
+
+def read_table(uri: str, folder: str, columns: list[str] | None = None) -> pa.Table:
+    """One folder of a committed result as a table (plain pyarrow, no Ray)."""
+    files = committed(uri, "output", folder=folder).uris(folder)
+    return arrow_dataset(files).to_table(columns=columns)
