@@ -195,7 +195,8 @@ class TrainConfig:
     class_weighted: bool = opt(False, "weight the loss by inverse class frequency of the train split")
     workers: int = opt(2, "Ray Train workers (one model replica each)")
     gpu: bool = opt(False, "one GPU per worker")
-    cpus_per_worker: float = opt(1.0, "CPUs reserved per worker; leave some for Ray Data")
+    cpus_per_worker: float = opt(0.0, "CPUs reserved per worker; 0 = fit the cluster: 1, or less so that the "
+                                      "workers, a Tune trial and one CPU for Ray Data's reading fit")
     cache: str = opt("auto", "keep decoded train/val splits in the object store between epochs: "
                              "auto = when they fit in half of it")
     bf16: bool = opt(True, "bf16 autocast on GPU")
@@ -211,9 +212,9 @@ class TrainConfig:
         spec = model_spec(self.model)
         _choice("label_set", self.label_set, LABEL_SET_CHOICES)
         _choice("cache", self.cache, CACHE_CHOICES)
-        for name in ("epochs", "batch_size", "workers", "lr", "cpus_per_worker"):
+        for name in ("epochs", "batch_size", "workers", "lr"):
             _positive(name, getattr(self, name))
-        for name in ("weight_decay", "augment", "max_failures"):
+        for name in ("weight_decay", "augment", "max_failures", "cpus_per_worker"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} must be >= 0")
         if self.dropout >= 1:

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from fer_ray.config import ConfigError
+from fer_ray.config import ConfigError, TrainConfig, TuneConfig
 from fer_ray.runtime import DATA_CPUS, Capacity, check_face_actors, fit_train, trials_at_once
+from fer_ray.training import sweep
 from fer_ray.training.sweep import TRIAL_CPUS
 
 LAPTOP = Capacity.of_nodes({"CPU": 2.0, "memory": 8e9})
@@ -20,6 +21,18 @@ def fails(function, *args) -> str:
     with pytest.raises(ConfigError) as err:
         function(*args)
     return str(err.value)
+
+
+def test_train_default_is_auto():
+    assert TrainConfig().cpus_per_worker == 0  # fitted when the run joins its cluster
+
+
+def test_a_sweep_resolves_cpus_per_worker_for_every_trial_and_how_many_run_at_once():
+    cfg = TuneConfig(train=TrainConfig(workers=2))
+    assert sweep.fit_to_cluster(cfg, LAPTOP) == 1
+    assert cfg.train.cpus_per_worker == 0.49  # what trials and config.yaml get
+    cfg = TuneConfig(max_concurrent=2, train=TrainConfig(workers=2, cpus_per_worker=0.5))
+    assert fails(sweep.fit_to_cluster, cfg, LAPTOP).startswith("cpus_per_worker: 2 workers x 0.5 CPU")
 
 
 @pytest.mark.parametrize("capacity, workers, trial_cpus, expected", [
