@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from fer_ray import config, datasets, storage
 from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.pipelines.writer import ShardSink
-from fer_ray.runtime import start_ray
+from fer_ray.runtime import cluster_capacity, start_ray
 from fer_ray.schema import face_array, landmarks_array
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.face import FaceStage
@@ -36,6 +36,7 @@ def run(cfg: PreprocessConfig) -> dict:
     """Run the whole job; returns the summary (also written to `_summary.json`)."""
     check(cfg)
     start_ray()
+    FaceStage.check_cluster(cfg, cluster_capacity())
     started = time.time()
     clear_outputs(cfg.output)
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())

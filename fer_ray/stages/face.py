@@ -21,6 +21,7 @@ import pyarrow as pa
 from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS
+from fer_ray.runtime import Capacity, check_face_actors
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
 from fer_ray.vision.decode import ImageError, decode_image, pixels_to_image
@@ -71,6 +72,12 @@ class FaceStage(Stage):
             problems.append(weights_problem(detector, "face.detector_model", face.detector_model))
         for problem in filter(None, problems):
             raise ConfigError(problem)
+
+    @classmethod
+    def check_cluster(cls, cfg: PreprocessConfig, capacity: Capacity) -> None:
+        """Fail before the run when the cluster cannot hold the actors: an actor asking for
+        a GPU that no node has would wait for it forever."""
+        check_face_actors(cfg.workers, cfg.num_gpus, cls.num_cpus, capacity)
 
     def __call__(self, batch: dict) -> pa.Table:
         rows = batch_rows(batch)
