@@ -56,6 +56,8 @@ class FaceConfig:
     size: int = opt(48, "output side in pixels")
     color: str = opt("gray", "output colour: gray or rgb")
     max_pixels: int = opt(40_000_000, "decoded images larger than this are refused")
+    max_batch_pixels: int = opt(120_000_000, "decoded pixels a face actor holds at once: a batch is decoded "
+                                             "and searched in chunks within it (>= max_pixels)")
 
     def validate(self) -> None:
         for name in ("detector", "landmarker", "color", "precision"):
@@ -65,6 +67,9 @@ class FaceConfig:
                               "(path or URI of face_detection_yunet_*.onnx)")
         for name in ("min_face_size", "size", "max_pixels"):
             _positive(f"face.{name}", getattr(self, name))
+        if self.max_batch_pixels < self.max_pixels:
+            raise ConfigError(f"face.max_batch_pixels: {self.max_batch_pixels!r} must be >= face.max_pixels "
+                              f"({self.max_pixels}): an image of the largest allowed size must fit in it")
         for name in ("crop_width", "crop_height"):
             _positive(f"face.{name}", getattr(self, name))
         if not 0.0 < self.eye_row < 1.0:
