@@ -59,6 +59,8 @@ class FaceConfig:
     size: int = opt(48, "output side in pixels")
     color: str = opt("gray", "output colour: gray or rgb")
     max_pixels: int = opt(40_000_000, "decoded images larger than this are refused")
+    max_batch_pixels: int = opt(120_000_000, "decoded pixels a face actor holds at once: a batch is decoded "
+                                             "and searched in chunks within it (>= max_pixels)")
 
     def validate(self) -> None:
         for name in ("detector", "landmarker", "color", "precision"):
@@ -68,6 +70,9 @@ class FaceConfig:
                               "(path or URI of face_detection_yunet_*.onnx)")
         for name in ("min_face_size", "size", "max_pixels"):
             _positive(f"face.{name}", getattr(self, name))
+        if self.max_batch_pixels < self.max_pixels:
+            raise ConfigError(f"face.max_batch_pixels: {self.max_batch_pixels!r} must be >= face.max_pixels "
+                              f"({self.max_pixels}): an image of the largest allowed size must fit in it")
         for name in ("crop_width", "crop_height"):
             _positive(f"face.{name}", getattr(self, name))
         if not 0.0 < self.eye_row < 1.0:
@@ -229,7 +234,8 @@ class TrainConfig:
     class_weighted: bool = opt(False, "weight the loss by inverse class frequency of the train split")
     workers: int = opt(2, "Ray Train workers (one model replica each)")
     gpu: bool = opt(False, "one GPU per worker")
-    cpus_per_worker: float = opt(1.0, "CPUs reserved per worker; leave some for Ray Data")
+    cpus_per_worker: float = opt(0.0, "CPUs reserved per worker; 0 = fit the cluster: 1, or less so that the "
+                                      "workers, a Tune trial and one CPU for Ray Data's reading fit")
     cache: str = opt("auto", "keep decoded train/val splits in the object store between epochs: "
                              "auto = when they fit in half of it")
     bf16: bool = opt(True, "bf16 autocast on GPU")
@@ -245,9 +251,9 @@ class TrainConfig:
         spec = model_spec(self.model)
         _choice("label_set", self.label_set, LABEL_SET_CHOICES)
         _choice("cache", self.cache, CACHE_CHOICES)
-        for name in ("epochs", "batch_size", "workers", "lr", "cpus_per_worker"):
+        for name in ("epochs", "batch_size", "workers", "lr"):
             _positive(name, getattr(self, name))
-        for name in ("weight_decay", "augment", "max_failures"):
+        for name in ("weight_decay", "augment", "max_failures", "cpus_per_worker"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
         if self.dropout >= 1:

@@ -1,9 +1,14 @@
-"""Joining Ray: the one place the jobs and the CLI call `ray.init`."""
+"""Joining Ray (the one place the jobs and the CLI call `ray.init`), and fitting a run's
+resource requests to the cluster it joined."""
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import ray
+
+from fer_ray.config import ConfigError
 
 # Ray keeps about one idle worker process per CPU and kills the others after a second
 # idle, and Ray Data's bookkeeping actors (stats, autoscaling coordinator, actor
@@ -28,3 +33,229 @@ def start_ray() -> None:
 def worker_soft_limit(cpus: int) -> str:
     """The value of RAY_num_workers_soft_limit for a node with `cpus` CPUs."""
     return str(cpus + SPARE_IDLE_WORKERS)
+
+
+# ---------------------------------------------------------------- fitting a run to the cluster
+#
+# Ray never refuses a request the cluster cannot grant: a worker group's placement group or
+# an actor that asks for more than there is simply waits, forever. So a run compares what it
+# will ask for with what the cluster has before it starts, and fails at once with what to
+# change. The functions below are pure (a Capacity in, a value or a ConfigError out);
+# cluster_capacity() is the one place that asks Ray.
+
+# Ray Data's read and map tasks ask for a whole CPU each (its default): the worker groups must
+# leave one CPU free, or training waits on its data forever.
+DATA_CPUS = 1.0
+AUTO_CPUS_PER_WORKER = 1.0
+# Fitted CPU shares are rounded down to this step: readable in config.yaml, and their sums
+# never exceed the cluster through float rounding.
+CPU_STEP = 0.01
+_SLACK = 1e-9  # float error allowed when comparing sums with the cluster's amounts
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the cluster can hold: its total resources, and each node's (on an autoscaling
+    cluster, each node type's: one worker must fit on one node)."""
+    resources: dict
+    nodes: tuple = ()
+
+    @classmethod
+    def of_nodes(cls, *nodes: dict) -> "Capacity":
+        totals: dict = {}
+        for node in nodes:
+            for name, amount in node.items():
+                totals[name] = totals.get(name, 0) + amount
+        return cls(totals, tuple(nodes))
+
+    @classmethod
+    def of_node_types(cls, types: list[tuple[dict, int]], limits: dict | None = None) -> "Capacity":
+        """An autoscaling cluster: (resources of one node, most nodes of that type; -1 = no
+        limit) per type, and the cluster-wide limits of its config."""
+        totals: dict = {}
+        for node, count in types:
+            for name, amount in node.items():
+                totals[name] = totals.get(name, 0) + (math.inf if count < 0 else amount * count)
+        for name, limit in (limits or {}).items():
+            if name in totals:
+                totals[name] = min(totals[name], limit)
+        return cls(totals, tuple(node for node, count in types if count != 0))
+
+    def amount(self, name: str) -> float:
+        return float(self.resources.get(name, 0))
+
+    def holds_on_one_node(self, need: dict) -> bool:
+        return any(_holds(node, need) for node in self.nodes)
+
+    def most_on_a_node(self, name: str, beside: dict | None = None) -> float:
+        """The most of `name` that one node has among the nodes that also hold `beside`."""
+        holding = [node for node in self.nodes if _holds(node, beside or {})]
+        return max((float(node.get(name, 0)) for node in holding), default=0.0)
+
+
+def _holds(node: dict, need: dict) -> bool:
+    return all(float(node.get(name, 0)) + _SLACK >= amount for name, amount in need.items() if amount)
+
+
+def cluster_capacity() -> Capacity:
+    """The connected cluster's capacity: the node types its autoscaler may start when it has
+    one (a run there waits for nodes, not forever), else its alive nodes."""
+    types = _autoscaler_node_types()
+    if types:
+        return Capacity.of_node_types(*types)
+    nodes = tuple(dict(node["Resources"]) for node in ray.nodes() if node.get("Alive"))
+    return Capacity(dict(ray.cluster_resources()), nodes)
+
+
+def _autoscaler_node_types() -> tuple[list[tuple[dict, int]], dict] | None:
+    """The autoscaler's node types and limits as it reports them to the cluster (the same
+    record Ray Train and Ray Data read to size their requests); None without an autoscaler."""
+    from ray._private import state
+
+    config = state.state.get_cluster_config()
+    if not config or not config.node_group_configs:
+        return None
+    types = [(dict(group.resources), group.max_count) for group in config.node_group_configs]
+    return types, dict(config.max_resources)
+
+
+def fit_train(workers: int, cpus_per_worker: float, gpu: bool, capacity: Capacity,
+              trial_cpus: float = 0.0) -> float:
+    """The CPUs per Ray Train worker for this cluster: cpus_per_worker when it fits, the
+    fitted share when it is 0 (auto); ConfigError when the worker group cannot be placed.
+
+    trial_cpus: what the Tune trial that runs this training holds beside its worker group.
+    """
+    if gpu:
+        check_gpus(workers, capacity)
+    cpus = cpus_per_worker or auto_cpus_per_worker(workers, capacity, trial_cpus)
+    if cpus_per_worker:
+        check_cpus(workers, cpus_per_worker, capacity, trial_cpus)
+    check_worker_fits_a_node(cpus, gpu, capacity)
+    return cpus
+
+
+def auto_cpus_per_worker(workers: int, capacity: Capacity, trial_cpus: float = 0.0) -> float:
+    """1 CPU per worker, or the equal share of what Ray Data's reading and the Tune trial leave."""
+    spare = capacity.amount("CPU") - DATA_CPUS - trial_cpus
+    share = min(AUTO_CPUS_PER_WORKER, round_down(spare / workers))
+    if share < CPU_STEP:
+        fewer = int((spare + _SLACK) // CPU_STEP)
+        change = f"use --workers {fewer}" if 1 <= fewer < workers else "use a cluster with more CPUs"
+        group = f"{_amount(workers, 'worker')} of at least {CPU_STEP:g} CPU each{besides(trial_cpus)}"
+        need, has = _cpus(workers * CPU_STEP + trial_cpus + DATA_CPUS), _cpus(capacity.amount("CPU"))
+        raise ConfigError(f"workers: {group} need {need}, the cluster has {has}: {change}")
+    return share
+
+
+def check_cpus(workers: int, cpus_per_worker: float, capacity: Capacity, trial_cpus: float = 0.0) -> None:
+    """An explicit cpus_per_worker: the workers, the trial and Ray Data's reading must fit."""
+    need = workers * cpus_per_worker + trial_cpus + DATA_CPUS
+    if need <= capacity.amount("CPU") + _SLACK:
+        return
+    spare = capacity.amount("CPU") - DATA_CPUS - trial_cpus
+    changes = []
+    if round_down(spare / workers) >= CPU_STEP:
+        changes.append(f"--cpus-per-worker {round_down(spare / workers):g} (or 0 to fit the cluster)")
+    fewer = int((spare + _SLACK) // cpus_per_worker)
+    if 1 <= fewer < workers:
+        changes.append(f"--workers {fewer}")
+    change = f"use {' or '.join(changes)}" if changes else "use a cluster with more CPUs"
+    group = f"{_amount(workers, 'worker')} x {_cpus(cpus_per_worker)}{besides(trial_cpus)}"
+    raise ConfigError(f"cpus_per_worker: {group} need {_cpus(need)}, the cluster has "
+                      f"{_cpus(capacity.amount('CPU'))}: {change}")
+
+
+def check_gpus(workers: int, capacity: Capacity) -> None:
+    """gpu: one whole GPU per worker."""
+    gpus = capacity.amount("GPU")
+    if workers <= gpus + _SLACK:
+        return
+    need = f"{_amount(workers, 'worker')} x 1 GPU need {_amount(workers, 'GPU')}"
+    if gpus < 1:
+        raise ConfigError(f"gpu: {need}, the cluster has none: leave out --gpu (train on CPUs) "
+                          "or use a cluster with GPUs")
+    raise ConfigError(f"gpu, workers: {need}, the cluster has {_amount(gpus, 'GPU')}: "
+                      f"use --workers {int(gpus + _SLACK)}")
+
+
+def check_worker_fits_a_node(cpus_per_worker: float, gpu: bool, capacity: Capacity) -> None:
+    """One worker's CPUs (and GPU) must be on one node: the cluster's total is not enough."""
+    gpus = {"GPU": 1} if gpu else {}
+    if capacity.holds_on_one_node({"CPU": cpus_per_worker, **gpus}):
+        return
+    most = capacity.most_on_a_node("CPU", beside=gpus)
+    where = "a node with a GPU" if gpu else "a node"
+    raise ConfigError(f"cpus_per_worker: one worker needs {_cpus(cpus_per_worker)}{' and 1 GPU' if gpu else ''} "
+                      f"on one node, the most {where} has is {_cpus(most)}: use --cpus-per-worker {most:g} or less")
+
+
+def trials_at_once(workers: int, cpus_per_worker: float, gpu: bool, capacity: Capacity, trial_cpus: float,
+                   requested: int = 0) -> int:
+    """How many Tune trials run at once: `requested` if the cluster holds that many, else (0)
+    as many as it holds, each trial being its worker group plus trial_cpus, with Ray Data's
+    reading kept one CPU. Expects fit_train to have passed (one trial fits)."""
+    per_trial = workers * cpus_per_worker + trial_cpus
+    fit = int((capacity.amount("CPU") - DATA_CPUS + _SLACK) // per_trial)
+    if gpu:
+        fit = min(fit, int((capacity.amount("GPU") + _SLACK) // workers))
+    fit = max(1, fit)
+    if requested > fit:
+        need, has = _cpus(requested * per_trial + DATA_CPUS), _cpus(capacity.amount("CPU"))
+        if gpu:
+            need, has = f"{need} and {requested * workers} GPUs", f"{has} and {capacity.amount('GPU'):g} GPUs"
+        trial = f"{_amount(workers, 'worker')} x {_cpus(cpus_per_worker)}{' and 1 GPU' if gpu else ''}"
+        raise ConfigError(
+            f"max_concurrent: {requested} trials at once, each {trial} plus {trial_cpus:g} for its Tune trial, "
+            f"with {DATA_CPUS:g} for Ray Data's reading, need {need}; the cluster has {has}: "
+            f"use --max-concurrent {fit} or 0 (as many as fit)")
+    return requested or fit
+
+
+def check_face_actors(workers: int, num_gpus: float, cpus_per_actor: float, capacity: Capacity) -> None:
+    """Preprocess's face actors: `workers` of them (0 = as many as the cluster holds, at least
+    one), each num_gpus GPUs and cpus_per_actor CPUs, must find their GPUs and a node each."""
+    if num_gpus > 0:
+        check_actor_gpus(workers, num_gpus, capacity)
+    if capacity.holds_on_one_node({"CPU": cpus_per_actor, "GPU": num_gpus}):
+        return
+    if num_gpus > 0:
+        most = capacity.most_on_a_node("GPU", beside={"CPU": cpus_per_actor})
+        raise ConfigError(f"num_gpus: a face actor needs {_amount(num_gpus, 'GPU')} and {_cpus(cpus_per_actor)} on "
+                          f"one node, the most a node has is {_amount(most, 'GPU')}: use --num-gpus {most:g} or less")
+    raise ConfigError(f"workers: a face actor needs {_cpus(cpus_per_actor)} on one node, the most a node has is "
+                      f"{_cpus(capacity.most_on_a_node('CPU'))}: use a cluster whose nodes have CPUs")
+
+
+def check_actor_gpus(workers: int, num_gpus: float, capacity: Capacity) -> None:
+    """One face actor's GPU share, or `workers` of them, must be in the cluster."""
+    gpus, actors = capacity.amount("GPU"), max(workers, 1)
+    if gpus + _SLACK < num_gpus:
+        has = "none" if gpus <= 0 else f"{gpus:g}"
+        raise ConfigError(f"num_gpus: a face actor asks for {_amount(num_gpus, 'GPU')}, the cluster has {has}: "
+                          "use --num-gpus 0 (CPU) or a cluster with GPUs")
+    if actors * num_gpus > gpus + _SLACK:
+        need = f"{actors} face actors x {_amount(num_gpus, 'GPU')} need {_amount(actors * num_gpus, 'GPU')}"
+        most = int((gpus + _SLACK) // num_gpus)
+        raise ConfigError(f"workers: {need}, the cluster has {gpus:g}: "
+                          f"use --workers {most} or 0 (as many as the GPUs hold)")
+
+
+def round_down(amount: float) -> float:
+    """amount rounded down to CPU_STEP."""
+    return round(math.floor(amount / CPU_STEP + _SLACK) * CPU_STEP, 2)
+
+
+def besides(trial_cpus: float) -> str:
+    """What a worker group's CPUs come on top of, in words."""
+    parts = [f"{trial_cpus:g} for the Tune trial"] if trial_cpus else []
+    return " plus " + " and ".join([*parts, f"{DATA_CPUS:g} for Ray Data's reading"])
+
+
+def _cpus(amount: float) -> str:
+    return _amount(amount, "CPU")
+
+
+def _amount(amount: float, unit: str) -> str:
+    """'0.5 CPU', '1 GPU', '2 GPUs'."""
+    return f"{amount:g} {unit}" if amount <= 1 else f"{amount:g} {unit}s"

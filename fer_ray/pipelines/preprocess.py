@@ -14,7 +14,7 @@ from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.datasets import Inputs
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import ShardSink
-from fer_ray.runtime import start_ray
+from fer_ray.runtime import cluster_capacity, start_ray
 from fer_ray.schema import face_array, landmarks_array
 from fer_ray.stages.base import apply_stage, available_cpus
 from fer_ray.stages.face import FaceStage
@@ -50,6 +50,7 @@ def run(cfg: PreprocessConfig) -> dict:
     if staged.up_to_date:
         return runs.committed_summary(staged)
     start_ray()
+    FaceStage.check_cluster(cfg, cluster_capacity())
     runs.begin(staged, config.to_yaml(cfg))
     channels = 3 if cfg.face.color == "rgb" else 1
     sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * channels, rows_per_file=cfg.rows_per_file,

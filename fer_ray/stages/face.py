@@ -2,7 +2,9 @@
 
 Decoding happens inside this stage, not in a stage of its own: shipping full-size
 decoded images (a 12-megapixel photo is 36 MB) through the object store between two
-stages costs more than the decode itself.
+stages costs more than the decode itself. A batch is decoded, searched and aligned in
+chunks whose decoded pixels stay within face.max_batch_pixels (sizes read from the image
+headers first): decoding a whole batch of large photos at once took one actor to 4 GB.
 
 Output: an Arrow table of schema.FACE_ROWS: one row per face found, plus one placeholder
 row for each input that gave no face; `is_face` and `is_manifest` tell the writer which
@@ -21,11 +23,14 @@ import pyarrow as pa
 from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS
+from fer_ray.runtime import Capacity, check_face_actors
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
-from fer_ray.vision.decode import ImageError, decode_image, pixels_to_image
+from fer_ray.vision.decode import ImageError, decode_image, header_pixels, pixels_to_image
 from fer_ray.vision.detect import full_image_box
 from fer_ray.vision.faces import Face, FaceExtractor
+
+FER_ROW_PIXELS = 48 * 48  # a FER2013 row's face (pixels_to_image)
 
 
 def attempt(function, *args):
@@ -34,6 +39,20 @@ def attempt(function, *args):
         return function(*args)
     except Exception as err:  # noqa: BLE001 - one bad item must not end the job
         return err
+
+
+def plan_chunks(sizes: list[int], budget: int) -> list[range]:
+    """Consecutive runs of items (by position) whose sizes add up to at most budget, in order;
+    an item larger than the budget on its own makes a chunk by itself."""
+    chunks, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if total + size > budget and i > start:
+            chunks.append(range(start, i))
+            start, total = i, 0
+        total += size
+    if sizes:
+        chunks.append(range(start, len(sizes)))
+    return chunks
 
 
 def sample_id(dataset: str, source_uri: str, face_index: int) -> str:
@@ -72,15 +91,44 @@ class FaceStage(Stage):
         for problem in filter(None, problems):
             raise ConfigError(problem)
 
+    @classmethod
+    def check_cluster(cls, cfg: PreprocessConfig, capacity: Capacity) -> None:
+        """Fail before the run when the cluster cannot hold the actors: an actor asking for
+        a GPU that no node has would wait for it forever."""
+        check_face_actors(cfg.workers, cfg.num_gpus, cls.num_cpus, capacity)
+
     def __call__(self, batch: dict) -> pa.Table:
         rows = batch_rows(batch)
-        images = {i: self.decode_row(row) for i, row in enumerate(rows)}
-        found = self.faces_of({i: image for i, image in images.items() if image is not None}, rows)
+        sizes = [self.decoded_pixels(row) for row in rows]
+        out = []
+        for chunk in plan_chunks(sizes, self.cfg.face.max_batch_pixels):
+            out.extend(self.process([rows[i] for i in chunk]))
+        return schema.table_from_rows(out, schema.FACE_ROWS)
+
+    def process(self, rows: list[dict]) -> list[dict]:
+        """The output rows of inputs decoded, searched and aligned together (one chunk)."""
+        found = self.faces_of(self.decode_rows(rows), rows)
         out = []
         for i, row in enumerate(rows):
             faces, landmarker = found.get(i, ([], ""))
             out.extend(self.output_rows(row, faces, landmarker))
-        return schema.table_from_rows(out, schema.FACE_ROWS)
+        return out
+
+    def decoded_pixels(self, row: dict) -> int:
+        """Pixels the row's image will hold once decoded, read from its header: 0 for a row
+        that will not be decoded (it failed already, or its header is unreadable or over
+        face.max_pixels, so decoding refuses it before allocating anything)."""
+        if row["status"]:
+            return 0
+        if row["encoding"] == FER_PIXELS:
+            return FER_ROW_PIXELS
+        pixels = header_pixels(row["data"])
+        return pixels if pixels <= self.cfg.face.max_pixels else 0
+
+    def decode_rows(self, rows: list[dict]) -> dict[int, np.ndarray]:
+        """The decoded images of rows, by position; a row that cannot be decoded says why."""
+        images = {i: self.decode_row(row) for i, row in enumerate(rows)}
+        return {i: image for i, image in images.items() if image is not None}
 
     def decode_row(self, row: dict) -> np.ndarray | None:
         """The row's image; None when it has none or it cannot be read (the row says why)."""

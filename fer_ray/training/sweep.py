@@ -12,13 +12,12 @@ import dataclasses
 
 import pandas as pd
 
-import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from fer_ray import config, storage
+from fer_ray import config, runtime, storage
 from fer_ray.config import TrainConfig, TuneConfig
 from fer_ray.runtime import start_ray
 from fer_ray.training import trainer
@@ -51,17 +50,17 @@ def run_trial(params: dict, base: dict) -> None:
     """One trial: train the sampled config into <sweep>/trials/<trial id>."""
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(base, params, storage.join(base["output"], "trials", trial_id))
-    trainer.run(cfg, callbacks=(TuneReportCallback(),), test=False)
+    trainer.run(cfg, callbacks=(TuneReportCallback(),), test=False, trial_cpus=TRIAL_CPUS)
 
 
-def concurrency(cfg: TuneConfig) -> int:
-    """Trials at once: what the cluster fits, keeping one CPU for Ray Data's reading."""
-    if cfg.max_concurrent:
-        return cfg.max_concurrent
-    resources, train = ray.cluster_resources(), cfg.train
-    if train.gpu:
-        return max(1, int(resources.get("GPU", 0) // train.workers))
-    return max(1, int((resources.get("CPU", 1) - 1) // (train.workers * train.cpus_per_worker)))
+def fit_to_cluster(cfg: TuneConfig, capacity: runtime.Capacity) -> int:
+    """Resolve cfg.train.cpus_per_worker for trials that each hold TRIAL_CPUS beside their
+    worker group (in place: every trial gets the resolved value), and return how many trials
+    run at once; ConfigError when even one trial, or max_concurrent of them, cannot fit."""
+    train = cfg.train
+    trainer.fit_to_cluster(train, capacity, TRIAL_CPUS)
+    return runtime.trials_at_once(train.workers, train.cpus_per_worker, train.gpu, capacity, TRIAL_CPUS,
+                                  cfg.max_concurrent)
 
 
 def check(cfg: TuneConfig) -> None:
@@ -75,6 +74,7 @@ def check(cfg: TuneConfig) -> None:
 def run(cfg: TuneConfig) -> dict:
     check(cfg)
     start_ray()
+    at_once = fit_to_cluster(cfg, runtime.cluster_capacity())
     fs, path = storage.resolve(cfg.train.output)
     experiment = f"{path}/{EXPERIMENT}"
     # The base config travels as a parameter, not in the search space, so Tune's tables
@@ -88,12 +88,12 @@ def run(cfg: TuneConfig) -> dict:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True, storage_filesystem=fs)
     else:
-        tuner = new_tuner(cfg, trainable, fs, path)
+        tuner = new_tuner(cfg, trainable, fs, path, at_once)
     results = tuner.fit()
     return write_outputs(cfg, results)
 
 
-def new_tuner(cfg: TuneConfig, trainable, fs, path: str) -> tune.Tuner:
+def new_tuner(cfg: TuneConfig, trainable, fs, path: str, at_once: int) -> tune.Tuner:
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
                               grace_period=min(cfg.grace_period, cfg.train.epochs), reduction_factor=2)
     return tune.Tuner(
@@ -103,7 +103,7 @@ def new_tuner(cfg: TuneConfig, trainable, fs, path: str) -> tune.Tuner:
             metric=trainer.SCORE, mode="max", scheduler=scheduler, num_samples=cfg.trials,
             # BasicVariantGenerator bounds concurrency itself (Tune ignores
             # max_concurrent_trials for it)
-            search_alg=BasicVariantGenerator(random_state=cfg.search_seed, max_concurrent=concurrency(cfg)),
+            search_alg=BasicVariantGenerator(random_state=cfg.search_seed, max_concurrent=at_once),
         ),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=path, storage_filesystem=fs,
                                   failure_config=tune.FailureConfig(max_failures=1)),

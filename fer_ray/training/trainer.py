@@ -18,7 +18,7 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from fer_ray import config, storage
+from fer_ray import config, runtime, storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.models import get_spec
 from fer_ray.runtime import start_ray
@@ -66,14 +66,17 @@ def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
             f"or pass --resume false to start over there")
 
 
-def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bool = True) -> dict:
+def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bool = True,
+        trial_cpus: float = 0.0) -> dict:
     """Train, keep the best checkpoint, evaluate it on the test split; returns the test report.
 
     test=False (Tune trials) skips the test split: a sweep chooses by validation only, and
-    the test split stays unseen until the chosen config is trained and tested.
+    the test split stays unseen until the chosen config is trained and tested. trial_cpus:
+    what the calling Tune trial holds beside the worker group.
     """
     info = check(cfg)
     start_ray()
+    fit_to_cluster(cfg, runtime.cluster_capacity(), trial_cpus)
     if not cfg.resume:
         for name in (RUN_NAME, ckpt.FILENAME):
             storage.remove_dir(storage.join(cfg.output, name))
@@ -81,6 +84,12 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
     started = time.time()
     result = build_trainer(cfg, info, callbacks).fit()
     return finish(cfg, result, time.time() - started, eval_workers if test else 0)
+
+
+def fit_to_cluster(cfg: TrainConfig, capacity: runtime.Capacity, trial_cpus: float = 0.0) -> None:
+    """Resolve cfg.cpus_per_worker (0 = fit) for this cluster, in place, or raise ConfigError:
+    a worker group the cluster cannot place would wait for it forever."""
+    cfg.cpus_per_worker = runtime.fit_train(cfg.workers, cfg.cpus_per_worker, cfg.gpu, capacity, trial_cpus)
 
 
 def loop_config(cfg: TrainConfig, info: data.DataInfo, train_ds) -> dict:

@@ -48,6 +48,16 @@ def decode_image(data: bytes, color: str = "rgb", max_pixels: int = 40_000_000) 
     return _to_gray(image) if color == "gray" else _to_rgb(image)
 
 
+def header_pixels(data: bytes) -> int:
+    """Width x height from the image's header, without decoding it; 0 when there is no
+    readable header (decode_image then says why)."""
+    try:
+        width, height = _open_header(data).size
+    except ImageError:
+        return 0
+    return width * height
+
+
 def _open_header(data: bytes) -> Image.Image:
     """Parse only the header: size and mode are known, no pixel buffer is allocated."""
     try:

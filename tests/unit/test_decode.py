@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_ray.vision.decode import ImageError, decode_image, pixels_to_image
+from fer_ray.vision.decode import ImageError, decode_image, header_pixels, pixels_to_image
 
 
 def encode(image: Image.Image | np.ndarray, fmt: str, **options) -> bytes:
@@ -163,6 +163,12 @@ def test_size_limit_is_ours_not_pils():
 def test_same_header_within_limit_reaches_decoding():
     """The control for the two tests above: a small claimed size is decoded and fails."""
     assert status_of(png_claiming(300, 200)).status == "decode_error"
+
+
+def test_header_pixels_reads_the_size_without_decoding():
+    assert header_pixels(png_claiming(30000, 20000)) == 600_000_000  # no pixels behind the header
+    assert header_pixels(encode(np.zeros((30, 40), np.uint8), "JPEG")) == 1200
+    assert header_pixels(b"not an image") == 0 and header_pixels(b"") == 0
 
 
 def test_unknown_color_is_a_value_error(astronaut):

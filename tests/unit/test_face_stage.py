@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pyarrow as pa
+import pytest
 
-from fer_ray.config import PreprocessConfig
+from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS, input_row
 from fer_ray.schema import FACE_ROWS, face_array
 from fer_ray.stages.base import rows_batch
-from fer_ray.stages.face import FaceStage
+from fer_ray.stages.face import FaceStage, plan_chunks
 from fer_ray.vision.synthetic_face import draw_face, identity_for
 
 
@@ -40,3 +42,81 @@ def test_a_mixed_batch_accounts_for_every_input():
     faces = [r for r in out if r["is_face"]]
     assert sorted(r["source_uri"] for r in faces) == ["a.png", "b.png"]
     assert all(r["landmarker"] == "dlib" and face_array(r["face"], r["face_shape"]).shape == (48, 48) for r in faces)
+
+
+# ------------------------------------------------------------ decoded pixels per chunk
+
+
+def test_plan_chunks_keeps_order_and_each_chunk_within_the_budget():
+    assert plan_chunks([], 10) == []
+    assert plan_chunks([4, 4, 4, 4], 100) == [range(0, 4)]
+    assert plan_chunks([4, 4, 4, 4], 8) == [range(0, 2), range(2, 4)]
+    assert plan_chunks([6, 0, 5, 5, 0, 0, 9, 1], 10) == [range(0, 2), range(2, 6), range(6, 8)]
+    assert plan_chunks([3, 12, 3], 10) == [range(0, 1), range(1, 2), range(2, 3)]  # over the budget: alone
+    sizes = [7, 2, 9, 1, 1, 8, 3, 3, 3, 10]
+    chunks = plan_chunks(sizes, 10)
+    assert [i for chunk in chunks for i in chunk] == list(range(len(sizes)))
+    assert all(sum(sizes[i] for i in chunk) <= 10 for chunk in chunks)
+
+
+class RecordingFaceStage(FaceStage):
+    """A face stage that records the decoded pixels of each chunk of images it decodes."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.decoded = []
+
+    def decode_rows(self, rows):
+        images = super().decode_rows(rows)
+        self.decoded.append(sum(image.shape[0] * image.shape[1] for image in images.values()))
+        return images
+
+
+def mixed_sizes_batch() -> dict:
+    """Faces drawn at 240-480 px, and inputs that are decoded in no chunk (broken, refused as
+    too large, already failed) or tiny (a FER2013 row), in one batch."""
+    rows = []
+    for i, (expression, side) in enumerate([("happy", 240), ("sad", 480), ("surprise", 320), ("anger", 400),
+                                            ("fear", 480), ("happy", 260), ("disgust", 360)]):
+        image, _ = draw_face(expression, identity_for(f"S{i}"), size=side)
+        rows.append(input_row(f"{i}.png", "folder", data=png(image)))
+    rows.insert(2, input_row("broken.png", "folder", data=b"\x89PNG junk"))
+    rows.insert(4, input_row("huge.png", "folder", data=png(np.zeros((600, 700), np.uint8))))
+    rows.insert(5, input_row("row", "fer2013", encoding=FER_PIXELS, data=b" ".join([b"90"] * 2304)))
+    rows.append(input_row("skipped", "folder", status="bad_label", error="label 9 is not in the mapping"))
+    for row in rows:
+        row["hint_landmarks"] = np.full(136, np.nan, np.float32)
+    return rows_batch(rows)
+
+
+def same_table(a: pa.Table, b: pa.Table) -> bool:
+    """Equal schemas and cells, NaN equal to NaN (Arrow's equals counts NaN != NaN)."""
+    return a.schema == b.schema and all(
+        np.array_equal(x.to_numpy(), y.to_numpy(), equal_nan=True) if pa.types.is_floating(x.type) else x.equals(y)
+        for x, y in zip(a.columns, b.columns))
+
+
+def test_a_batch_in_chunks_within_the_pixel_budget_gives_the_same_rows():
+    batch, budget = mixed_sizes_batch(), 400_000
+    stages = {}
+    for name, max_batch_pixels in (("chunked", budget), ("whole", 10**9)):
+        cfg = PreprocessConfig(layout="folder", input="-", output="-")
+        cfg.face.max_pixels, cfg.face.max_batch_pixels = 300_000, max_batch_pixels
+        cfg.validate()
+        stages[name] = RecordingFaceStage(cfg)
+    chunked, whole = (stages[name](batch) for name in ("chunked", "whole"))
+    assert same_table(chunked, whole)  # same rows, order, statuses, crops and landmarks
+    manifest = {r["source_uri"]: r["status"] for r in whole.to_pylist() if r["is_manifest"]}
+    assert (manifest["broken.png"], manifest["huge.png"], manifest["skipped"]) == ("decode_error", "too_large",
+                                                                                    "bad_label")
+    assert sum(status == "ok" for status in manifest.values()) >= 5
+    assert len(stages["whole"].decoded) == 1
+    assert len(stages["chunked"].decoded) > 2 and max(stages["chunked"].decoded) <= budget
+    assert sum(stages["chunked"].decoded) == sum(stages["whole"].decoded)  # every image decoded once
+
+
+def test_max_batch_pixels_below_max_pixels_is_refused():
+    cfg = PreprocessConfig(layout="folder", input="in", output="out")
+    cfg.face.max_batch_pixels = cfg.face.max_pixels - 1
+    with pytest.raises(ConfigError, match="^face.max_batch_pixels: .* must be >= face.max_pixels"):
+        cfg.validate()
