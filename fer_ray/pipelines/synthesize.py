@@ -2,7 +2,7 @@
 a summary and a 7x7 contact sheet per sampled subject.
 
 Faces are grouped by subject on the cluster (Ray Data groupby); faces without a subject
-skip the shuffle (they could only ever be reported) and go straight to their manifest rows.
+(they can only be reported) form one group, without their pixels.
 """
 from __future__ import annotations
 
@@ -14,25 +14,24 @@ import time
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.data
 from ray.data.context import ShuffleStrategy
-from ray.data.expressions import col
 
 from fer_ray import config, labels, results, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import start_ray
-from fer_ray.stages.base import apply_group_stage, apply_stage
+from fer_ray.stages.base import LIGHT_CPUS, apply_group_stage
 from fer_ray.stages.fusion import FuseSubjects
 from fer_ray.vision.draw import contact_sheet, encode_png
 
 # What the stage reads of faces/: everything but the columns a fused face does not inherit.
 FACE_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_name", "face_index",
                 "face", "face_shape", "landmarks", "det_score", "detector", "landmarker"]
-ID_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_name", "landmarker"]
 OUTPUT_FOLDERS = {"mixed": Folder("is_mixed", schema.MIXED), "manifest": Folder("is_manifest", schema.MIXED_MANIFEST)}
 
 
@@ -90,11 +89,20 @@ def run(cfg: SynthesizeConfig) -> dict:
 
 
 def fused_rows(files: list[str], cfg: SynthesizeConfig) -> ray.data.Dataset:
+    """One read, grouped by subject. One path from read to write: a resumed run filters its
+    committed faces once (two branches of the read would each hold a filter actor's CPU)."""
     fs, _ = storage.resolve(files[0])
     faces = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
-    named = faces.select_columns(FACE_COLUMNS).filter(expr=col("subject") != "")
-    nameless = faces.select_columns(ID_COLUMNS).filter(expr=col("subject") == "")
-    return apply_group_stage(named, "subject", FuseSubjects, cfg).union(apply_stage(nameless, FuseSubjects, cfg))
+    faces = faces.select_columns(FACE_COLUMNS).map_batches(without_nameless_pixels, batch_format="pyarrow",
+                                                           num_cpus=LIGHT_CPUS)
+    return apply_group_stage(faces, "subject", FuseSubjects, cfg)
+
+
+def without_nameless_pixels(table: pa.Table) -> pa.Table:
+    """Faces without a subject can only be reported (there is no second expression of the
+    same person to fuse with): their one group shuffles no pixels."""
+    face = pc.if_else(pc.equal(table["subject"], ""), pa.scalar(b"", pa.binary()), table["face"])
+    return table.set_column(table.schema.get_field_index("face"), "face", face)
 
 
 @contextlib.contextmanager

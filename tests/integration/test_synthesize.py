@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fer_ray import cli, labels, schema, storage
+from fer_ray import cli, labels, results, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig, TrainConfig
 from fer_ray.pipelines import synthesize
+from tests.cluster import wait_for
 from tests.integration.helpers import expected_pairs, read_output
 
 pytestmark = pytest.mark.integration
@@ -88,11 +92,11 @@ def test_bad_faces_are_reported_not_fatal(jaffe_faces, region, bucket):
     blind = next(r for r in rows if r["subject"] == "KM" and r["label_name"] == "fear")
     blind["landmarks"] = [float("nan")] * 136
     nameless = [dict(r, subject="", sample_id=f"nameless-{i}") for i, r in enumerate(rows[:4])]
-    rows += nameless  # faces of a layout without subjects: reported, never shuffled
+    rows += nameless  # faces of a layout without subjects: reported, their pixels never shuffled
     bad_input = f"{bucket}/synth/bad-input"
-    write_faces(bad_input, "part-00000.parquet", pa.Table.from_pylist(rows, schema=schema.FACES))
     refed = read_output(region[0], "mixed").slice(0, 3)  # mixed/ rows (a wider schema) in faces/
-    write_faces(bad_input, "part-00001.parquet", refed)
+    results.commit_tables(bad_input, "preprocess", {"faces": [pa.Table.from_pylist(rows, schema=schema.FACES),
+                                                              refed]})
 
     summary = synthesize.run(SynthesizeConfig(input=bad_input, output=f"{bucket}/synth/bad-output"))
     manifest = {r["sample_id"]: r for r in read_output(f"{bucket}/synth/bad-output", "manifest").to_pylist()}
@@ -108,12 +112,6 @@ def test_bad_faces_are_reported_not_fatal(jaffe_faces, region, bucket):
     assert summary["status"]["already_mixed"] == 3 and summary["subjects_used"] == 9
     good = [r for r in rows if r["subject"] not in (lone, "") and r is not odd and r is not blind]
     assert summary["mixed"] == expected_pairs(good)
-
-
-def write_faces(output: str, name: str, table: pa.Table) -> None:
-    fs, path = storage.resolve(storage.join(output, "faces"))
-    fs.create_dir(path, recursive=True)
-    pq.write_table(table, f"{path}/{name}", filesystem=fs)
 
 
 def test_mixed_cnn_trains_on_the_mixed_shards(region, tmp_path):
@@ -148,5 +146,30 @@ def test_input_that_is_not_a_preprocess_output_is_refused(region, jaffe_faces):
     output, _ = region
     with pytest.raises(ConfigError, match="holds mixed/ shards"):
         synthesize.run(SynthesizeConfig(input=output, output=output + "-again"))
-    with pytest.raises(ConfigError, match="must differ from input"):
+    with pytest.raises(ConfigError, match="overlaps the input"):
         synthesize.run(SynthesizeConfig(input=jaffe_faces, output=jaffe_faces + "/"))
+
+
+def test_a_killed_synthesis_resumes_to_the_uninterrupted_result(region, jaffe_faces, ray_cluster, tmp_path):
+    """Killed once a write has committed, the rerun skips the committed faces (one read path:
+    its single checkpoint filter leaves the 2-CPU cluster room to run) and equals the
+    uninterrupted run."""
+    output = str(tmp_path / "mixed")
+    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", "synthesize", "--input", jaffe_faces,
+                               "--output", output, "--rows-per-file", "8"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
+    checkpoints = storage.join(output, results.CHECKPOINTS_DIR)
+    try:
+        wait_for(lambda: driver.poll() is not None or (storage.exists(checkpoints) and any(
+            not u.endswith(".pending.parquet") for u in storage.list_files(checkpoints))), 300, "a committed write")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert not storage.exists(storage.join(output, "_commit.json"))
+    resumed = synthesize.run(SynthesizeConfig(input=jaffe_faces, output=output, rows_per_file=8))
+    assert resumed["run_state"] == "resumed" and resumed["units_skipped"] > 0
+    assert resumed["units_skipped"] + resumed["units_run"] == resumed["inputs"] == region[1]["inputs"]
+    for folder in ("mixed", "manifest"):
+        ids = read_output(output, folder)["sample_id"].to_pylist()
+        assert sorted(ids) == sorted(read_output(region[0], folder)["sample_id"].to_pylist())
+        assert len(ids) == len(set(ids))
