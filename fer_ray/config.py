@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from fer_ray import storage
+
 LAYOUTS = ("fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder")
 CROP_LAYOUTS = ("fer2013", "affectnet")  # already face crops: detection skipped by default
 DETECTORS = ("auto", "none", "haar", "dlib_hog", "yunet", "sfd", "blazeface")
@@ -111,9 +113,9 @@ class RetryConfig:
     """How storage calls retry transient errors (a dropped connection, a 503, throttling):
     waits double from storage_backoff_s up to storage_max_backoff_s; when a call still
     fails after storage_attempts tries, the run stops, resumable, and no input is blamed."""
-    storage_attempts: int = opt(8, "tries of a storage call that fails transiently before the run stops")
-    storage_backoff_s: float = opt(0.5, "seconds to wait before the second try; doubles for each next one")
-    storage_max_backoff_s: float = opt(10.0, "longest wait between two tries, seconds")
+    storage_attempts: int = opt(storage.ATTEMPTS, "tries of a storage call that fails transiently before the run stops")
+    storage_backoff_s: float = opt(storage.BACKOFF_S, "seconds to wait before the second try; doubles for each next one")
+    storage_max_backoff_s: float = opt(storage.MAX_BACKOFF_S, "longest wait between two tries, seconds")
 
     def validate(self) -> None:
         _positive("retry.storage_attempts", self.storage_attempts)

@@ -22,13 +22,10 @@ import stat
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
-
-if TYPE_CHECKING:
-    from fer_ray.config import RetryConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,31 +112,42 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, OSError) and any(marker in str(err) for marker in TRANSIENT_MARKERS)
 
 
-def retrying(what: str, call: Callable[[], T], retry: RetryConfig | None = None) -> T:
+# The default retry budget (config.RetryConfig's defaults): waits of 0.5, 1, 2, 4, 8, 10,
+# 10 s between 8 tries, about 35 s in all, which a restarting endpoint or a throttled
+# burst outlasts rarely.
+ATTEMPTS, BACKOFF_S, MAX_BACKOFF_S = 8, 0.5, 10.0
+
+
+class RetryPolicy(Protocol):
+    """What retrying reads of a retry configuration (config.RetryConfig is one)."""
+    storage_attempts: int
+    storage_backoff_s: float
+    storage_max_backoff_s: float
+
+
+def retrying(what: str, call: Callable[[], T], retry: RetryPolicy | None = None) -> T:
     """call(), retried on transient storage errors with exponential backoff and jitter.
 
     Non-transient errors propagate at once. A transient error that outlasts the budget
     becomes StorageUnavailable naming `what`, the attempts and the last error.
     """
-    from fer_ray.config import RetryConfig
-
-    policy = retry or RetryConfig()
+    attempts, backoff, longest = ((retry.storage_attempts, retry.storage_backoff_s, retry.storage_max_backoff_s)
+                                  if retry else (ATTEMPTS, BACKOFF_S, MAX_BACKOFF_S))
     started = time.monotonic()
-    for attempt in range(1, policy.storage_attempts + 1):
+    for attempt in range(1, attempts + 1):
         try:
             return call()
         except OSError as err:
             if not is_transient(err):
                 raise
-            if attempt == policy.storage_attempts:
+            if attempt == attempts:
                 raise StorageUnavailable(
                     f"{what}: storage still unreachable after {attempt} attempts over "
                     f"{time.monotonic() - started:.0f} s ({first_line(err)}); the run can be resumed "
                     f"by running it again") from err
-            wait = min(policy.storage_backoff_s * 2 ** (attempt - 1), policy.storage_max_backoff_s)
-            wait *= random.uniform(0.8, 1.2)
+            wait = min(backoff * 2 ** (attempt - 1), longest) * random.uniform(0.8, 1.2)
             log.warning("%s: transient storage error (attempt %d of %d), retrying in %.1f s: %s",
-                        what, attempt, policy.storage_attempts, wait, first_line(err))
+                        what, attempt, attempts, wait, first_line(err))
             time.sleep(wait)
     raise AssertionError("unreachable")
 
@@ -151,12 +159,12 @@ def first_line(err: BaseException, limit: int = 300) -> str:
 
 # ---------------------------------------------------------------- reading and writing
 
-def exists(uri: str, retry: RetryConfig | None = None) -> bool:
+def exists(uri: str, retry: RetryPolicy | None = None) -> bool:
     fs, path = resolve(uri)
     return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type != pafs.FileType.NotFound
 
 
-def read_bytes(uri: str, retry: RetryConfig | None = None) -> bytes:
+def read_bytes(uri: str, retry: RetryPolicy | None = None) -> bytes:
     """The whole object; FileNotFoundError (on S3 too) when it does not exist."""
     fs, path = resolve(uri)
     return retrying(f"read {uri}", lambda: _read_once(fs, path, uri), retry)
@@ -174,7 +182,7 @@ def _read_once(fs: pafs.FileSystem, path: str, uri: str) -> bytes:
         raise
 
 
-def read_chunks(uri: str, chunk: int = 1 << 20, retry: RetryConfig | None = None) -> Iterator[bytes]:
+def read_chunks(uri: str, chunk: int = 1 << 20, retry: RetryPolicy | None = None) -> Iterator[bytes]:
     """The object's bytes in chunks, streamed; a transient error reopens the object and
     continues at the same offset, so a long read survives a short outage."""
     fs, path = resolve(uri)
@@ -198,7 +206,7 @@ def read_chunks(uri: str, chunk: int = 1 << 20, retry: RetryConfig | None = None
         yield data
 
 
-def write_bytes(uri: str, data: bytes, retry: RetryConfig | None = None) -> None:
+def write_bytes(uri: str, data: bytes, retry: RetryPolicy | None = None) -> None:
     """Write an object whole: readers see the old content or the new, never a part.
 
     An S3 object appears only when its upload completes; a local file is written beside
@@ -224,7 +232,7 @@ def _write_once(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             os.remove(tmp)
 
 
-def replace_file(source_uri: str, target_uri: str, retry: RetryConfig | None = None) -> None:
+def replace_file(source_uri: str, target_uri: str, retry: RetryPolicy | None = None) -> None:
     """Move a finished file over its target in one step (a rename locally; on S3 a copy,
     which makes the new object visible whole, then the source is deleted)."""
     fs, source = resolve(source_uri)
@@ -232,7 +240,7 @@ def replace_file(source_uri: str, target_uri: str, retry: RetryConfig | None = N
     retrying(f"move {source_uri} to {target_uri}", lambda: fs.move(source, target), retry)
 
 
-def list_files(uri: str, extensions: tuple[str, ...] = (), retry: RetryConfig | None = None) -> list[str]:
+def list_files(uri: str, extensions: tuple[str, ...] = (), retry: RetryPolicy | None = None) -> list[str]:
     """The plain files under a directory URI (recursive, sorted), optionally by extension."""
     files = [entry.uri for entry in list_tree(uri, retry) if not entry.problem]
     if extensions:
@@ -240,7 +248,7 @@ def list_files(uri: str, extensions: tuple[str, ...] = (), retry: RetryConfig | 
     return files
 
 
-def list_dirs(uri: str, retry: RetryConfig | None = None) -> list[str]:
+def list_dirs(uri: str, retry: RetryPolicy | None = None) -> list[str]:
     """Names of the directories directly under a URI (none if it does not exist)."""
     fs, path = resolve(uri)
     selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
@@ -248,7 +256,7 @@ def list_dirs(uri: str, retry: RetryConfig | None = None) -> list[str]:
     return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
 
 
-def remove_dir(uri: str, retry: RetryConfig | None = None) -> None:
+def remove_dir(uri: str, retry: RetryPolicy | None = None) -> None:
     """Delete a file, or a directory and everything under it; a missing one is fine."""
     fs, path = resolve(uri)
 
@@ -279,7 +287,7 @@ class Listed:
 BAD_NAME, DANGLING_LINK, NOT_FOLLOWED, NOT_A_FILE = "bad_name", "dangling_link", "not_followed", "not_a_file"
 
 
-def list_tree(uri: str, retry: RetryConfig | None = None) -> list[Listed]:
+def list_tree(uri: str, retry: RetryPolicy | None = None) -> list[Listed]:
     """Every name under a directory URI, each exactly once, sorted by URI.
 
     Local trees are walked without following links to directories (a link can neither
@@ -357,7 +365,7 @@ def fingerprint(entries: list[Listed]) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_fingerprint(uri: str, retry: RetryConfig | None = None) -> str:
+def file_fingerprint(uri: str, retry: RetryPolicy | None = None) -> str:
     """fingerprint() of a single object."""
     fs, path = resolve(uri)
     info = retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry)
