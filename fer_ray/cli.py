@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import traceback
 
@@ -296,11 +297,27 @@ def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
     return code
 
 
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def failure_line(command: str, err: BaseException, run_log: logs.RunLog) -> str:
-    """`fer-ray <command>: failed: <type>: <first line of the message> (details: <log>)`."""
-    lines = str(err).strip().splitlines()
+    """`fer-ray <command>: failed: <type>: <first line of the message> (details: <log>)`, of
+    the error that caused it: a Ray task's error names only the task that raised it."""
+    err = root_cause(err)
+    lines = ANSI_CODES.sub("", str(err)).strip().splitlines()
     message = f": {config.shorten(lines[0], FAILURE_MESSAGE_CHARS)}" if lines else ""
     return f"fer-ray {command}: failed: {type(err).__name__}{message} {run_log.details()}"
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The error inside Ray's wrappers (a task's error and Ray Data's user-code error carry
+    it as `cause` or `__cause__`); errors of our own and of other libraries are kept whole."""
+    for _ in range(10):
+        inner = getattr(err, "cause", None) or err.__cause__
+        if not type(err).__module__.startswith("ray.") or not isinstance(inner, BaseException):
+            break
+        err = inner
+    return err
 
 
 if __name__ == "__main__":

@@ -21,19 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 
-import pyarrow.dataset as pads
 import ray.data
 from ray.data.checkpoint import CheckpointConfig
 from ray.data.checkpoint.checkpoint_writer import PENDING_CHECKPOINT_SUFFIX
 
 from fer_ray import config, results, storage
 from fer_ray.config import RetryConfig
-from fer_ray.pipelines.writer import read_counts
+from fer_ray.pipelines.writer import COUNTS_FOLDER, read_counts
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,14 @@ def result_settings(cfg) -> dict:
     return {k: v for k, v in config.to_dict(cfg).items() if k not in EXECUTION_FIELDS}
 
 
-def check_output(input_uri: str, output: str) -> None:
-    """The output must be writable and apart from the input: writing inside the input
-    would make the outputs inputs of the next run, and the input inside the output could be
-    removed with a superseded run."""
+def check_output(input_uri: str, output: str, is_file: bool = False) -> None:
+    """The output (a directory, or a file when is_file) must be writable and apart from the
+    input: writing inside the input would make the outputs inputs of the next run, and the
+    input inside the output could be removed with a superseded run."""
     if storage.overlaps(input_uri, output):
         raise config.ConfigError(f"output: {output} overlaps the input {input_uri}; choose an output outside it "
-                          f"(and not containing it)")
-    problem = storage.check_writable(output)
+                                 f"(and not containing it)")
+    problem = storage.check_writable(posixpath.dirname(output.rstrip("/")) if is_file else output)
     if problem:
         raise config.ConfigError(f"output: {problem}")
 
@@ -117,16 +117,28 @@ def plan(job: str, output: str, settings: dict, fingerprint: str, restart: bool 
 
 
 def committed_units(run: StagedRun) -> int:
-    """How many inputs earlier attempts of the run wrote and committed (distinct ids in
-    Ray's committed checkpoint files; pending ones do not count)."""
-    fs, path = storage.resolve(run.checkpoint_uri)
-    files = [uri for uri in storage.list_files(run.checkpoint_uri, (".parquet",), run.retry)
-             if not uri.endswith(f"{PENDING_CHECKPOINT_SUFFIX}.parquet")] if storage.exists(
-        run.checkpoint_uri, run.retry) else []
-    if not files:
-        return 0
-    ids = pads.dataset([storage.resolve(u)[1] for u in files], filesystem=fs, format="parquet").to_table()
-    return len(set(ids.column(0).to_pylist()))
+    """How many inputs earlier attempts of the run wrote and committed: the inputs counted
+    by the write tasks whose checkpoint Ray committed (a pending one does not count)."""
+    committed = committed_tasks(run)
+    counts = [uri for uri in files_under(run, run.uri(COUNTS_FOLDER), ".json")
+              if task_name(uri) in committed]
+    return sum(json.loads(storage.read_bytes(uri, run.retry)).get("inputs", 0) for uri in counts)
+
+
+def committed_tasks(run: StagedRun) -> set[str]:
+    """The names of the write tasks whose files Ray's checkpoint marks committed."""
+    return {task_name(uri) for uri in files_under(run, run.checkpoint_uri, ".parquet")
+            if not uri.endswith(f"{PENDING_CHECKPOINT_SUFFIX}.parquet")}
+
+
+def task_name(uri: str) -> str:
+    """`<write id>_<task>` of a task's data, counts or checkpoint file."""
+    return posixpath.basename(uri).rsplit(".", 1)[0]
+
+
+def files_under(run: StagedRun, uri: str, extension: str) -> list[str]:
+    """The files of one extension under a URI of the run (none if it does not exist)."""
+    return storage.list_files(uri, (extension,), run.retry) if storage.exists(uri, run.retry) else []
 
 
 def begin(run: StagedRun, cfg_yaml: str) -> None:
@@ -182,6 +194,9 @@ def checkpointed(run: StagedRun, ds: ray.data.Dataset, id_column: str) -> ray.da
     ds.context.checkpoint_config = CheckpointConfig(
         id_column=id_column, checkpoint_path=path, override_filesystem=fs,
         delete_checkpoint_on_success=False)  # dropped by the commit, not before it
+    # A stage's own error (storage unreachable, say) reaches the driver as itself, not as
+    # Ray Data's "UDF failed", so the run's one-line failure names what went wrong.
+    ds.context.raise_original_map_exception = True
     return ds
 
 
@@ -207,19 +222,15 @@ def publish(run: StagedRun, folders: tuple[str, ...], **info) -> results.Commit:
 
 def run_files(run: StagedRun, folder: str, absolute: bool = False) -> list[str]:
     """The run's Parquet files of a folder (URIs, or paths relative to the output)."""
-    uri = run.uri(folder)
-    found = storage.list_files(uri, (".parquet",), run.retry) if storage.exists(uri, run.retry) else []
+    found = files_under(run, run.uri(folder), ".parquet")
     return found if absolute else [storage.relative(f, run.output) for f in found]
 
 
 def check_committed(run: StagedRun, files: dict[str, list[str]]) -> None:
     """Every data file must belong to a write task whose checkpoint Ray committed: a file
     of a task that never committed would hold rows the run may also have written again."""
-    committed = {name.rsplit("/", 1)[-1].removesuffix(".parquet")
-                 for name in storage.list_files(run.checkpoint_uri, (".parquet",), run.retry)
-                 if not name.endswith(f"{PENDING_CHECKPOINT_SUFFIX}.parquet")}
-    stray = [path for paths in files.values() for path in paths
-             if path.rsplit("/", 1)[-1].removesuffix(".parquet") not in committed]
+    committed = committed_tasks(run)
+    stray = [path for paths in files.values() for path in paths if task_name(path) not in committed]
     if stray:
         raise RunError(f"{run.job}: {len(stray)} files in {run.uri()} belong to no committed write "
                        f"(e.g. {stray[0]}); nothing was published; run again with --restart")
