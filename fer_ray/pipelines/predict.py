@@ -69,7 +69,7 @@ def output_rows(batch: dict, class_names: tuple[str, ...]) -> pa.Table:
     per class (NaN where no face), the predicted label name, the box as four columns (CSV
     holds no lists). `is_manifest` marks the one row of each input that counts it."""
     has_face = np.asarray(batch.pop("has_face"), bool)
-    probabilities = np.asarray(batch.pop("probabilities"), np.float32)
+    probabilities = np.array(batch.pop("probabilities"), np.float32)  # a copy: batches are read-only
     probabilities[~has_face] = np.nan
     names = np.array(class_names, dtype=object)
     columns = {key: batch[key] for key in KEEP if key != "bbox"}
@@ -106,8 +106,7 @@ def check(checkpoint_uri: str, input_uri: str, output: str, detector: str) -> tu
     problem = storage.check_readable(input_uri)
     if problem:
         raise ConfigError(f"input: {problem}")
-    single_file = output.lower().endswith(FILE_FORMATS)
-    runs.check_output(input_uri, posixpath.dirname(output.rstrip("/")) if single_file else output)
+    runs.check_output(input_uri, output, is_file=output.lower().endswith(FILE_FORMATS))
     return path, state, cfg, list_images(input_uri)
 
 
@@ -140,12 +139,12 @@ def predictions(cfg: PreprocessConfig, inputs: Inputs, path: str, state: dict, w
                 reserved_cpus: int = 0) -> ray.data.Dataset:
     """The whole pipeline, lazily: fetch, find faces, classify, one output row per face."""
     ds = datasets.read(cfg, inputs)
-    # Face finding is the expensive part; a small classifier needs one actor. The pools leave
-    # a CPU for Ray Data's own whole-CPU tasks (file listing), or they would starve them.
-    ds = apply_stage(ds, FaceStage, cfg, workers=workers or max(1, available_cpus() - 1 - reserved_cpus))
+    # Face finding is the expensive part: a face actor per CPU (but those Ray's own operators
+    # hold), and one classifier actor, light beside them (one forward pass per batch of crops).
+    ds = apply_stage(ds, FaceStage, cfg, workers=workers or max(1, available_cpus() - reserved_cpus))
     ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
     ds = ds.map_batches(model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
-    ds = classify(ds, path, workers=1)
+    ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS)
     return ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy",
                           num_cpus=LIGHT_CPUS)
 

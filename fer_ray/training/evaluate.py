@@ -46,10 +46,12 @@ class ClassifyStage(Stage):
         return {**out, "probabilities": probabilities, "prediction": probabilities.argmax(1)}
 
 
-def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0) -> ray.data.Dataset:
+def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
+             num_cpus: float | None = None) -> ray.data.Dataset:
     """workers=0: one actor per CPU but one; Ray Data lists Parquet files with a whole-CPU task,
     which a pool holding every CPU would starve forever."""
-    return apply_stage(ds, ClassifyStage, checkpoint_uri, workers=workers or max(1, available_cpus() - 1))
+    return apply_stage(ds, ClassifyStage, checkpoint_uri, workers=workers or max(1, available_cpus() - 1),
+                       num_cpus=num_cpus)
 
 
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0) -> dict:
