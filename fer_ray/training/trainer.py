@@ -78,8 +78,9 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
     start_ray()
     fit_to_cluster(cfg, runtime.cluster_capacity(), trial_cpus)
     if not cfg.resume:
-        for name in (RUN_NAME, ckpt.FILENAME):
-            storage.remove_dir(storage.join(cfg.output, name))
+        # Only Ray Train's epoch checkpoints go (the new run must not continue them); the
+        # previous run's checkpoint.pt stays usable until this run writes its own at the end.
+        storage.remove_dir(storage.join(cfg.output, RUN_NAME))
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     started = time.time()
     result = build_trainer(cfg, info, callbacks).fit()
