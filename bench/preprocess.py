@@ -24,7 +24,6 @@ The default N is FER2013's real size.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
@@ -40,6 +39,7 @@ import psutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from fer_ray import results  # noqa: E402
 from fer_ray.config import FaceConfig, PreprocessConfig  # noqa: E402
 from fer_ray.vision.decode import pixels_to_image  # noqa: E402
 from fer_ray.vision.faces import FaceExtractor  # noqa: E402
@@ -148,7 +148,7 @@ def run_pool_job(csv_path: str, out: str, workers: int) -> float:
     start, pending, counts = time.perf_counter(), [], []
 
     def write() -> None:
-        counts.append(sink.write(pending, SimpleNamespace(task_idx=len(counts))))
+        counts.append(sink.write(pending, SimpleNamespace(task_idx=len(counts), kwargs={"write_uuid": "pool"})))
         pending.clear()
 
     with multiprocessing.get_context("spawn").Pool(workers, _init_stage_worker, (cfg,)) as pool:
@@ -176,7 +176,7 @@ def run_ours(csv_path: str, out: str, workers: int) -> tuple[float, int]:
         time.sleep(0.05)
     if proc.returncode != 0:
         raise SystemExit(f"our job failed: {' '.join(cmd)}")
-    summary = json.load(open(os.path.join(out, "_summary.json")))
+    summary = results.read_commit(out).summary()
     return summary["images_per_s"], peak
 
 

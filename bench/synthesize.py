@@ -13,7 +13,6 @@ Medians are reported, with per-core throughput (ours divided by the Ray cluster'
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -27,9 +26,9 @@ from ray.data.block import BlockAccessor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fer_ray import schema  # noqa: E402
+from fer_ray import results  # noqa: E402
 from fer_ray.config import SynthesizeConfig  # noqa: E402
-from fer_ray.pipelines.synthesize import FACE_COLUMNS  # noqa: E402
+from fer_ray.pipelines.synthesize import FACE_COLUMNS, OUTPUT_FOLDERS  # noqa: E402
 from fer_ray.pipelines.writer import table_of  # noqa: E402
 from fer_ray.stages.fusion import FuseSubjects  # noqa: E402
 
@@ -50,17 +49,17 @@ def run_ours(faces: str, out: str, args) -> tuple[float, int]:
     cmd = [sys.executable, "-m", "fer_ray.cli", "synthesize", "--input", faces, "--output", out,
            "--method", args.method, "--pick", args.pick, "--contact-sheets", "0"]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    summary = json.load(open(os.path.join(out, "_summary.json")))
+    summary = results.read_commit(out).summary()
     return summary["mixed_per_s"], summary["mixed"]
 
 
 def run_serial(faces: str, out: str, args) -> tuple[float, int]:
     start = time.perf_counter()
-    table = pq.read_table(os.path.join(faces, "faces"), columns=FACE_COLUMNS)
+    table = results.read_table(faces, "faces", columns=FACE_COLUMNS)
     batch = {name: np.asarray(table[name].to_pylist(), dtype=object if name in ("face",) else None)
              for name in table.column_names}
     rows = FuseSubjects(SynthesizeConfig(input=faces, output=out, method=args.method, pick=args.pick))(batch)
-    mixed = table_of(BlockAccessor.batch_to_block(rows), rows["is_mixed"].astype(bool), schema.MIXED)
+    mixed = table_of(BlockAccessor.batch_to_block(rows), rows["is_mixed"].astype(bool), OUTPUT_FOLDERS["mixed"])
     os.makedirs(out, exist_ok=True)
     pq.write_table(mixed, os.path.join(out, "mixed.parquet"), compression="zstd")
     return mixed.num_rows / (time.perf_counter() - start), mixed.num_rows

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import yaml
 
 from fer_ray import storage
@@ -118,6 +120,23 @@ def remove_superseded(output: str, keep_run: str) -> None:
             storage.remove_dir(storage.join(runs, entry))
     for name in (CHECKPOINTS_DIR, *LEGACY_OUTPUTS):
         storage.remove_dir(storage.join(output, name))
+
+
+def commit_tables(output: str, job: str, tables: dict[str, list[pa.Table]], run_config: dict | None = None) -> Commit:
+    """Publish tables made outside a job (a subset, a benchmark's faces) as a committed
+    result that every reader takes: one Parquet file per table, then the marker."""
+    run = f"tables-{uuid.uuid4().hex[:12]}"
+    files: dict[str, list[str]] = {}
+    for folder, parts in tables.items():
+        for i, table in enumerate(parts):
+            fs, path = storage.resolve(run_uri(output, run, folder, f"part-{i:05d}.parquet"))
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pq.write_table(table, path, filesystem=fs)
+            files.setdefault(folder, []).append(storage.relative(storage.to_uri(fs, path), output))
+    storage.write_bytes(run_uri(output, run, "config.yaml"), yaml.safe_dump(run_config or {}).encode())
+    commit = Commit(output, job, run, files)
+    publish(commit)
+    return commit
 
 
 def arrow_dataset(uris: list[str]) -> pads.Dataset:

@@ -67,6 +67,11 @@ STATUSES = {
     "read_error": "the input could not be read from storage",
     "face_error": "face detection, landmarks or alignment failed on this input",
     "skipped": "listed but deliberately not used (CK+ frames between the first and the peak)",
+    "unsupported_format": "a listed file that is not an image this job reads (by extension)",
+    "bad_name": "a file name that is not valid UTF-8 (shown with \\x escapes); rename it to include it",
+    "dangling_link": "a symbolic link to nothing",
+    "not_followed": "a link to a directory: links to directories are not followed (no loops, no file twice)",
+    "not_a_file": "a pipe, socket or device, or a name whose metadata cannot be read",
 }
 
 

@@ -78,7 +78,8 @@ def test_fer2013_is_read_as_a_stream_of_small_blocks(sample_s3, s3_server):
     assert fer2013.rows_per_block(35_887 * 8_400, limit=100) == fer2013.MIN_ROWS_PER_BLOCK
     input_uri = sample_input(sample_s3, "fer2013")
     block_rows = fer2013.rows_per_block(fer2013.file_size(input_uri))
-    ds = datasets.read(PreprocessConfig(layout="fer2013", input=input_uri, output="unused"))
+    cfg = PreprocessConfig(layout="fer2013", input=input_uri, output="unused")
+    ds = datasets.read(cfg, datasets.list_inputs(cfg))
     sizes = [len(batch["source_uri"]) for batch in ds.iter_batches(batch_size=None, batch_format="numpy")]
     assert sum(sizes) == count_inputs(s3_server, input_uri) > block_rows, sizes
     assert len(sizes) >= 2 and max(sizes) <= block_rows and min(sizes[:-1]) >= block_rows // 2, sizes

@@ -6,13 +6,17 @@ The stage-level tests call the stages themselves (no Ray) so the outage falls ex
 where it should: mid-read, mid-stream, mid-write."""
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fer_ray import storage
+from fer_ray import results, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
 from fer_ray.storage import StorageUnavailable
+from tests.cluster import wait_for
+from tests.integration.helpers import read_output, run_preprocess
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +96,74 @@ def test_writes_during_an_outage_are_retried(s3_server, bucket):
     restarted.join()
     fs, path = storage.resolve(f"{bucket}/outage/run/faces/part.parquet")
     assert pq.read_table(path, filesystem=fs).equals(table)
+
+
+# ---------------------------------------------------------------- whole runs on Ray
+
+@pytest.fixture(scope="module")
+def s3_jaffe(bucket, ray_cluster):
+    from fer_ray.sample_data import write_sample_data
+
+    write_sample_data(f"{bucket}/outage-runs/raw", layouts=("jaffe",))
+    return f"{bucket}/outage-runs/raw/jaffe"
+
+
+def committed_units(output: str) -> int:
+    root = storage.join(output, results.CHECKPOINTS_DIR)
+    return sum(1 for uri in storage.list_files(root) if not uri.endswith(".pending.parquet")) if (
+        storage.exists(root)) else 0
+
+
+def in_thread(function, *args, **kwargs):
+    """Run function in a thread; returns (thread, outcome dict that gets 'value' or 'error')."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_run_rides_out_an_outage_mid_run(s3_server, s3_jaffe, bucket):
+    output = f"{bucket}/outage-runs/passing"
+    thread, outcome = in_thread(run_preprocess, "jaffe", s3_jaffe, output, rows_per_file=16)
+    wait_for(lambda: committed_units(output) >= 1 or not thread.is_alive(), 300, "a committed unit")
+    assert thread.is_alive()
+    s3_server.outage(4.0).join()  # files, counts and Ray's own checkpoints are being written
+    thread.join(timeout=600)
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["value"]
+    assert summary["inputs"] == 177 and summary["status"] == {"ok": 177}  # nothing lost, nothing blamed
+    manifest = read_output(output, "manifest")
+    assert manifest.num_rows == len(set(manifest["source_uri"].to_pylist())) == 177
+
+
+def test_an_outage_past_the_retries_fails_the_run_and_the_rerun_resumes(s3_server, s3_jaffe, bucket, capsys):
+    from fer_ray import cli
+
+    output = f"{bucket}/outage-runs/failing"
+    run_preprocess("jaffe", s3_jaffe, output, limit=24)
+    before = storage.read_bytes(storage.join(output, "_commit.json"))
+    impatient = ["--storage-attempts", "2", "--storage-backoff-s", "0.1", "--storage-max-backoff-s", "0.1"]
+    capsys.readouterr()
+    thread, outcome = in_thread(cli.main, ["preprocess", "--layout", "jaffe", "--input", s3_jaffe, "--output", output,
+                                           "--rows-per-file", "16", *impatient])
+    wait_for(lambda: committed_units(output) >= 1 or not thread.is_alive(), 300, "a committed unit")
+    assert thread.is_alive()
+    restarted = s3_server.outage(15.0)
+    thread.join(timeout=300)
+    restarted.join()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert outcome.get("value") == 1, outcome
+    assert "fer-ray preprocess: failed:" in err[-1] and "storage still unreachable" in err[-1]
+    # the previous result is untouched, and still what readers get
+    assert storage.read_bytes(storage.join(output, "_commit.json")) == before
+    assert read_output(output, "manifest").num_rows == 24
+    resumed = run_preprocess("jaffe", s3_jaffe, output, rows_per_file=16)
+    assert resumed["run_state"] == "resumed" and resumed["units_skipped"] > 0
+    assert resumed["inputs"] == read_output(output, "manifest").num_rows == 177

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 from fer_ray import storage
-from tests.integration.helpers import read_output
+from tests.integration.helpers import read_output, run_file
 
 pytestmark = pytest.mark.job
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -20,13 +20,13 @@ def test_submitted_preprocess_job(preprocess_job):
     done, output = preprocess_job.done, preprocess_job.output
     assert "succeeded" in done.stdout + done.stderr
     raw = preprocess_job.args[preprocess_job.args.index("--input") + 1]
-    summary = json.loads(storage.read_bytes(f"{output}/_summary.json"))
+    summary = json.loads(storage.read_bytes(run_file(output, "_summary.json")))
     n_inputs = len(storage.list_files(raw))
     assert read_output(output, "manifest").num_rows == n_inputs == summary["inputs"]
     assert read_output(output, "faces").num_rows == summary["faces"] > 0
-    assert storage.exists(f"{output}/contact_sheet.png") and storage.exists(f"{output}/config.yaml")
+    assert storage.exists(run_file(output, "contact_sheet.png"))
     # credentials stay in the environment: not in the written config or the job's output
-    written = storage.read_bytes(f"{output}/config.yaml").decode() + done.stdout + done.stderr
+    written = storage.read_bytes(run_file(output, "config.yaml")).decode() + done.stdout + done.stderr
     assert "testing-secret" not in written
 
 

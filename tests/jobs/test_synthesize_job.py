@@ -9,7 +9,7 @@ import pytest
 
 from fer_ray import storage
 from tests.cluster import run_job_with_no_cluster
-from tests.integration.helpers import expected_pairs, read_output
+from tests.integration.helpers import expected_pairs, read_output, run_file
 
 pytestmark = pytest.mark.job
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -25,9 +25,11 @@ def test_submitted_synthesis_job_reruns_into_the_same_output_identically(ray_clu
     after = {r["sample_id"]: r["face"] for r in read_output(output, "mixed").to_pylist()}
     assert after == before and len(before) == expected_pairs(read_output(jaffe_faces, "faces").to_pylist())
     assert len(read_output(output, "manifest")) == len(read_output(jaffe_faces, "faces"))
-    summary = json.loads(storage.read_bytes(f"{output}/_summary.json"))
+    summary = json.loads(storage.read_bytes(run_file(output, "_summary.json")))
     assert f"{summary['mixed']} mixed faces" in done.stdout and len(summary["contact_sheets"]) == 1
-    assert len(storage.list_files(f"{output}/contact_sheets")) == 1  # the earlier run's sheets were replaced
+    assert summary["run_state"] == "new" and "contact_sheets: 4 -> 1" in done.stdout + done.stderr
+    assert len(storage.list_files(run_file(output, "contact_sheets"))) == 1
+    assert storage.list_dirs(f"{output}/runs") == [summary["run"]]  # the earlier run went after the commit
     assert "testing-secret" not in done.stdout + done.stderr
 
 
