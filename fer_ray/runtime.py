@@ -35,6 +35,30 @@ def worker_soft_limit(cpus: int) -> str:
     return str(cpus + SPARE_IDLE_WORKERS)
 
 
+# Logical CPUs for operators that mostly wait on storage or do bookkeeping (reading,
+# fetching, writing). Giving them a whole CPU each would leave the model actors, which
+# really use a core each, fewer cores than the machine has.
+LIGHT_CPUS = 0.1
+
+# Ray retries a task, or restarts an actor and retries its task, when the process dies
+# (killed, out of memory, a crash in native code). Ray Data's defaults retry forever: an
+# input that crashes its worker every time would then stall the run for good. A few
+# retries cover a lost worker; past them the run fails and can be resumed. Exceptions
+# raised by our own code are not retried (per-item problems are data already; the rest
+# are systemic).
+SYSTEM_FAILURE_RETRIES = 3
+
+
+def available_cpus() -> int:
+    return available("CPU", os.cpu_count())
+
+
+def available(resource: str, default: int | None = 0) -> int:
+    """Whole units of a resource in the cluster (at least 1)."""
+    amount = ray.cluster_resources().get(resource, 0) if ray.is_initialized() else default
+    return max(1, int(amount or 1))
+
+
 # ---------------------------------------------------------------- fitting a run to the cluster
 #
 # Ray never refuses a request the cluster cannot grant: a worker group's placement group or

@@ -53,7 +53,8 @@ def list_inputs(cfg: PreprocessConfig) -> Inputs:
 
 def read(cfg: PreprocessConfig, inputs: Inputs) -> ray.data.Dataset:
     """Input rows (see datasets.common.input_row) with bytes and labels filled in."""
-    from fer_ray.stages.base import LIGHT_CPUS, apply_stage
+    from fer_ray.runtime import LIGHT_CPUS
+    from fer_ray.stages.base import apply_stage
     from fer_ray.stages.fetch import FetchStage
 
     module = layout_module(cfg.layout)

@@ -147,7 +147,7 @@ class Fer2013Datasource(Datasource):
 
 
 def read(cfg: PreprocessConfig) -> ray.data.Dataset:
-    from fer_ray.stages.base import LIGHT_CPUS
+    from fer_ray.runtime import LIGHT_CPUS
 
     block_rows = rows_per_block(file_size(cfg.input), cfg.limit)
     ds = ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit, block_rows, cfg.retry),

@@ -25,9 +25,9 @@ from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
-from fer_ray.runtime import start_ray
+from fer_ray.runtime import LIGHT_CPUS, available_cpus, start_ray
 from fer_ray.schema import face_array
-from fer_ray.stages.base import LIGHT_CPUS, apply_stage, available_cpus
+from fer_ray.stages.base import apply_stage
 from fer_ray.stages.face import FaceStage
 from fer_ray.training.evaluate import check_checkpoint, classify
 

@@ -14,9 +14,9 @@ from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.datasets import Inputs
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import ShardSink
-from fer_ray.runtime import cluster_capacity, start_ray
+from fer_ray.runtime import available_cpus, cluster_capacity, start_ray
 from fer_ray.schema import face_array, landmarks_array
-from fer_ray.stages.base import apply_stage, available_cpus
+from fer_ray.stages.base import apply_stage
 from fer_ray.stages.face import FaceStage
 from fer_ray.vision.draw import contact_sheet, encode_png
 

@@ -24,8 +24,8 @@ from fer_ray import config, labels, results, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import Folder, ShardSink
-from fer_ray.runtime import start_ray
-from fer_ray.stages.base import LIGHT_CPUS, apply_group_stage
+from fer_ray.runtime import LIGHT_CPUS, start_ray
+from fer_ray.stages.base import apply_group_stage
 from fer_ray.stages.fusion import FuseSubjects
 from fer_ray.vision.draw import contact_sheet, encode_png
 

@@ -32,7 +32,7 @@ from ray.data.datasource.file_datasink import _FileDatasink
 from fer_ray import schema, storage
 from fer_ray.config import RetryConfig
 from fer_ray.schema import arrow_array
-from fer_ray.stages.base import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus
+from fer_ray.runtime import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus
 
 # Logical CPUs per concurrent write task: at most one write per two CPUs. Writes are
 # short; the cap lets Ray reuse a warm worker process for the next write rather than start

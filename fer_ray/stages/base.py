@@ -1,4 +1,4 @@
-"""How any stage is applied to a dataset: the one place that touches Ray's map API.
+"""How any stage is applied to a dataset: the one place that maps a stage with Ray's API.
 
 A stage is a plain class (usable without Ray): `__init__(cfg)` loads what it needs once,
 `__call__(batch)` maps a dict of numpy arrays to a dict of numpy arrays, or to an Arrow
@@ -8,27 +8,13 @@ declare its needs; `apply_stage` turns them into the right `map_batches` call.
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
 
-import ray
 import ray.data
 
-
-# Logical CPUs for operators that mostly wait on storage or do bookkeeping (reading,
-# fetching, writing). Giving them a whole CPU each would leave the model actors, which
-# really use a core each, fewer cores than the machine has.
-LIGHT_CPUS = 0.1
-
-# Ray retries a task, or restarts an actor and retries its task, when the process dies
-# (killed, out of memory, a crash in native code). Ray Data's defaults retry forever: an
-# input that crashes its worker every time would then stall the run for good. A few
-# retries cover a lost worker; past them the run fails and can be resumed. Exceptions
-# raised by our own code are not retried (per-item problems are data already; the rest
-# are systemic).
-SYSTEM_FAILURE_RETRIES = 3
+from fer_ray.runtime import SYSTEM_FAILURE_RETRIES, available, available_cpus
 
 
 class Stage:
@@ -42,16 +28,6 @@ class Stage:
 
     def __call__(self, batch: dict) -> dict:
         raise NotImplementedError
-
-
-def available_cpus() -> int:
-    return available("CPU", os.cpu_count())
-
-
-def available(resource: str, default: int | None = 0) -> int:
-    """Whole units of a resource in the cluster (at least 1)."""
-    amount = ray.cluster_resources().get(resource, 0) if ray.is_initialized() else default
-    return max(1, int(amount or 1))
 
 
 def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: int = 0,

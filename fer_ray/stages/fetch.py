@@ -8,7 +8,8 @@ import numpy as np
 
 from fer_ray import storage
 from fer_ray.schema import N_LANDMARKS
-from fer_ray.stages.base import LIGHT_CPUS, Stage, batch_rows, rows_batch
+from fer_ray.runtime import LIGHT_CPUS
+from fer_ray.stages.base import Stage, batch_rows, rows_batch
 
 
 class FetchStage(Stage):

@@ -12,7 +12,8 @@ import ray.data
 from fer_ray import storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.runtime import start_ray
-from fer_ray.stages.base import Stage, apply_stage, available_cpus
+from fer_ray.runtime import available_cpus
+from fer_ray.stages.base import Stage, apply_stage
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import data
 from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
