@@ -1,12 +1,12 @@
 """One module per raw layout. `list_inputs(cfg)` finds a layout's inputs on the driver
-(metadata only, before any Ray work); `read(cfg, inputs)` gives them as a Dataset."""
+(metadata only, before any Ray work); the layouts' datasources yield them to Ray Data
+(pipelines.inputs builds the read)."""
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 
 import pyarrow as pa
-import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -49,20 +49,6 @@ def list_inputs(cfg: PreprocessConfig) -> Inputs:
     if not rows:
         raise ConfigError(f"input: no files under {cfg.input} for layout {cfg.layout!r}")
     return Inputs(rows, len(rows), lister.fingerprint())
-
-
-def read(cfg: PreprocessConfig, inputs: Inputs) -> ray.data.Dataset:
-    """Input rows (see datasets.common.input_row) with bytes and labels filled in."""
-    from fer_ray.runtime import LIGHT_CPUS
-    from fer_ray.stages.base import apply_stage
-    from fer_ray.stages.fetch import FetchStage
-
-    module = layout_module(cfg.layout)
-    if inputs.rows is None:
-        return module.read(cfg)
-    # A read, not from_items: Ray Data's row checkpointing filters only what a read yields.
-    listed = ray.data.read_datasource(RowsDatasource(inputs.rows), num_cpus=LIGHT_CPUS)
-    return apply_stage(listed, FetchStage, cfg)
 
 
 class RowsDatasource(Datasource):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 
 import pyarrow as pa
-import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -146,16 +145,12 @@ class Fer2013Datasource(Datasource):
         return [ReadTask(lambda: read_blocks(uri, limit, block_rows, retry), meta)]
 
 
-def read(cfg: PreprocessConfig) -> ray.data.Dataset:
-    from fer_ray.runtime import LIGHT_CPUS
-
+def datasource(cfg: PreprocessConfig) -> tuple[Fer2013Datasource, int]:
+    """The CSV's datasource (one read task: one stream, unsplit) and the block size Ray
+    should aim at for it: about one of our tables, so Ray passes them on as they come
+    instead of gathering them into 128 MiB blocks."""
     block_rows = rows_per_block(file_size(cfg.input), cfg.limit)
-    ds = ray.data.read_datasource(Fer2013Datasource(cfg.input, cfg.limit, block_rows, cfg.retry),
-                                  num_cpus=LIGHT_CPUS, override_num_blocks=1)  # one stream, unsplit
-    # Ray's block target for this pipeline only: about one of our tables, so Ray passes
-    # them on as they come instead of gathering them into 128 MiB blocks.
-    ds.context.target_max_block_size = block_rows * ROW_BYTES
-    return ds
+    return Fer2013Datasource(cfg.input, cfg.limit, block_rows, cfg.retry), block_rows * ROW_BYTES
 
 
 def file_size(uri: str) -> int:

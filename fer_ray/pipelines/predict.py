@@ -19,11 +19,12 @@ import pyarrow.parquet as pq
 import ray.data
 import yaml
 
-from fer_ray import config, datasets, storage
+from fer_ray import config, storage
 from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
 from fer_ray.pipelines import runs
+from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
 from fer_ray.runtime import LIGHT_CPUS, available_cpus, start_ray
 from fer_ray.schema import face_array
@@ -138,7 +139,7 @@ def run(checkpoint_uri: str, input_uri: str, output: str, detector: str = "", wo
 def predictions(cfg: PreprocessConfig, inputs: Inputs, path: str, state: dict, workers: int,
                 reserved_cpus: int = 0) -> ray.data.Dataset:
     """The whole pipeline, lazily: fetch, find faces, classify, one output row per face."""
-    ds = datasets.read(cfg, inputs)
+    ds = read_inputs(cfg, inputs)
     # Face finding is the expensive part: a face actor per CPU (but those Ray's own operators
     # hold), and one classifier actor, light beside them (one forward pass per batch of crops).
     ds = apply_stage(ds, FaceStage, cfg, workers=workers or max(1, available_cpus() - reserved_cpus))

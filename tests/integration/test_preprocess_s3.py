@@ -71,6 +71,7 @@ def test_fer2013_is_read_as_a_stream_of_small_blocks(sample_s3, s3_server):
     from fer_ray import datasets
     from fer_ray.config import PreprocessConfig
     from fer_ray.datasets import fer2013
+    from fer_ray.pipelines.inputs import read_inputs
 
     # A small file is cut into several blocks, so every face actor gets work; the
     # whole of FER2013 (35,887 rows) into blocks of the largest size.
@@ -79,7 +80,7 @@ def test_fer2013_is_read_as_a_stream_of_small_blocks(sample_s3, s3_server):
     input_uri = sample_input(sample_s3, "fer2013")
     block_rows = fer2013.rows_per_block(fer2013.file_size(input_uri))
     cfg = PreprocessConfig(layout="fer2013", input=input_uri, output="unused")
-    ds = datasets.read(cfg, datasets.list_inputs(cfg))
+    ds = read_inputs(cfg, datasets.list_inputs(cfg))
     sizes = [len(batch["source_uri"]) for batch in ds.iter_batches(batch_size=None, batch_format="numpy")]
     assert sum(sizes) == count_inputs(s3_server, input_uri) > block_rows, sizes
     assert len(sizes) >= 2 and max(sizes) <= block_rows and min(sizes[:-1]) >= block_rows // 2, sizes
