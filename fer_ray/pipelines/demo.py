@@ -4,6 +4,7 @@ from __future__ import annotations
 from fer_ray import storage
 from fer_ray.config import LAYOUTS, PreprocessConfig
 from fer_ray.pipelines import preprocess
+from fer_ray.report import print_report, print_summary, print_sweep, print_synthesis, print_totals
 from fer_ray.runtime import start_ray
 
 # Where each layout lives inside the sample-data tree.
@@ -20,7 +21,6 @@ TRAIN_SCALE = 4
 
 
 def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
-    from fer_ray.cli import print_summary
     from fer_ray.sample_data import write_sample_data
 
     data = storage.join(output, "data")
@@ -43,7 +43,6 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
 
 def synthesize_mixed(output: str) -> str:
     """Seed 000's mixed emotions from the preprocessed JAFFE-style faces (region fusion)."""
-    from fer_ray.cli import print_synthesis
     from fer_ray.config import SynthesizeConfig
     from fer_ray.pipelines import synthesize
 
@@ -56,7 +55,6 @@ def synthesize_mixed(output: str) -> str:
 def train_mixed(output: str, mixed: str) -> None:
     """mixed_cnn on the 42 mixed classes, briefly: two epochs show the path works end to end
     (a 7.2 M-parameter model on a few hundred faces needs far more to learn 42 classes)."""
-    from fer_ray.cli import print_report
     from fer_ray.config import TrainConfig
     from fer_ray.training import trainer
 
@@ -68,7 +66,6 @@ def train_mixed(output: str, mixed: str) -> None:
 def train_and_sweep(output: str, workers: int = 0) -> None:
     """Preprocess the larger FER2013-style sample, train dexpression_fer on it (tested on
     held-out subjects), then a 4-trial sweep over two families."""
-    from fer_ray.cli import print_report, print_sweep
     from fer_ray.config import TrainConfig, TuneConfig
     from fer_ray.sample_data import write_sample_data
     from fer_ray.training import sweep, trainer
@@ -87,10 +84,3 @@ def train_and_sweep(output: str, workers: int = 0) -> None:
                           train=TrainConfig(data=faces, output=storage.join(output, "runs", "sweep"), epochs=3,
                                             workers=1, cpus_per_worker=0.5, resume=False))
     print_sweep(sweep.run(tune_cfg))
-
-
-def print_totals(summaries: list[dict]) -> None:
-    print("\nlayout      inputs  faces  ok   images/s  contact sheet")
-    for s in summaries:
-        print(f"{s['layout']:10s} {s.get('inputs', 0):6d} {s.get('faces', 0):6d} "
-              f"{s.get('status', {}).get('ok', 0):4d} {s['images_per_s']:9.1f}  {s['contact_sheet_uri']}")

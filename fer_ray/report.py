@@ -1,0 +1,68 @@
+"""What a finished job prints for the person who ran it: the CLI's commands and the demo
+share these, so each summary is worded in one place."""
+from __future__ import annotations
+
+import json
+
+
+def run_line(summary: dict) -> str:
+    """Which run the output now holds, and what this invocation did."""
+    skipped = summary.get("units_skipped", 0)
+    return (f"  run {summary.get('run', '?')}: {summary.get('run_state', '?')}"
+            + (f", {skipped} inputs committed earlier were skipped" if skipped else ""))
+
+
+def print_summary(summary: dict) -> None:
+    status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
+    print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('faces', 0)} faces "
+          f"in {summary['elapsed_s']} s ({summary['images_per_s']} images/s)")
+    print(run_line(summary))
+    print(f"  status: {status}")
+    print(f"  faces by label: {json.dumps(summary.get('faces_by_label', {}))}")
+    print(f"  faces by split: {json.dumps(summary.get('faces_by_split', {}))}")
+    print(f"  faces: {summary['faces_uri']}\n  manifest: {summary['manifest_uri']}\n"
+          f"  contact sheet: {summary['contact_sheet_uri']}")
+
+
+def print_synthesis(summary: dict, max_listed: int = 10) -> None:
+    status = ", ".join(f"{k}={v}" for k, v in summary["status"].items())
+    print(f"\n{summary['method']}: {summary['inputs']} faces of {summary['subjects_used']} subjects -> "
+          f"{summary['mixed']} mixed faces in {summary['elapsed_s']} s ({summary['mixed_per_s']} faces/s)")
+    print(run_line(summary))
+    print(f"  input faces: {status}")
+    print(f"  mixed by split: {json.dumps(summary['mixed_by_split'])}; "
+          f"{len(summary['mixed_by_pair'])} of 42 pairs present")
+    skipped = list(summary["subjects_skipped"].items())
+    for subject, reason in skipped[:max_listed]:
+        print(f"  skipped subject {subject}: {reason}")
+    if len(skipped) > max_listed:
+        print(f"  ... and {len(skipped) - max_listed} more skipped subjects (see _summary.json)")
+    print(f"  mixed: {summary['mixed_uri']}\n  manifest: {summary['manifest_uri']}")
+    for uri in summary["contact_sheets"]:
+        print(f"  contact sheet: {uri}")
+
+
+def print_sweep(summary: dict) -> None:
+    best = summary["best"]
+    print(f"\n{summary['trials']} trials; best {best['trial']}: {best['model']} "
+          f"val_macro_f1={best['best_val_macro_f1']:.3f} (lr={best['lr']:.2e}, batch={best['batch_size']})")
+    print(f"  results: {summary['results_csv']}\n  best config: {summary['best_config']}\n"
+          f"  trials plot: {summary['plot']}")
+
+
+def print_report(report: dict, max_classes: int = 10) -> None:
+    recall = report["per_class_recall"]
+    recalls = ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in recall.items()) if (
+        len(recall) <= max_classes) else f"{len(recall)} classes, see metrics.json and confusion.png"
+    print(f"\n{report['model']} on {report['split']} ({report['n']} faces): accuracy={report['accuracy']:.3f} "
+          f"macro_f1={report['macro_f1']:.3f}\n  recall: {recalls}\n  checkpoint: {report['checkpoint']}")
+    if "output" in report:
+        for name in ("metrics.json", "confusion.png", "learning_curve.png"):
+            print(f"  {name}: {report['output'].rstrip('/')}/{name}")
+
+
+def print_totals(summaries: list[dict]) -> None:
+    print("\nlayout      inputs  faces  ok   images/s  contact sheet")
+    for s in summaries:
+        print(f"{s['layout']:10s} {s.get('inputs', 0):6d} {s.get('faces', 0):6d} "
+              f"{s.get('status', {}).get('ok', 0):4d} {s['images_per_s']:9.1f}  {s['contact_sheet_uri']}")
