@@ -1,4 +1,6 @@
-"""The Parquet schemas of every output, in one place.
+"""Every row shape, in one place: the Parquet schemas of the outputs, and the rows the
+readers and stages pass along (INPUT_ROWS, FACE_ROWS, MIXED_ROWS); `row(shape, ...)` makes
+one with every column it is not given at its default.
 
 Outputs use plain Arrow types only (no Ray tensor extensions), so pyarrow, pandas
 and DuckDB read them without Ray. Faces are raw uint8 bytes in row-major
@@ -42,6 +44,25 @@ MANIFEST = pa.schema([
     ("label", pa.int16()),
     ("subject", pa.string()),
     ("split", pa.string()),
+])
+
+# What the readers emit, one row per input: its identity and label, its status ('' until
+# something decides its fate), and its bytes once fetched; `encoding` says what the bytes are.
+ENCODED_IMAGE, FER_PIXELS = "image", "fer_pixels"
+INPUT_ROWS = pa.schema([
+    ("source_uri", pa.string()),
+    ("dataset", pa.string()),
+    ("subject", pa.string()),
+    ("split", pa.string()),
+    ("label", pa.int16()),               # canonical 8-class index, -1 unknown
+    ("valence", pa.float32()),
+    ("arousal", pa.float32()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("encoding", pa.string()),           # what `data` holds: an image file, or FER2013's pixel text
+    ("data", pa.binary()),
+    ("sidecar", pa.string()),            # where the layout's annotations are (AffectNet, CK+)
+    ("hint_landmarks", pa.list_(pa.float32())),  # landmarks the dataset provides (AffectNet); [] if none
 ])
 
 # What the face stage emits: every faces/ column plus the manifest's own, for one row per
@@ -116,6 +137,42 @@ MIXED_STATUSES = {
 }
 
 
+# What the synthesis stage emits: every mixed/ column plus the manifest's own, for each fused
+# face and each input face; is_mixed / is_manifest say which rows go to mixed/ and manifest/.
+MIXED_ROWS = pa.schema([
+    *MIXED,
+    ("status", pa.string()), ("error", pa.string()), ("n_mixed", pa.int32()),
+    ("skip_reason", pa.string()),        # why the face's subject made no pair ('' if it made one)
+    ("is_mixed", pa.bool_()), ("is_manifest", pa.bool_()),
+])
+
+# Columns whose default is not their type's zero ('' / b'' / 0 / False / a list of zeros).
+DEFAULTS = {"encoding": ENCODED_IMAGE, "label": -1, "primary": -1, "secondary": -1, "mixed_label": -1, "frame_index": -1,
+            "valence": np.nan, "arousal": np.nan, "timestamp_s": np.nan, "hint_landmarks": ()}
+
+
+def row(table_schema: pa.Schema, **values) -> dict:
+    """A row of `table_schema`: the given values, every other column at its default."""
+    unknown = set(values) - set(table_schema.names)
+    if unknown:
+        raise KeyError(f"not columns of this row shape: {', '.join(sorted(unknown))}")
+    return {f.name: values[f.name] if f.name in values else default(f) for f in table_schema}
+
+
+def default(field: pa.Field):
+    """A column's value in a row that does not set it."""
+    if field.name in DEFAULTS:
+        return DEFAULTS[field.name]
+    kind = field.type
+    if pa.types.is_fixed_size_list(kind):
+        return np.zeros(kind.list_size, kind.value_type.to_pandas_dtype())
+    if pa.types.is_string(kind):
+        return ""
+    if pa.types.is_binary(kind):
+        return b""
+    return False if pa.types.is_boolean(kind) else kind.to_pandas_dtype()(0)
+
+
 def table_from_rows(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
     """Row dicts (with at least the schema's keys) as a plain-Arrow table of `table_schema`."""
     return pa.table({field.name: arrow_array([row[field.name] for row in rows], field.type)
@@ -127,6 +184,8 @@ def arrow_array(values, kind: pa.DataType) -> pa.Array:
     if pa.types.is_fixed_size_list(kind):
         flat = np.asarray(list(values), dtype=kind.value_type.to_pandas_dtype()).reshape(-1)
         return pa.FixedSizeListArray.from_arrays(pa.array(flat, kind.value_type), kind.list_size)
+    if pa.types.is_list(kind):  # numpy vectors of any length
+        return pa.array([np.asarray(v, kind.value_type.to_pandas_dtype()) for v in values], kind)
     return pa.array(list(values) if isinstance(values, np.ndarray) and values.dtype == object else values, kind)
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from fer_ray import schema
 from fer_ray.config import LAYOUTS, ConfigError, PreprocessConfig
 from fer_ray.datasets.common import Lister
 
@@ -68,4 +68,4 @@ class RowsDatasource(Datasource):
     @staticmethod
     def task(rows: list[dict]) -> ReadTask:
         meta = BlockMetadata(num_rows=len(rows), size_bytes=None, exec_stats=None, input_files=None)
-        return ReadTask(lambda: [pa.Table.from_pylist(rows)], meta)
+        return ReadTask(lambda: [schema.table_from_rows(rows, schema.INPUT_ROWS)], meta)

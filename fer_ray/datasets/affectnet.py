@@ -16,6 +16,7 @@ import numpy as np
 from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, basename, input_row, listed_rows
+from fer_ray.schema import N_LANDMARKS
 
 SPLITS = {"train_set": "train", "val_set": "val"}
 
@@ -74,4 +75,4 @@ def _optional_landmarks(read, uri: str) -> np.ndarray:
         points = load_npy(read(uri)).astype(np.float32).reshape(-1)
     except (FileNotFoundError, ValueError):
         points = np.empty(0, np.float32)
-    return points if points.size == 136 else np.full(136, np.nan, np.float32)
+    return points if points.size == 2 * N_LANDMARKS else np.empty(0, np.float32)  # no hint

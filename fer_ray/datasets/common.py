@@ -9,26 +9,13 @@ import hashlib
 import posixpath
 from typing import Iterable
 
-import numpy as np
 
-from fer_ray import labels, storage
+from fer_ray import schema, storage
 from fer_ray.config import RetryConfig, SplitConfig
 
-# encoding of the `data` column: an encoded image file, or FER2013's pixel text
-ENCODED_IMAGE = "image"
-FER_PIXELS = "fer_pixels"
-
-
-def input_row(source_uri: str, dataset: str, *, subject: str = "", split: str = "",
-              label: int = labels.UNKNOWN, status: str = "", error: str = "",
-              encoding: str = ENCODED_IMAGE, data: bytes = b"", sidecar: str = "") -> dict:
-    """One input. `status` is '' until something decides the input's fate."""
-    return {
-        "source_uri": source_uri, "dataset": dataset, "subject": subject, "split": split,
-        "label": int(label), "valence": np.nan, "arousal": np.nan,
-        "status": status, "error": error, "encoding": encoding, "data": data,
-        "sidecar": sidecar,  # layout-specific annotation location (AffectNet, CK+)
-    }
+def input_row(source_uri: str, dataset: str, **values) -> dict:
+    """One input (a row of schema.INPUT_ROWS). `status` is '' until something decides its fate."""
+    return schema.row(schema.INPUT_ROWS, source_uri=source_uri, dataset=dataset, **values)
 
 
 def subject_fraction(subject: str, seed: int) -> float:

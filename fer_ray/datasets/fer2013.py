@@ -23,9 +23,9 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from fer_ray import labels, storage
+from fer_ray import labels, schema, storage
 from fer_ray.config import ConfigError, PreprocessConfig, RetryConfig
-from fer_ray.datasets.common import FER_PIXELS, input_row
+from fer_ray.datasets.common import input_row
 
 COLUMNS = ("emotion", "pixels", "Usage")
 USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
@@ -98,15 +98,14 @@ def read_blocks(uri: str, limit: int, block_rows: int, retry: RetryConfig | None
 
 
 def rows_table(uri: str, block: list[tuple[int, list[bytes]]]) -> pa.Table:
-    """Input rows (the columns of datasets.common.input_row) of (line number, fields) pairs,
-    built a column at a time."""
+    """Input rows (schema.INPUT_ROWS) of (line number, fields) pairs, built a column at a time."""
     splits, label_values, statuses, errors = zip(*(record_fields(fields) for _, fields in block))
     per_row = {"source_uri": [f"{uri}#line={number}" for number, _ in block], "split": splits,
                "label": label_values, "status": statuses, "error": errors,
                "data": [fields[1] if len(fields) == 3 else b"" for _, fields in block]}
-    blank = input_row("", "fer2013", encoding=FER_PIXELS)
-    return pa.table({name: pa.array(per_row[name] if name in per_row else [value] * len(block))
-                     for name, value in blank.items()})
+    blank = input_row("", "fer2013", encoding=schema.FER_PIXELS)
+    return pa.table({f.name: pa.array(per_row[f.name] if f.name in per_row else [blank[f.name]] * len(block), f.type)
+                     for f in schema.INPUT_ROWS}, schema=schema.INPUT_ROWS)
 
 
 def stream_lines(chunks):

@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import FER_PIXELS
 from fer_ray.runtime import Capacity, check_face_actors
+from fer_ray.schema import N_LANDMARKS
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
 from fer_ray.vision.decode import ImageError, decode_image, header_pixels, pixels_to_image
@@ -120,7 +120,7 @@ class FaceStage(Stage):
         face.max_pixels, so decoding refuses it before allocating anything)."""
         if row["status"]:
             return 0
-        if row["encoding"] == FER_PIXELS:
+        if row["encoding"] == schema.FER_PIXELS:
             return FER_ROW_PIXELS
         pixels = header_pixels(row["data"])
         return pixels if pixels <= self.cfg.face.max_pixels else 0
@@ -164,8 +164,9 @@ class FaceStage(Stage):
             return [attempt(self.extractor.extract, image) for image in images]
 
     def use_annotation(self, row: dict) -> bool:
-        hint = row.get("hint_landmarks")
-        return self.detector == "none" and hint is not None and bool(np.isfinite(hint).all())
+        """Dataset-provided landmarks replace detection when there is none to do (face crops)."""
+        hint = np.asarray(row["hint_landmarks"], np.float32)
+        return self.detector == "none" and hint.size == 2 * N_LANDMARKS and bool(np.isfinite(hint).all())
 
     @staticmethod
     def fail(row: dict, err: Exception) -> None:
@@ -175,7 +176,7 @@ class FaceStage(Stage):
             row["status"], row["error"] = "face_error", f"{type(err).__name__}: {err}"[:500]
 
     def decode(self, row: dict) -> np.ndarray:
-        if row["encoding"] == FER_PIXELS:
+        if row["encoding"] == schema.FER_PIXELS:
             return pixels_to_image(row["data"].decode("ascii", "replace"))  # grey; the extractor takes it
         return decode_image(row["data"], "rgb", self.cfg.face.max_pixels)
 
@@ -194,19 +195,14 @@ class FaceStage(Stage):
         return [self.row_for(row, face, i, landmarker, len(faces)) for i, face in enumerate(faces)]
 
     def row_for(self, row: dict, face: Face | None, index: int, landmarker: str, n_faces: int) -> dict:
-        return {
-            "sample_id": sample_id(row["dataset"], row["source_uri"], index),
-            "dataset": row["dataset"], "source_uri": row["source_uri"],
-            "subject": row["subject"], "split": row["split"],
-            "label": np.int16(row["label"]), "label_name": labels.label_name(int(row["label"])),
-            "valence": np.float32(row["valence"]), "arousal": np.float32(row["arousal"]),
-            "face_index": np.int16(index), "face": self.blank if face is None else face.face.tobytes(),
-            "face_shape": self.face_shape,
-            "bbox": np.zeros(4, np.float32) if face is None else np.asarray(face.bbox, np.float32),
-            "landmarks": np.zeros(136, np.float32) if face is None else np.asarray(face.landmarks, np.float32).reshape(136),
-            "det_score": np.float32(0 if face is None else face.det_score),
-            "detector": self.detector, "landmarker": landmarker,
-            "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),
-            "status": row["status"], "error": row["error"], "n_faces": np.int32(n_faces),
-            "is_face": face is not None, "is_manifest": index == 0,
-        }
+        """The row of one face found in the input (or, face None, the input's placeholder)."""
+        found = {"face": self.blank} if face is None else {
+            "face": face.face.tobytes(), "bbox": np.asarray(face.bbox, np.float32),
+            "landmarks": np.asarray(face.landmarks, np.float32).reshape(-1), "det_score": face.det_score}
+        return schema.row(
+            schema.FACE_ROWS, sample_id=sample_id(row["dataset"], row["source_uri"], index),
+            dataset=row["dataset"], source_uri=row["source_uri"], subject=row["subject"], split=row["split"],
+            label=row["label"], label_name=labels.label_name(int(row["label"])), valence=row["valence"],
+            arousal=row["arousal"], face_index=index, face_shape=self.face_shape,
+            detector=self.detector, landmarker=landmarker, status=row["status"], error=row["error"],
+            n_faces=n_faces, is_face=face is not None, is_manifest=index == 0, **found)

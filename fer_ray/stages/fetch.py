@@ -4,12 +4,11 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+import pyarrow as pa
 
-from fer_ray import storage
-from fer_ray.schema import N_LANDMARKS
+from fer_ray import schema, storage
 from fer_ray.runtime import LIGHT_CPUS
-from fer_ray.stages.base import Stage, batch_rows, rows_batch
+from fer_ray.stages.base import Stage, batch_rows
 
 
 class FetchStage(Stage):
@@ -30,14 +29,13 @@ class FetchStage(Stage):
         self.annotate = annotator(cfg.layout)
         self.read = functools.partial(storage.read_bytes, retry=cfg.retry)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> pa.Table:
         rows = batch_rows(batch)
         with ThreadPoolExecutor(self.threads) as pool:
             list(pool.map(self.fetch, rows))
-        return rows_batch(rows)
+        return schema.table_from_rows(rows, schema.INPUT_ROWS)
 
     def fetch(self, row: dict) -> None:
-        row["hint_landmarks"] = np.full(2 * N_LANDMARKS, np.nan, np.float32)
         if row["status"]:
             return  # decided already (bad label, skipped frame...): nothing to read
         try:

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from fer_ray.config import ConfigError, PreprocessConfig
-from fer_ray.datasets.common import FER_PIXELS, input_row
-from fer_ray.schema import FACE_ROWS, face_array
+from fer_ray.datasets.common import input_row
+from fer_ray.schema import FACE_ROWS, FER_PIXELS, face_array
 from fer_ray.stages.base import rows_batch
 from fer_ray.stages.face import FaceStage, plan_chunks
 from fer_ray.vision.synthetic_face import draw_face, identity_for
@@ -28,8 +28,6 @@ def test_a_mixed_batch_accounts_for_every_input():
             input_row("short", "fer2013", encoding=FER_PIXELS, data=b" ".join([b"7"] * 2000)),
             input_row("b.png", "folder", data=png(sad)),
             input_row("skipped", "folder", status="bad_label", error="label 9 is not in the mapping")]
-    for row in rows:
-        row["hint_landmarks"] = np.full(136, np.nan, np.float32)
     table = stage(rows_batch(rows))
     assert table.schema == FACE_ROWS  # already the Parquet types: the writer passes the columns through
     out = table.to_pylist()
@@ -84,8 +82,6 @@ def mixed_sizes_batch() -> dict:
     rows.insert(4, input_row("huge.png", "folder", data=png(np.zeros((600, 700), np.uint8))))
     rows.insert(5, input_row("row", "fer2013", encoding=FER_PIXELS, data=b" ".join([b"90"] * 2304)))
     rows.append(input_row("skipped", "folder", status="bad_label", error="label 9 is not in the mapping"))
-    for row in rows:
-        row["hint_landmarks"] = np.full(136, np.nan, np.float32)
     return rows_batch(rows)
 
 
