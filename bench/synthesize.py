@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
-from ray.data.block import BlockAccessor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -30,7 +29,7 @@ from fer_ray import results  # noqa: E402
 from fer_ray.config import SynthesizeConfig  # noqa: E402
 from fer_ray.pipelines.synthesize import FACE_COLUMNS, OUTPUT_FOLDERS  # noqa: E402
 from fer_ray.pipelines.writer import table_of  # noqa: E402
-from fer_ray.stages.fusion import FuseSubjects  # noqa: E402
+from fer_ray.stages.fusion import FuseSubjectsStage  # noqa: E402
 
 
 def prepare_faces(tmp: str, scale: int) -> str:
@@ -58,8 +57,8 @@ def run_serial(faces: str, out: str, args) -> tuple[float, int]:
     table = results.read_table(faces, "faces", columns=FACE_COLUMNS)
     batch = {name: np.asarray(table[name].to_pylist(), dtype=object if name in ("face",) else None)
              for name in table.column_names}
-    rows = FuseSubjects(SynthesizeConfig(input=faces, output=out, method=args.method, pick=args.pick))(batch)
-    mixed = table_of(BlockAccessor.batch_to_block(rows), rows["is_mixed"].astype(bool), OUTPUT_FOLDERS["mixed"])
+    rows = FuseSubjectsStage(SynthesizeConfig(input=faces, output=out, method=args.method, pick=args.pick))(batch)
+    mixed = table_of(rows, rows["is_mixed"].to_numpy(), OUTPUT_FOLDERS["mixed"])
     os.makedirs(out, exist_ok=True)
     pq.write_table(mixed, os.path.join(out, "mixed.parquet"), compression="zstd")
     return mixed.num_rows / (time.perf_counter() - start), mixed.num_rows

@@ -26,7 +26,7 @@ from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import LIGHT_CPUS, start_ray
 from fer_ray.stages.base import apply_group_stage
-from fer_ray.stages.fusion import FuseSubjects
+from fer_ray.stages.fusion import FuseSubjectsStage
 from fer_ray.vision.draw import contact_sheet, encode_png
 
 # What the stage reads of faces/: everything but the columns a fused face does not inherit.
@@ -95,7 +95,7 @@ def fused_rows(files: list[str], cfg: SynthesizeConfig) -> ray.data.Dataset:
     faces = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
     faces = faces.select_columns(FACE_COLUMNS).map_batches(without_nameless_pixels, batch_format="pyarrow",
                                                            num_cpus=LIGHT_CPUS)
-    return apply_group_stage(faces, "subject", FuseSubjects, cfg)
+    return apply_group_stage(faces, "subject", FuseSubjectsStage, cfg)
 
 
 def without_nameless_pixels(table: pa.Table) -> pa.Table:

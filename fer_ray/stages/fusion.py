@@ -1,4 +1,4 @@
-"""FuseSubjects: the faces of whole subjects -> mixed-emotion faces and a manifest row per input.
+"""FuseSubjectsStage: the faces of whole subjects -> mixed-emotion faces and a manifest row per input.
 
 Applied per subject (Ray Data groupby), so each call sees every face of its subjects; a
 batch may still hold several subjects, which are handled one by one. Per face, the first
@@ -8,9 +8,10 @@ The usable faces of each basic expression are picked by the rule (first take, ev
 k at random with a seed), and every ordered pair of two picked expressions is fused
 (42 per subject with all seven, one face each).
 
-Output columns: schema.MIXED's plus status/error/n_mixed/skip_reason, and the writer's
-flags `is_mixed` (a fused face) and `is_manifest` (an input face's row). Faces travel as
-bytes with a `face_shape` column, so subjects of different crop sizes share one block.
+Output: an Arrow table of schema.MIXED_ROWS, already in the Parquet types: the mixed/
+columns plus status/error/n_mixed/skip_reason, and the writer's flags `is_mixed` (a fused
+face) and `is_manifest` (an input face's row). Faces travel as bytes with a `face_shape`
+column, so subjects of different crop sizes share one block.
 """
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ import zlib
 from collections import Counter, defaultdict
 
 import numpy as np
+import pyarrow as pa
 
-from fer_ray import labels
+from fer_ray import labels, schema
 from fer_ray.config import SynthesizeConfig
-from fer_ray.schema import FUSED_LANDMARKER, N_LANDMARKS, face_array
-from fer_ray.stages.base import Stage, batch_rows, rows_batch
+from fer_ray.schema import FUSED_LANDMARKER, face_array
+from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.fusion import fuse, landmarks_problem
 
 BASIC = set(labels.BASIC7)
-NO_LANDMARKS = np.zeros(2 * N_LANDMARKS, np.float32)
 
 
 def mixed_sample_id(parent_primary: str, parent_secondary: str, cfg: SynthesizeConfig) -> str:
@@ -36,10 +37,10 @@ def mixed_sample_id(parent_primary: str, parent_secondary: str, cfg: SynthesizeC
     return hashlib.sha1(key.encode()).hexdigest()[:20]
 
 
-class FuseSubjects(Stage):
+class FuseSubjectsStage(Stage):
     num_cpus = 1.0
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> pa.Table:
         rows = sorted(batch_rows(batch), key=lambda r: (str(r["subject"]), str(r["source_uri"]),
                                                         int(r.get("face_index", 0))))
         by_subject = defaultdict(list)
@@ -48,7 +49,7 @@ class FuseSubjects(Stage):
         out = []
         for subject, faces in by_subject.items():
             out += self.no_subject_rows(faces) if not subject else self.subject_rows(faces)
-        return rows_batch(out)
+        return schema.table_from_rows(out, schema.MIXED_ROWS)
 
     def no_subject_rows(self, faces: list[dict]) -> list[dict]:
         return [manifest_row(f, "no_subject", "the face has no subject (the layout records none)", "")
@@ -119,20 +120,16 @@ class FuseSubjects(Stage):
         result = fuse(cfg.method, face_a, face_b, a["landmarks"], b["landmarks"], alpha=cfg.alpha,
                       feather=cfg.feather * face_a.shape[0], seam_position=cfg.seam_position)
         primary, secondary = str(a["label_name"]), str(b["label_name"])
-        return {
-            **blank_row(a, split), "sample_id": mixed_sample_id(a["sample_id"], b["sample_id"], cfg),
-            "label_name": f"{primary}+{secondary}",
-            "face": result.face.tobytes(), "face_shape": np.asarray(a["face_shape"], np.int32),
-            "landmarks": result.landmarks.reshape(-1),
-            "det_score": np.float32(min(a["det_score"], b["det_score"])),
-            "detector": str(a["detector"]), "landmarker": f"{FUSED_LANDMARKER}{cfg.method}",
-            "primary": np.int16(labels.CANONICAL_INDEX[primary]),
-            "secondary": np.int16(labels.CANONICAL_INDEX[secondary]),
-            "mixed_label": np.int16(labels.mixed_index(primary, secondary)),
-            "weights": np.asarray(result.weights, np.float32), "method": cfg.method,
-            "parent_primary": str(a["sample_id"]), "parent_secondary": str(b["sample_id"]),
-            "is_mixed": True,
-        }
+        fused = dict(
+            sample_id=mixed_sample_id(a["sample_id"], b["sample_id"], cfg), split=split,
+            label_name=f"{primary}+{secondary}", face=result.face.tobytes(),
+            face_shape=np.asarray(a["face_shape"], np.int32), landmarks=result.landmarks.reshape(-1),
+            det_score=min(a["det_score"], b["det_score"]), detector=str(a["detector"]),
+            landmarker=f"{FUSED_LANDMARKER}{cfg.method}", primary=labels.CANONICAL_INDEX[primary],
+            secondary=labels.CANONICAL_INDEX[secondary], mixed_label=labels.mixed_index(primary, secondary),
+            weights=np.asarray(result.weights, np.float32), method=cfg.method,
+            parent_primary=str(a["sample_id"]), parent_secondary=str(b["sample_id"]), is_mixed=True)
+        return schema.row(schema.MIXED_ROWS, **{**identity(a), **fused})
 
 
 def face_problems(faces: list[dict]) -> dict[str, tuple[str, str]]:
@@ -173,25 +170,14 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def blank_row(face: dict, split: str) -> dict:
-    """Every output column: the input face's identity, placeholders everywhere else. Fused
-    and manifest rows share one block, so both carry every column."""
-    return {
-        "sample_id": str(face["sample_id"]), "dataset": str(face.get("dataset", "")),
-        "source_uri": str(face["source_uri"]), "subject": str(face["subject"]), "split": split,
-        "label": np.int16(labels.UNKNOWN), "label_name": str(face["label_name"]),
-        "valence": np.float32(np.nan), "arousal": np.float32(np.nan), "face_index": np.int16(0),
-        "face": b"", "face_shape": np.zeros(3, np.int32), "bbox": np.zeros(4, np.float32),
-        "landmarks": NO_LANDMARKS, "det_score": np.float32(0), "detector": "", "landmarker": "",
-        "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),
-        "primary": np.int16(-1), "secondary": np.int16(-1), "mixed_label": np.int16(-1),
-        "weights": np.zeros(2, np.float32), "method": "", "parent_primary": "", "parent_secondary": "",
-        "status": "", "error": "", "n_mixed": np.int32(0), "skip_reason": "",
-        "is_mixed": False, "is_manifest": False,
-    }
+def identity(face: dict) -> dict:
+    """The input face's identity columns: fused rows start from their primary parent's.
+    Fused and manifest rows share one block, so both carry every column (schema.MIXED_ROWS)."""
+    return {name: str(face.get(name, "")) for name in ("sample_id", "dataset", "source_uri", "subject",
+                                                       "split", "label_name")}
 
 
 def manifest_row(face: dict, status: str, error: str, skip_reason: str, n_mixed: int = 0) -> dict:
     """An input face's manifest row."""
-    return {**blank_row(face, str(face["split"])), "status": status, "error": error,
-            "n_mixed": np.int32(n_mixed), "skip_reason": skip_reason, "is_manifest": True}
+    return schema.row(schema.MIXED_ROWS, **identity(face), status=status, error=error, n_mixed=n_mixed,
+                      skip_reason=skip_reason, is_manifest=True)

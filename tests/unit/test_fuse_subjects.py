@@ -1,4 +1,4 @@
-"""FuseSubjects (the synthesis stage) called directly on batches, as Ray would; no Ray."""
+"""FuseSubjectsStage (the synthesis stage) called directly on batches, as Ray would; no Ray."""
 from __future__ import annotations
 
 import re
@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from fer_ray import labels
+from fer_ray import labels, schema
 from fer_ray.config import ConfigError, SynthesizeConfig
-from fer_ray.stages.base import batch_rows, rows_batch
-from fer_ray.stages.fusion import FuseSubjects
+from fer_ray.stages.base import rows_batch
+from fer_ray.stages.fusion import FuseSubjectsStage
 from fer_ray.vision.synthetic_face import draw_face, identity_for
 
 
@@ -29,7 +29,9 @@ def face_row(subject: str, expression: str, take: int = 1, size: int = 48, **ove
 
 def run_stage(rows: list[dict], **options) -> tuple[list[dict], dict]:
     """(fused rows, {input sample_id: manifest row})."""
-    out = batch_rows(FuseSubjects(SynthesizeConfig(input="in", output="out", **options))(rows_batch(rows)))
+    table = FuseSubjectsStage(SynthesizeConfig(input="in", output="out", **options))(rows_batch(rows))
+    assert table.schema == schema.MIXED_ROWS  # already the Parquet types: the writer passes the columns through
+    out = table.to_pylist()
     manifest = {r["sample_id"]: r for r in out if r["is_manifest"]}
     assert len(manifest) == len(rows) and sum(r["is_manifest"] for r in out) == len(rows)  # every input once
     return [r for r in out if r["is_mixed"]], manifest
