@@ -31,7 +31,6 @@ from ray.data.datasource.file_datasink import _FileDatasink
 
 from fer_ray import schema, storage
 from fer_ray.config import RetryConfig
-from fer_ray.schema import arrow_array
 from fer_ray.runtime import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus
 
 # Logical CPUs per concurrent write task: at most one write per two CPUs. Writes are
@@ -58,29 +57,19 @@ PREPROCESS_FOLDERS: Folders = {"faces": Folder("is_face", schema.FACES),
 
 
 def table_of(block: pa.Table, keep: np.ndarray, folder: Folder) -> pa.Table:
-    """The kept rows of a block as a plain-Arrow table of the folder's schema.
-
-    Columns that already have the schema's type pass through untouched (the stages emit
-    them so); the others, e.g. Ray's tensor columns made from a stage's numpy vectors, are
-    converted.
-    """
+    """The kept rows of a block as a table of the folder's columns. The stages emit their rows
+    in the output types already (schema.FACE_ROWS, schema.MIXED_ROWS, predict's rows), so this
+    only selects; the cast is a no-op unless Ray widened a type (large strings, say)."""
     kept = block if keep.all() else block.filter(pa.array(keep, pa.bool_()))
     if folder.schema is None:
         return kept.drop_columns([name for name in kept.column_names if name.startswith("is_")])
-    typed = {f.name for f in folder.schema if kept.schema.field(f.name).type == f.type}
-    other = [name for name in folder.schema.names if name not in typed]
-    arrays = BlockAccessor.for_block(kept.select(other)).to_numpy() if other else {}
-    columns = {f.name: kept.column(f.name) if f.name in typed else arrow_array(arrays[f.name], f.type)
-               for f in folder.schema}
-    return pa.table(columns, schema=folder.schema)
+    return kept.select(folder.schema.names).cast(folder.schema)
 
 
 def small_columns(block: pa.Table) -> dict[str, np.ndarray]:
-    """The block's scalar columns (labels, statuses, ...) as numpy, for counting."""
-    names = [f.name for f in block.schema
-             if not (pa.types.is_binary(f.type) or pa.types.is_nested(f.type)
-                     or isinstance(f.type, pa.ExtensionType))]
-    return BlockAccessor.for_block(block.select(names)).to_numpy()
+    """The block's scalar columns (labels, statuses, flags) as numpy, for counting."""
+    return {f.name: block[f.name].to_numpy() for f in block.schema
+            if not (pa.types.is_binary(f.type) or pa.types.is_nested(f.type))}
 
 
 def preprocess_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:
