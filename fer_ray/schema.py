@@ -8,6 +8,8 @@ and DuckDB read them without Ray. Faces are raw uint8 bytes in row-major
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
 import pyarrow as pa
 
@@ -38,7 +40,7 @@ FACES = pa.schema([
 MANIFEST = pa.schema([
     ("source_uri", pa.string()),
     ("dataset", pa.string()),
-    ("status", pa.string()),             # see STATUSES
+    ("status", pa.string()),             # a Status
     ("error", pa.string()),              # '' when ok
     ("n_faces", pa.int32()),
     ("label", pa.int16()),
@@ -74,26 +76,37 @@ FACE_ROWS = pa.schema([
     ("is_face", pa.bool_()), ("is_manifest", pa.bool_()),
 ])
 
-# Every manifest status, with what it means (also documented in README).
-STATUSES = {
-    "ok": "one or more faces written",
-    "no_face": "decoded, but no face found (or none large enough)",
-    "empty_file": "the file has zero bytes",
-    "decode_error": "not a decodable image (corrupt, truncated or not an image)",
-    "too_large": "image header exceeds face.max_pixels; refused before decoding",
-    "bad_pixels": "FER2013 row whose pixels are not 2304 numbers in 0..255",
-    "bad_label": "label missing, not a number or out of range for the dataset's coding",
-    "unknown_class": "folder/class name not in the synonym table",
-    "missing_annotation": "AffectNet image without its _exp.npy annotation",
-    "read_error": "the input could not be read from storage",
-    "face_error": "face detection, landmarks or alignment failed on this input",
-    "skipped": "listed but deliberately not used (CK+ frames between the first and the peak)",
-    "unsupported_format": "a listed file that is not an image this job reads (by extension)",
-    "bad_name": "a file name that is not valid UTF-8 (shown with \\x escapes); rename it to include it",
-    "dangling_link": "a symbolic link to nothing",
-    "not_followed": "a link to a directory: links to directories are not followed (no loops, no file twice)",
-    "not_a_file": "a pipe, socket or device, or a name whose metadata cannot be read",
-}
+class DescribedStatus(StrEnum):
+    """A status and what it means (README documents every member; a test checks)."""
+    description: str
+
+    def __new__(cls, value: str, description: str):
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+
+class Status(DescribedStatus):
+    """What became of one input (the manifest's `status`)."""
+    OK = "ok", "one or more faces written"
+    NO_FACE = "no_face", "decoded, but no face found (or none large enough)"
+    EMPTY_FILE = "empty_file", "the file has zero bytes"
+    DECODE_ERROR = "decode_error", "not a decodable image (corrupt, truncated or not an image)"
+    TOO_LARGE = "too_large", "image header exceeds face.max_pixels; refused before decoding"
+    BAD_ROW = "bad_row", "FER2013 line without exactly the three fields emotion, pixels, Usage"
+    BAD_PIXELS = "bad_pixels", "FER2013 row whose pixels are not 2304 numbers in 0..255"
+    BAD_LABEL = "bad_label", "label missing, not a number or out of range for the dataset's coding"
+    UNKNOWN_CLASS = "unknown_class", "folder/class name not in the synonym table"
+    MISSING_ANNOTATION = "missing_annotation", "AffectNet image without its _exp.npy annotation"
+    READ_ERROR = "read_error", "the input could not be read from storage"
+    FACE_ERROR = "face_error", "face detection, landmarks or alignment failed on this input"
+    SKIPPED = "skipped", "listed but deliberately not used (CK+ frames between the first and the peak)"
+    UNSUPPORTED_FORMAT = "unsupported_format", "a listed file that is not an image this job reads (by extension)"
+    BAD_NAME = "bad_name", "a file name that is not valid UTF-8 (shown with \\x escapes); rename it to include it"
+    DANGLING_LINK = "dangling_link", "a symbolic link to nothing"
+    NOT_FOLLOWED = "not_followed", "a link to a directory: links to directories are not followed (no loops, no file twice)"
+    NOT_A_FILE = "not_a_file", "a pipe, socket or device, or a name whose metadata cannot be read"
 
 
 # `mixed/`: fused faces. The faces/ columns keep their meaning for the fused face (face,
@@ -119,22 +132,22 @@ MIXED_MANIFEST = pa.schema([
     ("subject", pa.string()),
     ("split", pa.string()),
     ("label_name", pa.string()),
-    ("status", pa.string()),             # see MIXED_STATUSES
+    ("status", pa.string()),             # a MixedStatus
     ("error", pa.string()),
     ("n_mixed", pa.int32()),             # fused faces this face is a parent of
 ])
 
-MIXED_STATUSES = {
-    "used": "parent of one or more fused faces",
-    "not_picked": "a usable face the pick rule left out (pick=first or random)",
-    "not_basic": "label is not one of the 7 basic expressions (contempt or unknown)",
-    "no_subject": "the face has no subject, so there is no second expression of the same person",
-    "lone_expression": "its subject has fewer than two usable basic expressions",
-    "bad_landmarks": "landmarks missing, not finite or degenerate: no alignment or seam possible",
-    "size_mismatch": "face shape differs from the shape most of its subject's faces have",
-    "already_mixed": "the input face is itself a fused face",
-    "fusion_error": "fusing one of its pairs failed (the error says which); other pairs kept",
-}
+class MixedStatus(DescribedStatus):
+    """What became of one input face of synthesis (the synthesis manifest's `status`)."""
+    USED = "used", "parent of one or more fused faces"
+    NOT_PICKED = "not_picked", "a usable face the pick rule left out (pick=first or random)"
+    NOT_BASIC = "not_basic", "label is not one of the 7 basic expressions (contempt or unknown)"
+    NO_SUBJECT = "no_subject", "the face has no subject, so there is no second expression of the same person"
+    LONE_EXPRESSION = "lone_expression", "its subject has fewer than two usable basic expressions"
+    BAD_LANDMARKS = "bad_landmarks", "landmarks missing, not finite or degenerate: no alignment or seam possible"
+    SIZE_MISMATCH = "size_mismatch", "face shape differs from the shape most of its subject's faces have"
+    ALREADY_MIXED = "already_mixed", "the input face is itself a fused face"
+    FUSION_ERROR = "fusion_error", "fusing one of its pairs failed (the error says which); other pairs kept"
 
 
 # What the synthesis stage emits: every mixed/ column plus the manifest's own, for each fused

@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from fer_ray.schema import Status
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -283,8 +285,6 @@ class Listed:
     error: str = ""
 
 
-# Statuses of listed names that are not read (documented with the others in schema.STATUSES).
-BAD_NAME, DANGLING_LINK, NOT_FOLLOWED, NOT_A_FILE = "bad_name", "dangling_link", "not_followed", "not_a_file"
 
 
 def list_tree(uri: str, retry: RetryPolicy | None = None) -> list[Listed]:
@@ -312,7 +312,7 @@ def _walk_local(directory: bytes) -> Iterator[Listed]:
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError as err:  # vanished or unreadable while listing
-                yield Listed(name, problem=NOT_A_FILE, error=f"cannot read its metadata: {err.strerror}")
+                yield Listed(name, problem=Status.NOT_A_FILE, error=f"cannot read its metadata: {err.strerror}")
                 continue
             if stat.S_ISLNK(info.st_mode):
                 yield _link(entry.path, name)
@@ -326,19 +326,19 @@ def _link(path: bytes, name: str) -> Listed:
     try:
         target = os.stat(path)
     except OSError:
-        return Listed(name, problem=DANGLING_LINK,
+        return Listed(name, problem=Status.DANGLING_LINK,
                       error=f"link to {_decoded(os.readlink(path))!r}, which does not exist")
     if stat.S_ISDIR(target.st_mode):
-        return Listed(name, problem=NOT_FOLLOWED, error="link to a directory; links to directories are "
+        return Listed(name, problem=Status.NOT_FOLLOWED, error="link to a directory; links to directories are "
                                                         "not followed (give its target as an input of its own)")
     return _file(path, name, target)  # a link to a file is read like the file
 
 
 def _file(path: bytes, name: str, info: os.stat_result) -> Listed:
     if not stat.S_ISREG(info.st_mode):
-        return Listed(name, problem=NOT_A_FILE, error="not a regular file (a pipe, socket or device)")
+        return Listed(name, problem=Status.NOT_A_FILE, error="not a regular file (a pipe, socket or device)")
     if not _is_utf8(path):
-        return Listed(name, info.st_size, info.st_mtime_ns, BAD_NAME,
+        return Listed(name, info.st_size, info.st_mtime_ns, Status.BAD_NAME,
                       "file name is not valid UTF-8 (shown with \\x escapes); rename it to include it")
     return Listed(name, info.st_size, info.st_mtime_ns)
 

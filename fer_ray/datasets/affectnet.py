@@ -16,7 +16,7 @@ import numpy as np
 from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, basename, input_row, listed_rows
-from fer_ray.schema import N_LANDMARKS
+from fer_ray.schema import N_LANDMARKS, Status
 
 SPLITS = {"train_set": "train", "val_set": "val"}
 
@@ -47,7 +47,7 @@ def annotate(row: dict, read) -> None:
     try:
         exp = load_npy(read(row["sidecar"] + "_exp.npy"))
     except FileNotFoundError:
-        row["status"] = "missing_annotation"
+        row["status"] = Status.MISSING_ANNOTATION
         row["error"] = f"no {posixpath.basename(row['sidecar'])}_exp.npy beside the image"
         return
     try:
@@ -55,7 +55,7 @@ def annotate(row: dict, read) -> None:
     except ValueError:
         label = -2
     if not 0 <= label < len(labels.CANONICAL):
-        row["status"], row["error"] = "bad_label", (
+        row["status"], row["error"] = Status.BAD_LABEL, (
             f"_exp.npy holds {str(exp)[:20]!r}; expected an AffectNet class 0-7")
         return
     row["label"] = label

@@ -11,6 +11,7 @@ import itertools
 from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, input_row, parent_name, unusable_row, with_splits
+from fer_ray.schema import Status
 
 
 def sequence_key(uri: str) -> tuple[str, str]:
@@ -36,7 +37,7 @@ def frame_rows(frames: list[str], emotion_uri: str | None, cfg: PreprocessConfig
         elif index == 0 and cfg.ckplus_neutral_first:
             row["label"] = labels.CANONICAL_INDEX["neutral"]
         else:
-            row["status"], row["error"] = "skipped", (
+            row["status"], row["error"] = Status.SKIPPED, (
                 "CK+ frame neither first nor among the last "
                 f"{cfg.ckplus_peak_frames} of a labelled sequence")
         rows.append(row)
@@ -61,9 +62,9 @@ def annotate(row: dict, read) -> None:
     try:
         code = float(text)
     except ValueError:
-        row["status"], row["error"] = "bad_label", f"emotion file holds {text[:40]!r}, not a number"
+        row["status"], row["error"] = Status.BAD_LABEL, f"emotion file holds {text[:40]!r}, not a number"
         return
     if code != int(code) or not 0 <= code < len(labels.CKPLUS):
-        row["status"], row["error"] = "bad_label", f"emotion code {code} outside CK+ coding 0-7"
+        row["status"], row["error"] = Status.BAD_LABEL, f"emotion code {code} outside CK+ coding 0-7"
         return
     row["label"] = labels.CANONICAL_INDEX[labels.CKPLUS[int(code)]]

@@ -11,6 +11,7 @@ from typing import Iterable
 
 
 from fer_ray import schema, storage
+from fer_ray.schema import Status
 from fer_ray.config import RetryConfig, SplitConfig
 
 def input_row(source_uri: str, dataset: str, **values) -> dict:
@@ -72,9 +73,8 @@ def parent_name(uri: str, levels: int = 1) -> str:
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
-UNSUPPORTED_FORMAT = "unsupported_format"
 # Statuses of listed names that are never read as inputs.
-NOT_INPUTS = (UNSUPPORTED_FORMAT, storage.BAD_NAME, storage.DANGLING_LINK, storage.NOT_FOLLOWED, storage.NOT_A_FILE)
+NOT_INPUTS = (Status.UNSUPPORTED_FORMAT, Status.BAD_NAME, Status.DANGLING_LINK, Status.NOT_FOLLOWED, Status.NOT_A_FILE)
 
 
 class Lister:
@@ -106,6 +106,6 @@ def unusable_row(entry: storage.Listed, dataset: str) -> dict | None:
     if entry.problem:
         return input_row(entry.uri, dataset, status=entry.problem, error=entry.error)
     if not entry.uri.lower().endswith(IMAGE_EXTENSIONS):
-        return input_row(entry.uri, dataset, status=UNSUPPORTED_FORMAT,
+        return input_row(entry.uri, dataset, status=Status.UNSUPPORTED_FORMAT,
                          error=f"not an image file this job reads ({', '.join(IMAGE_EXTENSIONS)})")
     return None

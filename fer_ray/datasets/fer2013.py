@@ -26,6 +26,7 @@ from ray.data.datasource import Datasource, ReadTask
 from fer_ray import labels, schema, storage
 from fer_ray.config import ConfigError, PreprocessConfig, RetryConfig
 from fer_ray.datasets.common import input_row
+from fer_ray.schema import Status
 
 COLUMNS = ("emotion", "pixels", "Usage")
 USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
@@ -53,15 +54,15 @@ def check_header(uri: str) -> None:
 def record_fields(record: list[bytes]) -> tuple[str, int, str, str]:
     """(split, canonical label, status, error) of one record's fields."""
     if len(record) != 3:
-        return "", labels.UNKNOWN, "bad_pixels", f"expected 3 fields, got {len(record)}"
+        return "", labels.UNKNOWN, Status.BAD_ROW, f"expected 3 fields (emotion, pixels, Usage), got {len(record)}"
     emotion, usage = (field.decode("utf-8", "replace").strip() for field in (record[0], record[2]))
     split = USAGE.get(usage.lower(), "")
     if not emotion.isdigit() or int(emotion) >= len(labels.FER2013):
-        return split, labels.UNKNOWN, "bad_label", (
+        return split, labels.UNKNOWN, Status.BAD_LABEL, (
             f"emotion {emotion[:20]!r} is not a FER2013 class 0-{len(labels.FER2013) - 1}")
     label = labels.CANONICAL_INDEX[labels.FER2013[int(emotion)]]
     if not split:
-        return split, label, "bad_label", f"Usage {usage[:20]!r} is not Training/PublicTest/PrivateTest"
+        return split, label, Status.BAD_LABEL, f"Usage {usage[:20]!r} is not Training/PublicTest/PrivateTest"
     return split, label, "", ""
 
 

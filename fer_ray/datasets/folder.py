@@ -4,6 +4,7 @@ from __future__ import annotations
 from fer_ray import labels
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, input_row, listed_rows, parent_name, with_splits
+from fer_ray.schema import Status
 
 
 def class_label(folder: str) -> tuple[int, str]:
@@ -21,4 +22,4 @@ def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
 
 def image_row(uri: str) -> dict:
     label, error = class_label(parent_name(uri))
-    return input_row(uri, "folder", label=label, status="unknown_class" if error else "", error=error)
+    return input_row(uri, "folder", label=label, status=Status.UNKNOWN_CLASS if error else "", error=error)

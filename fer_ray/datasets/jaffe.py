@@ -6,6 +6,7 @@ import re
 from fer_ray import labels
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, basename, input_row, listed_rows, with_splits
+from fer_ray.schema import Status
 
 NAME = re.compile(r"^(?P<subject>[A-Za-z]+)\.(?P<code>[A-Za-z]{2})\d*\.\d+\.\w+$")
 
@@ -28,4 +29,4 @@ def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
 
 def image_row(uri: str) -> dict:
     subject, label, error = parse_name(basename(uri))
-    return input_row(uri, "jaffe", subject=subject, label=label, status="bad_label" if error else "", error=error)
+    return input_row(uri, "jaffe", subject=subject, label=label, status=Status.BAD_LABEL if error else "", error=error)

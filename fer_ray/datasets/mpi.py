@@ -8,6 +8,7 @@ from __future__ import annotations
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, basename, input_row, listed_rows, parent_name, with_splits
 from fer_ray.datasets.folder import class_label
+from fer_ray.schema import Status
 
 
 def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
@@ -17,4 +18,4 @@ def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
 def image_row(uri: str) -> dict:
     label, error = class_label(parent_name(uri))
     return input_row(uri, "mpi", subject=basename(uri).split("_")[0], label=label,
-                     status="unknown_class" if error else "", error=error)
+                     status=Status.UNKNOWN_CLASS if error else "", error=error)

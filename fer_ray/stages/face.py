@@ -23,7 +23,7 @@ import pyarrow as pa
 from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.runtime import Capacity, check_face_actors
-from fer_ray.schema import N_LANDMARKS
+from fer_ray.schema import N_LANDMARKS, Status
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
 from fer_ray.vision.decode import ImageError, decode_image, header_pixels, pixels_to_image
@@ -173,7 +173,7 @@ class FaceStage(Stage):
         if isinstance(err, ImageError):
             row["status"], row["error"] = err.status, str(err)
         else:
-            row["status"], row["error"] = "face_error", f"{type(err).__name__}: {err}"[:500]
+            row["status"], row["error"] = Status.FACE_ERROR, f"{type(err).__name__}: {err}"[:500]
 
     def decode(self, row: dict) -> np.ndarray:
         if row["encoding"] == schema.FER_PIXELS:
@@ -189,7 +189,7 @@ class FaceStage(Stage):
 
     def output_rows(self, row: dict, faces: list[Face], landmarker: str) -> list[dict]:
         if not row["status"]:
-            row["status"], row["error"] = ("ok", "") if faces else ("no_face", "no face found")
+            row["status"], row["error"] = (Status.OK, "") if faces else (Status.NO_FACE, "no face found")
         if not faces:
             return [self.row_for(row, None, 0, landmarker, len(faces))]
         return [self.row_for(row, face, i, landmarker, len(faces)) for i, face in enumerate(faces)]

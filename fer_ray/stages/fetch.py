@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from fer_ray import schema, storage
 from fer_ray.runtime import LIGHT_CPUS
+from fer_ray.schema import Status
 from fer_ray.stages.base import Stage, batch_rows
 
 
@@ -44,4 +45,4 @@ class FetchStage(Stage):
             if self.annotate:
                 self.annotate(row, self.read)
         except OSError as err:  # about this object: StorageUnavailable is no OSError
-            row["status"], row["error"] = "read_error", f"{type(err).__name__}: {err}"[:500]
+            row["status"], row["error"] = Status.READ_ERROR, f"{type(err).__name__}: {err}"[:500]

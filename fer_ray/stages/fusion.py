@@ -2,7 +2,7 @@
 
 Applied per subject (Ray Data groupby), so each call sees every face of its subjects; a
 batch may still hold several subjects, which are handled one by one. Per face, the first
-problem found becomes its manifest status (schema.MIXED_STATUSES): no subject, already a
+problem found becomes its manifest status (schema.MixedStatus): no subject, already a
 fused face, not a basic expression, unusable landmarks, a face shape unlike its subject's.
 The usable faces of each basic expression are picked by the rule (first take, every take,
 k at random with a seed), and every ordered pair of two picked expressions is fused
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from fer_ray import labels, schema
 from fer_ray.config import SynthesizeConfig
-from fer_ray.schema import FUSED_LANDMARKER, face_array
+from fer_ray.schema import FUSED_LANDMARKER, MixedStatus, face_array
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.fusion import fuse, landmarks_problem
 
@@ -52,7 +52,7 @@ class FuseSubjectsStage(Stage):
         return schema.table_from_rows(out, schema.MIXED_ROWS)
 
     def no_subject_rows(self, faces: list[dict]) -> list[dict]:
-        return [manifest_row(f, "no_subject", "the face has no subject (the layout records none)", "")
+        return [manifest_row(f, MixedStatus.NO_SUBJECT, "the face has no subject (the layout records none)", "")
                 for f in faces]
 
     def subject_rows(self, faces: list[dict]) -> list[dict]:
@@ -66,7 +66,7 @@ class FuseSubjectsStage(Stage):
         out = []
         for face in faces:
             status, error = problems.get(face["sample_id"]) or failures.get(face["sample_id"]) or (
-                ("used", "") if used[face["sample_id"]] else ("not_picked", f"pick={self.cfg.pick} left it out"))
+                (MixedStatus.USED, "") if used[face["sample_id"]] else (MixedStatus.NOT_PICKED, f"pick={self.cfg.pick} left it out"))
             out.append(manifest_row(face, status, error, "", used[face["sample_id"]]))
         return fused + out
 
@@ -74,7 +74,7 @@ class FuseSubjectsStage(Stage):
         found = ", ".join(sorted(picked)) or "none"
         reason = (f"{len(picked)} usable basic expression(s) ({found}); a pair needs two"
                   + (f"; {len(problems)} face(s) unusable" if problems else ""))
-        return [manifest_row(f, *problems.get(f["sample_id"], ("lone_expression", reason)), reason)
+        return [manifest_row(f, *problems.get(f["sample_id"], (MixedStatus.LONE_EXPRESSION, reason)), reason)
                 for f in faces]
 
     def pick(self, usable: list[dict]) -> dict[str, list[dict]]:
@@ -109,7 +109,7 @@ class FuseSubjectsStage(Stage):
                 fused.append(self.mixed_row(a, b, split))
             except Exception as err:  # noqa: BLE001 - one bad pair must not end the job
                 message = f"pair {a['label_name']}+{b['label_name']} with {b['sample_id']}: {type(err).__name__}: {err}"
-                failures[a["sample_id"]] = ("fusion_error", message[:500])
+                failures[a["sample_id"]] = (MixedStatus.FUSION_ERROR, message[:500])
                 continue
             used.update([a["sample_id"], b["sample_id"]])
         return fused, used, failures
@@ -144,22 +144,22 @@ def face_problems(faces: list[dict]) -> dict[str, tuple[str, str]]:
         common = shapes.most_common(1)[0][0]
         for face in faces:
             if face["sample_id"] not in problems and shape_of(face) != common:
-                problems[face["sample_id"]] = ("size_mismatch", f"face is {_shape_text(shape_of(face))}, most "
+                problems[face["sample_id"]] = (MixedStatus.SIZE_MISMATCH, f"face is {_shape_text(shape_of(face))}, most "
                                                f"faces of subject {face['subject']} are {_shape_text(common)}")
     return problems
 
 
 def single_face_problem(face: dict) -> tuple[str, str] | None:
     if str(face["landmarker"]).startswith(FUSED_LANDMARKER):
-        return "already_mixed", f"face is already fused ({face['landmarker']}); mixing it again would mix 4 expressions"
+        return MixedStatus.ALREADY_MIXED, f"face is already fused ({face['landmarker']}); mixing it again would mix 4 expressions"
     if str(face["label_name"]) not in BASIC:
-        return "not_basic", f"label {face['label_name'] or 'unknown'!r} is not one of {', '.join(labels.BASIC7)}"
+        return MixedStatus.NOT_BASIC, f"label {face['label_name'] or 'unknown'!r} is not one of {', '.join(labels.BASIC7)}"
     shape = shape_of(face)
     if len(face["face"]) != int(np.prod(shape)):
-        return "size_mismatch", f"{len(face['face'])} face bytes, face_shape {_shape_text(shape)} needs {int(np.prod(shape))}"
+        return MixedStatus.SIZE_MISMATCH, f"{len(face['face'])} face bytes, face_shape {_shape_text(shape)} needs {int(np.prod(shape))}"
     landmarks = face["landmarks"]
     problem = landmarks_problem(None if landmarks is None else np.asarray(landmarks, np.float64), shape)
-    return ("bad_landmarks", problem) if problem else None
+    return (MixedStatus.BAD_LANDMARKS, problem) if problem else None
 
 
 def shape_of(face: dict) -> tuple[int, ...]:

@@ -10,6 +10,8 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fer_ray.schema import Status
+
 # PIL's decompression-bomb guard is process-global and fires inside Image.open,
 # before we can see the size: it would refuse (or warn about) images by its own
 # fixed limit and without the WxH. `decode_image` reads the header and enforces
@@ -41,7 +43,7 @@ def decode_image(data: bytes, color: str = "rgb", max_pixels: int = 40_000_000) 
     if color not in COLORS:
         raise ValueError(f"color: {color!r} is not valid; choose one of: {', '.join(COLORS)}")
     if not data:
-        raise ImageError("empty_file", "file is empty (0 bytes)")
+        raise ImageError(Status.EMPTY_FILE, "file is empty (0 bytes)")
     image = _open_header(data)
     _check_size(image.size, max_pixels)
     image = _load_pixels(image)
@@ -63,18 +65,18 @@ def _open_header(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:  # its message holds only a BytesIO repr
-        raise ImageError("decode_error", "not a recognised image format") from None
+        raise ImageError(Status.DECODE_ERROR, "not a recognised image format") from None
     except Exception as err:  # PIL raises many types for unknown or corrupt headers
-        raise ImageError("decode_error", f"not a readable image: {err}") from None
+        raise ImageError(Status.DECODE_ERROR, f"not a readable image: {err}") from None
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise ImageError("too_large", f"image is {width}x{height} = {width * height} pixels, "
+        raise ImageError(Status.TOO_LARGE, f"image is {width}x{height} = {width * height} pixels, "
                                       f"over the limit of {max_pixels} (face.max_pixels)")
     if width * height == 0:
-        raise ImageError("decode_error", f"image has no pixels ({width}x{height})")
+        raise ImageError(Status.DECODE_ERROR, f"image has no pixels ({width}x{height})")
 
 
 def _load_pixels(image: Image.Image) -> Image.Image:
@@ -87,7 +89,7 @@ def _load_pixels(image: Image.Image) -> Image.Image:
         image.load()
         return ImageOps.exif_transpose(image)
     except Exception as err:  # truncated data, bad Huffman tables, corrupt EXIF ...
-        raise ImageError("decode_error", f"cannot decode image: {err}") from None
+        raise ImageError(Status.DECODE_ERROR, f"cannot decode image: {err}") from None
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -135,7 +137,7 @@ def _composite_on_black(rgba: np.ndarray) -> np.ndarray:
 def pixels_to_image(text: str, side: int = 48) -> np.ndarray:
     """A FER2013 `pixels` cell (side*side space-separated grey values) -> (side,side) uint8.
 
-    Raises ImageError("bad_pixels", ...) naming the count, or the first bad value and
+    Raises ImageError(Status.BAD_PIXELS, ...) naming the count, or the first bad value and
     its 0-based position.
     """
     expected = side * side
@@ -144,7 +146,7 @@ def pixels_to_image(text: str, side: int = 48) -> np.ndarray:
         raise _pixel_error(text, expected)
     if values.size and (values.min() < 0 or values.max() > 255):
         position = int(np.flatnonzero((values < 0) | (values > 255))[0])
-        raise ImageError("bad_pixels", f"value {values[position]} at position {position} "
+        raise ImageError(Status.BAD_PIXELS, f"value {values[position]} at position {position} "
                                        "is outside 0..255")
     return values.astype(np.uint8).reshape(side, side)
 
@@ -165,9 +167,9 @@ def _pixel_error(text: str, expected: int) -> ImageError:
             int(token)
         except ValueError:
             kind = "non-integer" if _is_number(token) else "non-numeric"
-            return ImageError("bad_pixels", f"{kind} value {token[:20]!r} at position {position}")
+            return ImageError(Status.BAD_PIXELS, f"{kind} value {token[:20]!r} at position {position}")
     side = int(round(expected ** 0.5))
-    return ImageError("bad_pixels",
+    return ImageError(Status.BAD_PIXELS,
                       f"expected {expected} values ({side}x{side}), got {len(tokens)}")
 
 

@@ -102,6 +102,7 @@ def test_fer2013_bad_rows(sample_local, tmp_path):
         f"{label},{pixels.replace(pixels.split()[17], 'abc', 1)},{usage}": ("bad_pixels", "abc"),
         f"9,{pixels},{usage}": ("bad_label", "9"),
         f"x,{pixels},{usage}": ("bad_label", "x"),
+        f"{label},{pixels}": ("bad_row", "got 2"),
     }
     (tmp_path / "good.csv").write_text("\n".join([header, *good]) + "\n")
     # bad rows between good ones, so the good rows' line numbers shift: compare by content

@@ -21,10 +21,10 @@ def test_every_line_is_one_row_with_its_line_number_and_status(tmp_path):
     rows = read(tmp_path, lines)
     assert [int(r["source_uri"].rsplit("=", 1)[1]) for r in rows] == list(range(2, 2 + len(lines)))
     assert [(r["status"], r["split"]) for r in rows] == [
-        ("", "train"), ("", "val"), ("bad_pixels", ""), ("bad_label", "train"), ("bad_label", "test"),
-        ("bad_pixels", ""), ("bad_pixels", ""), ("", "test"), ("bad_label", ""), ("bad_pixels", "")]
+        ("", "train"), ("", "val"), ("bad_row", ""), ("bad_label", "train"), ("bad_label", "test"),
+        ("bad_row", ""), ("bad_row", ""), ("", "test"), ("bad_label", ""), ("bad_row", "")]
     errors = [r["error"] for r in rows]
-    assert errors[2] == "expected 3 fields, got 0" and errors[9] == "expected 3 fields, got 1"
+    assert errors[2] == "expected 3 fields (emotion, pixels, Usage), got 0" and errors[9].endswith("got 1")
     assert "'9'" in errors[3] and "'x'" in errors[4] and "got 2" in errors[5] and "got 4" in errors[6]
     assert "'Nope'" in errors[8]
     assert rows[0]["label"] == labels.CANONICAL_INDEX["happy"] and rows[3]["label"] == labels.UNKNOWN
