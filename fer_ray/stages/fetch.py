@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fer_ray import storage
-from fer_ray.schema import N_LANDMARKS
+from fer_ray.face68 import N_VALUES
 from fer_ray.stages.base import LIGHT_CPUS, Stage, batch_rows, rows_batch
 
 
@@ -36,7 +36,7 @@ class FetchStage(Stage):
         return rows_batch(rows)
 
     def fetch(self, row: dict) -> None:
-        row["hint_landmarks"] = np.full(2 * N_LANDMARKS, np.nan, np.float32)
+        row["hint_landmarks"] = np.full(N_VALUES, np.nan, np.float32)
         if row["status"]:
             return  # decided already (bad label, skipped frame...): nothing to read
         try:

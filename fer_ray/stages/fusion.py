@@ -22,12 +22,13 @@ import numpy as np
 
 from fer_ray import labels
 from fer_ray.config import SynthesizeConfig
-from fer_ray.schema import FUSED_LANDMARKER, N_LANDMARKS, face_array
+from fer_ray.face68 import N_VALUES
+from fer_ray.schema import FUSED_LANDMARKER, face_array
 from fer_ray.stages.base import Stage, batch_rows, rows_batch
 from fer_ray.vision.fusion import fuse, landmarks_problem
 
 BASIC = set(labels.BASIC7)
-NO_LANDMARKS = np.zeros(2 * N_LANDMARKS, np.float32)
+NO_LANDMARKS = np.zeros(N_VALUES, np.float32)
 
 
 def mixed_sample_id(parent_primary: str, parent_secondary: str, cfg: SynthesizeConfig) -> str:
