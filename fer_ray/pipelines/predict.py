@@ -23,6 +23,7 @@ from fer_ray import config, datasets, storage
 from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
+from fer_ray.face68 import N_POINTS
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
 from fer_ray.runtime import start_ray
@@ -61,7 +62,7 @@ def model_inputs(batch: dict) -> dict:
     keep = {key: batch[key] for key in (*KEEP, "is_manifest")}
     return {**keep, "has_face": np.asarray(batch["is_face"], bool),
             "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)),
-            "landmarks": np.stack(batch["landmarks"]).astype(np.float32).reshape(-1, 68, 2)}
+            "landmarks": np.stack(batch["landmarks"]).astype(np.float32).reshape(-1, N_POINTS, 2)}
 
 
 def output_rows(batch: dict, class_names: tuple[str, ...]) -> pa.Table:

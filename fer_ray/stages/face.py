@@ -23,6 +23,7 @@ import pyarrow as pa
 from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import FER_PIXELS
+from fer_ray.face68 import N_VALUES
 from fer_ray.runtime import Capacity, check_face_actors
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
@@ -203,7 +204,8 @@ class FaceStage(Stage):
             "face_index": np.int16(index), "face": self.blank if face is None else face.face.tobytes(),
             "face_shape": self.face_shape,
             "bbox": np.zeros(4, np.float32) if face is None else np.asarray(face.bbox, np.float32),
-            "landmarks": np.zeros(136, np.float32) if face is None else np.asarray(face.landmarks, np.float32).reshape(136),
+            "landmarks": np.zeros(N_VALUES, np.float32) if face is None
+            else np.asarray(face.landmarks, np.float32).reshape(N_VALUES),
             "det_score": np.float32(0 if face is None else face.det_score),
             "detector": self.detector, "landmarker": landmarker,
             "frame_index": np.int32(-1), "timestamp_s": np.float32(np.nan),

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from fer_ray.face68 import N_POINTS
 from fer_ray.vision.detect import to_rgb
 from fer_ray.weights import NETWORK_WEIGHTS, network_weights
 
@@ -223,7 +224,7 @@ class FanLandmarker:
         """Per image, (n_i,68,2) float32 points in image pixels for its n_i boxes."""
         counts = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]
         if sum(counts) == 0:
-            return [np.zeros((0, 68, 2), np.float32) for _ in images]
+            return [np.zeros((0, N_POINTS, 2), np.float32) for _ in images]
         points, _ = self.landmarks(images, boxes)
         return np.split(points, np.cumsum(counts)[:-1])
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from fer_ray.config import FUSION_METHODS as METHODS
+from fer_ray.face68 import N_POINTS, N_VALUES
 from fer_ray.vision.align import apply_affine
 NOSE_TIP = 33
 UPPER_LIP_TOP = 51
@@ -132,8 +133,8 @@ def fuse_pca(face_a, face_b, landmarks_a, landmarks_b) -> Fused:
 def fuse(method: str, face_a, face_b, landmarks_a, landmarks_b, *, alpha: float = 0.5,
          feather: float = 4.0, seam_position: float = 0.5) -> Fused:
     """Fuse A (primary, upper face) with B (secondary, lower face) by the named method."""
-    a_points = np.asarray(landmarks_a, np.float32).reshape(68, 2)
-    b_points = np.asarray(landmarks_b, np.float32).reshape(68, 2)
+    a_points = np.asarray(landmarks_a, np.float32).reshape(N_POINTS, 2)
+    b_points = np.asarray(landmarks_b, np.float32).reshape(N_POINTS, 2)
     if face_a.shape != face_b.shape:
         raise ValueError(f"faces differ in shape: {face_a.shape} vs {face_b.shape}")
     if method == "region":
@@ -150,9 +151,9 @@ def landmarks_problem(landmarks, shape: tuple[int, ...]) -> str:
     if landmarks is None:
         return "no landmarks"
     points = np.asarray(landmarks, np.float64)
-    if points.size != 136:
-        return f"{points.size} landmark values, expected 136 (68 x, y pairs)"
-    points = points.reshape(68, 2)
+    if points.size != N_VALUES:
+        return f"{points.size} landmark values, expected {N_VALUES} ({N_POINTS} x, y pairs)"
+    points = points.reshape(N_POINTS, 2)
     if not np.isfinite(points).all():
         return "landmarks contain NaN or infinite values"
     if np.ptp(points[STABLE_POINTS], axis=0).min() < 1.0:

@@ -11,6 +11,7 @@ import cv2
 import dlib
 import numpy as np
 
+from fer_ray.face68 import N_POINTS
 from fer_ray.weights import dlib_predictor_path, local_weights
 
 LANDMARKER_NAMES = ("dlib", "fan", "fan3d")
@@ -54,7 +55,7 @@ class DlibLandmarker:
         """(N,68,2) float32 x,y in image pixels for N boxes (x0,y0,x1,y1)."""
         image = np.ascontiguousarray(image)  # dlib needs C-contiguous grey or RGB uint8
         points = [self._predict(image, box) for box in np.asarray(boxes, np.float64).reshape(-1, 4)]
-        return np.asarray(points, np.float32).reshape(-1, 68, 2)
+        return np.asarray(points, np.float32).reshape(-1, N_POINTS, 2)
 
     def _predict(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         """Landmarks for one box, upscaling a small face first.
