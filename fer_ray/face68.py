@@ -11,3 +11,26 @@ from __future__ import annotations
 
 N_POINTS = 68
 N_VALUES = 2 * N_POINTS  # one flat landmarks value: x0, y0, x1, y1, ...
+
+# Left/right pairs; points on the midline (chin 8, nose bridge 27-30, nostril centre 33,
+# lip centres 51 57 62 66) map to themselves.
+_MIRROR_PAIRS = (
+    *((i, 16 - i) for i in range(8)),  # jaw 0..7 <-> 16..9
+    *((17 + i, 26 - i) for i in range(5)),  # brows 17..21 <-> 26..22
+    (31, 35), (32, 34),  # nostrils
+    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),  # eyes
+    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58),  # outer lips
+    (60, 64), (61, 63), (65, 67),  # inner lips
+)
+
+
+def _mirror_permutation(pairs: tuple[tuple[int, int], ...], n: int = N_POINTS) -> tuple[int, ...]:
+    perm = list(range(n))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+# After a horizontal flip, new point i = old point MIRROR[i]: the subject's left eye
+# corner, say, now sits where the right one was. An involution (flipping twice is identity).
+MIRROR: tuple[int, ...] = _mirror_permutation(_MIRROR_PAIRS)

@@ -1,0 +1,19 @@
+"""The 68-point layout: the mirror permutation and the point groups."""
+from __future__ import annotations
+
+from fer_ray.face68 import MIRROR, N_POINTS
+
+MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
+GROUPS = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),
+          range(48, 60), range(60, 68))
+
+
+def test_mirror_is_an_involutive_permutation():
+    assert sorted(MIRROR) == list(range(N_POINTS))
+    assert all(MIRROR[MIRROR[i]] == i for i in range(N_POINTS))
+
+
+def test_mirror_keeps_each_feature_and_fixes_exactly_the_midline():
+    for group in GROUPS:
+        assert {MIRROR[i] for i in group} == set(group)
+    assert {i for i in range(N_POINTS) if MIRROR[i] == i} == MIDLINE
