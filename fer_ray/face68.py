@@ -32,5 +32,6 @@ def _mirror_permutation(pairs: tuple[tuple[int, int], ...], n: int = N_POINTS) -
 
 
 # After a horizontal flip, new point i = old point MIRROR[i]: the subject's left eye
-# corner, say, now sits where the right one was. An involution (flipping twice is identity).
+# corner, say, now sits where the right one was. An involution (flipping twice is identity),
+# and face-alignment's shuffle_lr order, which FAN's flip_input relies on.
 MIRROR: tuple[int, ...] = _mirror_permutation(_MIRROR_PAIRS)

@@ -1,6 +1,9 @@
 """The 68-point layout: the mirror permutation and the point groups."""
 from __future__ import annotations
 
+import torch
+from face_alignment.utils import shuffle_lr
+
 from fer_ray.face68 import MIRROR, N_POINTS
 
 MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
@@ -17,3 +20,10 @@ def test_mirror_keeps_each_feature_and_fixes_exactly_the_midline():
     for group in GROUPS:
         assert {MIRROR[i] for i in group} == set(group)
     assert {i for i in range(N_POINTS) if MIRROR[i] == i} == MIDLINE
+
+
+def test_mirror_is_face_alignments_left_right_order():
+    """FAN's flip_input adds the mirrored face's heatmaps re-indexed by MIRROR, as
+    face-alignment's shuffle_lr re-indexes them."""
+    points = torch.arange(N_POINTS).reshape(N_POINTS, 1, 1)
+    assert shuffle_lr(points).flatten().tolist() == list(MIRROR)
