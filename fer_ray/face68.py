@@ -12,6 +12,13 @@ from __future__ import annotations
 N_POINTS = 68
 N_VALUES = 2 * N_POINTS  # one flat landmarks value: x0, y0, x1, y1, ...
 
+# Point groups. JAW, BROWS, NOSE, EYES and MOUTH cover the 68 points once, in index order.
+JAW = slice(0, 17)
+BROWS = slice(17, 27)
+NOSE = slice(27, 36)
+EYES = slice(36, 48)
+MOUTH = slice(48, N_POINTS)
+
 # Left/right pairs; points on the midline (chin 8, nose bridge 27-30, nostril centre 33,
 # lip centres 51 57 62 66) map to themselves.
 _MIRROR_PAIRS = (

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from face_alignment.utils import shuffle_lr
 
-from fer_ray.face68 import MIRROR, N_POINTS
+from fer_ray.face68 import BROWS, EYES, JAW, MIRROR, MOUTH, N_POINTS, NOSE
 
 MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
-GROUPS = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),
-          range(48, 60), range(60, 68))
+FEATURES = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),
+            range(48, 60), range(60, 68))
 
 
 def test_mirror_is_an_involutive_permutation():
@@ -17,7 +17,7 @@ def test_mirror_is_an_involutive_permutation():
 
 
 def test_mirror_keeps_each_feature_and_fixes_exactly_the_midline():
-    for group in GROUPS:
+    for group in FEATURES:
         assert {MIRROR[i] for i in group} == set(group)
     assert {i for i in range(N_POINTS) if MIRROR[i] == i} == MIDLINE
 
@@ -27,3 +27,8 @@ def test_mirror_is_face_alignments_left_right_order():
     face-alignment's shuffle_lr re-indexes them."""
     points = torch.arange(N_POINTS).reshape(N_POINTS, 1, 1)
     assert shuffle_lr(points).flatten().tolist() == list(MIRROR)
+
+
+def test_groups_cover_every_point_once_in_order():
+    covered = [i for group in (JAW, BROWS, NOSE, EYES, MOUTH) for i in range(N_POINTS)[group]]
+    assert covered == list(range(N_POINTS))
