@@ -18,6 +18,7 @@ BROWS = slice(17, 27)
 NOSE = slice(27, 36)
 EYES = slice(36, 48)
 MOUTH = slice(48, N_POINTS)
+NON_JAW = slice(JAW.stop, N_POINTS)  # brows, nose, eyes and mouth
 
 # Left/right pairs; points on the midline (chin 8, nose bridge 27-30, nostril centre 33,
 # lip centres 51 57 62 66) map to themselves.
