@@ -19,6 +19,8 @@ NOSE = slice(27, 36)
 EYES = slice(36, 48)
 MOUTH = slice(48, N_POINTS)
 NON_JAW = slice(JAW.stop, N_POINTS)  # brows, nose, eyes and mouth
+LEFT_EYE = slice(36, 42)  # the eye on the image left (the subject's right eye)
+RIGHT_EYE = slice(42, 48)
 
 # Left/right pairs; points on the midline (chin 8, nose bridge 27-30, nostril centre 33,
 # lip centres 51 57 62 66) map to themselves.

@@ -20,9 +20,8 @@ import cv2
 import numpy as np
 
 from fer_ray.config import FaceConfig
+from fer_ray.face68 import LEFT_EYE, RIGHT_EYE
 
-LEFT_EYE = slice(36, 42)  # the eye on the image left (the subject's right eye)
-RIGHT_EYE = slice(42, 48)
 BILATERAL = dict(d=4, sigmaColor=15, sigmaSpace=15)  # seed 001's values
 # Cap on the side of warp_face's intermediate grid (12 MiB RGB). Only windows over
 # about 2048 source px (eye distance > ~640 px) exceed it; they are slightly aliased.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from face_alignment.utils import shuffle_lr
 
-from fer_ray.face68 import BROWS, EYES, JAW, MIRROR, MOUTH, N_POINTS, NOSE
+from fer_ray.face68 import BROWS, EYES, JAW, LEFT_EYE, MIRROR, MOUTH, N_POINTS, NOSE, RIGHT_EYE
 
 MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
 FEATURES = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),
@@ -32,3 +32,10 @@ def test_mirror_is_face_alignments_left_right_order():
 def test_groups_cover_every_point_once_in_order():
     covered = [i for group in (JAW, BROWS, NOSE, EYES, MOUTH) for i in range(N_POINTS)[group]]
     assert covered == list(range(N_POINTS))
+
+
+def test_the_eyes_split_the_eye_group_and_swap_in_the_mirror():
+    left, right = range(N_POINTS)[LEFT_EYE], range(N_POINTS)[RIGHT_EYE]
+    assert [*left, *right] == list(range(N_POINTS)[EYES])
+    assert sorted(MIRROR[i] for i in left) == list(right)
+    assert sorted(MIRROR[i] for i in right) == list(left)

@@ -5,9 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_ray.face68 import BROWS, EYES, JAW, LEFT_EYE, RIGHT_EYE
 from fer_ray.vision.landmarks import DlibLandmarker, create_landmarker
 
-JAW, BROWS, NOSE_TIP, UPPER_LIP, CHIN = slice(0, 17), slice(17, 27), 30, 51, 8
+NOSE_TIP, UPPER_LIP, CHIN = 30, 51, 8
 
 
 def test_shape_and_dtype(astronaut, astronaut_face, landmarker):
@@ -28,9 +29,9 @@ def test_landmarks_inside_the_box_in_anatomical_order(astronaut_face):
     assert (points[JAW, 1] < y1 + margin).all()
 
     brows_y = points[BROWS, 1].mean()
-    eyes_y = points[36:48, 1].mean()
+    eyes_y = points[EYES, 1].mean()
     assert brows_y < eyes_y < points[NOSE_TIP, 1] < points[UPPER_LIP, 1] < points[CHIN, 1]
-    assert points[36:42, 0].mean() < points[NOSE_TIP, 0] < points[42:48, 0].mean()
+    assert points[LEFT_EYE, 0].mean() < points[NOSE_TIP, 0] < points[RIGHT_EYE, 0].mean()
     assert points[48, 0] < points[54, 0]  # mouth corners, image left then right
     assert points[0, 0] < points[16, 0]  # jaw runs left to right
 
