@@ -9,6 +9,8 @@ Pure numpy: the schema, the vision functions, the models and training all read i
 """
 from __future__ import annotations
 
+import numpy as np
+
 N_POINTS = 68
 N_VALUES = 2 * N_POINTS  # one flat landmarks value: x0, y0, x1, y1, ...
 
@@ -21,6 +23,14 @@ MOUTH = slice(48, N_POINTS)
 NON_JAW = slice(JAW.stop, N_POINTS)  # brows, nose, eyes and mouth
 LEFT_EYE = slice(36, 42)  # the eye on the image left (the subject's right eye)
 RIGHT_EYE = slice(42, 48)
+
+NOSE_BOTTOM = 33  # the nose's lowest midline point, between the nostrils (its tip is 30)
+UPPER_LIP_TOP = 51  # top of the upper lip, on the midline
+EYE_CORNERS = (36, 39, 42, 45)  # outer, inner corner of the image-left eye; inner, outer of the other
+# The points expressions move least (nose bridge and base, eye corners): fusion fits the
+# similarity transform that lays one face onto another on them.
+STABLE_POINTS = np.r_[NOSE, EYE_CORNERS]
+STABLE_POINTS.flags.writeable = False
 
 # Left/right pairs; points on the midline (chin 8, nose bridge 27-30, nostril centre 33,
 # lip centres 51 57 62 66) map to themselves.

@@ -6,7 +6,7 @@ face B onto the first face A with a similarity transform fitted on the landmarks
 expressions barely move (nose, eye corners), so the two faces overlap before they mix.
 
 - region: A's upper face over B's lower face. The seam is a horizontal line between the
-  nose tip and the upper lip (from both faces' landmarks), feathered by a linear ramp.
+  bottom of the nose and the upper lip (from both faces' landmarks), feathered by a linear ramp.
 - weighted: alpha * A + (1 - alpha) * B.
 - pca: weights from the principal eigenvector of the 2x2 covariance of the two images'
   pixel vectors, normalised to sum 1 (standard PCA image fusion).
@@ -22,12 +22,8 @@ import cv2
 import numpy as np
 
 from fer_ray.config import FUSION_METHODS as METHODS
-from fer_ray.face68 import N_POINTS, N_VALUES
+from fer_ray.face68 import N_POINTS, N_VALUES, NOSE_BOTTOM, STABLE_POINTS, UPPER_LIP_TOP
 from fer_ray.vision.align import apply_affine
-NOSE_TIP = 33
-UPPER_LIP_TOP = 51
-# Points that expressions move least: nose bridge and base (27-35), eye corners.
-STABLE_POINTS = np.r_[27:36, 36, 39, 42, 45]
 
 
 @dataclass
@@ -62,9 +58,9 @@ def align_onto(face_b: np.ndarray, landmarks_b: np.ndarray, landmarks_a: np.ndar
 
 
 def seam_row(landmarks_a: np.ndarray, landmarks_b: np.ndarray, position: float = 0.5) -> float:
-    """Row of the seam: `position` of the way from the nose tip down to the top of the upper
-    lip, averaged over both faces (A's nose must stay above it, B's lip below it)."""
-    nose = (landmarks_a[NOSE_TIP, 1] + landmarks_b[NOSE_TIP, 1]) / 2
+    """Row of the seam: `position` of the way from the bottom of the nose down to the top of the
+    upper lip, averaged over both faces (A's nose must stay above it, B's lip below it)."""
+    nose = (landmarks_a[NOSE_BOTTOM, 1] + landmarks_b[NOSE_BOTTOM, 1]) / 2
     lip = (landmarks_a[UPPER_LIP_TOP, 1] + landmarks_b[UPPER_LIP_TOP, 1]) / 2
     return float(nose + position * (lip - nose))
 
@@ -158,6 +154,6 @@ def landmarks_problem(landmarks, shape: tuple[int, ...]) -> str:
         return "landmarks contain NaN or infinite values"
     if np.ptp(points[STABLE_POINTS], axis=0).min() < 1.0:
         return "landmarks are degenerate (nose and eye points collapse to a line or a point)"
-    if not 0 <= points[NOSE_TIP, 1] < points[UPPER_LIP_TOP, 1] <= shape[0]:
+    if not 0 <= points[NOSE_BOTTOM, 1] < points[UPPER_LIP_TOP, 1] <= shape[0]:
         return "nose tip and upper lip are not in order inside the face"
     return ""

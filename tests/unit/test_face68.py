@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from face_alignment.utils import shuffle_lr
 
-from fer_ray.face68 import BROWS, EYES, JAW, LEFT_EYE, MIRROR, MOUTH, N_POINTS, NOSE, RIGHT_EYE
+from fer_ray.face68 import (BROWS, EYE_CORNERS, EYES, JAW, LEFT_EYE, MIRROR, MOUTH, N_POINTS, NOSE,
+                            NOSE_BOTTOM, RIGHT_EYE, UPPER_LIP_TOP)
 
 MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
 FEATURES = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),
@@ -39,3 +40,9 @@ def test_the_eyes_split_the_eye_group_and_swap_in_the_mirror():
     assert [*left, *right] == list(range(N_POINTS)[EYES])
     assert sorted(MIRROR[i] for i in left) == list(right)
     assert sorted(MIRROR[i] for i in right) == list(left)
+
+
+def test_fusion_points_are_symmetric_pairs_or_on_the_midline():
+    """The similarity fit and the seam must not favour one side of the face."""
+    assert [MIRROR[i] for i in EYE_CORNERS] == list(reversed(EYE_CORNERS))
+    assert {NOSE_BOTTOM, UPPER_LIP_TOP} <= MIDLINE

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_ray.face68 import BROWS, EYES, JAW, LEFT_EYE, RIGHT_EYE
+from fer_ray.face68 import BROWS, EYE_CORNERS, EYES, JAW, LEFT_EYE, NOSE_BOTTOM, RIGHT_EYE, UPPER_LIP_TOP
 from fer_ray.vision.landmarks import DlibLandmarker, create_landmarker
 
-NOSE_TIP, UPPER_LIP, CHIN = 30, 51, 8
+NOSE_TIP, CHIN = 30, 8
 
 
 def test_shape_and_dtype(astronaut, astronaut_face, landmarker):
@@ -30,9 +30,11 @@ def test_landmarks_inside_the_box_in_anatomical_order(astronaut_face):
 
     brows_y = points[BROWS, 1].mean()
     eyes_y = points[EYES, 1].mean()
-    assert brows_y < eyes_y < points[NOSE_TIP, 1] < points[UPPER_LIP, 1] < points[CHIN, 1]
+    assert brows_y < eyes_y < points[NOSE_TIP, 1] < points[NOSE_BOTTOM, 1]
+    assert points[NOSE_BOTTOM, 1] < points[UPPER_LIP_TOP, 1] < points[CHIN, 1]
     assert points[LEFT_EYE, 0].mean() < points[NOSE_TIP, 0] < points[RIGHT_EYE, 0].mean()
     assert points[48, 0] < points[54, 0]  # mouth corners, image left then right
+    assert (np.diff(points[list(EYE_CORNERS), 0]) > 0).all()  # eye corners, image left to right
     assert points[0, 0] < points[16, 0]  # jaw runs left to right
 
 
