@@ -11,9 +11,11 @@ import cv2
 import dlib
 import numpy as np
 
+from fer_ray.config import DETECTORS
 from fer_ray.weights import local_weights
 
-DETECTOR_NAMES = ("haar", "dlib_hog", "yunet", "sfd", "blazeface")
+# The configurable detectors that are objects: auto picks one of them, none skips detection.
+DETECTOR_NAMES = tuple(name for name in DETECTORS if name not in ("auto", "none"))
 
 
 def create_detector(name: str, model_path: str = "", min_face_size: int = 24, device: str = "cpu"):
