@@ -11,10 +11,10 @@ import cv2
 import dlib
 import numpy as np
 
+from fer_ray.config import LANDMARKERS
 from fer_ray.face68 import N_POINTS
 from fer_ray.weights import dlib_predictor_path, local_weights
 
-LANDMARKER_NAMES = ("dlib", "fan", "fan3d")
 MIN_SIDE = 160  # faces smaller than this (px) are upscaled before prediction
 
 
@@ -28,7 +28,7 @@ def create_landmarker(name: str, model_path: str = "", device: str = "cpu", prec
 
         return FanLandmarker(name, model_path, device, precision, flip_input)
     raise ValueError(f"face.landmarker: {name!r} is not valid; choose one of: "
-                     f"{', '.join(LANDMARKER_NAMES)}")
+                     f"{', '.join(LANDMARKERS)}")
 
 
 def landmarks_many(landmarker, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_ray.config import LANDMARKERS
 from fer_ray.face68 import BROWS, EYE_CORNERS, EYES, JAW, LEFT_EYE, NOSE_BOTTOM, RIGHT_EYE, UPPER_LIP_TOP
 from fer_ray.vision.landmarks import DlibLandmarker, create_landmarker
 
@@ -64,3 +65,11 @@ def test_landmark_model_can_be_given_as_a_uri(tmp_path, monkeypatch):
 def test_unknown_landmarker_lists_the_valid_names():
     with pytest.raises(ValueError, match="'mediapipe'.*dlib, fan, fan3d"):
         create_landmarker("mediapipe")
+
+
+@pytest.mark.parametrize("name", LANDMARKERS)
+def test_every_configured_landmarker_is_one_create_landmarker_builds(name, tmp_path):
+    """What face.landmarker accepts, create_landmarker knows: given a missing file it asks
+    for the weights instead of answering 'not valid'."""
+    with pytest.raises(FileNotFoundError, match="face.landmark_model"):
+        create_landmarker(name, model_path=str(tmp_path / "missing"))
