@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from fer_ray.config import PRECISIONS
 from fer_ray.face68 import MIRROR, N_POINTS
 from fer_ray.vision.detect import to_rgb
 from fer_ray.weights import NETWORK_WEIGHTS, network_weights
@@ -27,7 +28,8 @@ from fer_ray.weights import NETWORK_WEIGHTS, network_weights
 CROP = 256  # network input side
 REFERENCE_SCALE = 195.0  # face-alignment's box-size-to-scale divisor (all its detectors but a few)
 CENTER_Y_OFFSET = 0.12  # the window centre sits 12% of the box height above the box centre
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch dtype of each face.precision: fp32 -> float32, bf16 -> bfloat16, fp16 -> float16
+DTYPES = {name: getattr(torch, name.replace("bf", "bfloat").replace("fp", "float")) for name in PRECISIONS}
 
 
 def load_fan(path: str, kind: str = "fan", device: str = "cpu", precision: str = "fp32") -> torch.nn.Module:
@@ -43,7 +45,7 @@ def load_fan(path: str, kind: str = "fan", device: str = "cpu", precision: str =
                          f"state dict ({str(err).splitlines()[0]})") from None
     # channels-last: a few % faster per face on the CPU here (real crops); cuDNN's
     # tensor-core convolutions want it on GPUs
-    return net.to(device, dtype=PRECISIONS[precision]).to(memory_format=torch.channels_last).eval()
+    return net.to(device, dtype=DTYPES[precision]).to(memory_format=torch.channels_last).eval()
 
 
 def face_windows(boxes: np.ndarray, reference_scale: float = REFERENCE_SCALE):
