@@ -10,14 +10,14 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fer_ray.config import COLORS
+
 # PIL's decompression-bomb guard is process-global and fires inside Image.open,
 # before we can see the size: it would refuse (or warn about) images by its own
 # fixed limit and without the WxH. `decode_image` reads the header and enforces
 # the configurable `face.max_pixels` itself, before any pixel buffer exists, so the
 # global guard is switched off here rather than letting it mask that check.
 Image.MAX_IMAGE_PIXELS = None
-
-COLORS = ("rgb", "gray")
 
 
 class ImageError(Exception):
