@@ -49,7 +49,7 @@ def preprocess_config(state: dict, input_uri: str, detector: str) -> PreprocessC
     cfg = PreprocessConfig(layout="folder", input=input_uri, output="-", face=face_config(state, detector))
     cfg.validate()
     spec = state["spec"]
-    if spec["input_size"] and (cfg.face.size, 3 if cfg.face.color == "rgb" else 1) != (spec["input_size"], spec["channels"]):
+    if spec["input_size"] and (cfg.face.size, cfg.face.channels) != (spec["input_size"], spec["channels"]):
         raise ConfigError(f"checkpoint: its faces are {cfg.face.size}px {cfg.face.color}, but "
                           f"{state['model_name']} expects {spec['input_size']}px x{spec['channels']}")
     return cfg

@@ -74,8 +74,7 @@ class FaceStage(Stage):
         cv2.setNumThreads(1)  # one actor per CPU: OpenCV's own threads would only contend
         self.detector = cfg.face.resolved_detector(cfg.layout)
         self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device)
-        channels = 3 if cfg.face.color == "rgb" else 1
-        self.face_shape = [cfg.face.size, cfg.face.size, channels]
+        self.face_shape = [cfg.face.size, cfg.face.size, cfg.face.channels]
         self.blank = bytes(int(np.prod(self.face_shape)))  # the crop of a row without a face
 
     @staticmethod
