@@ -22,7 +22,7 @@ import torch
 
 from fer_ray.config import PRECISIONS
 from fer_ray.face68 import MIRROR, N_POINTS
-from fer_ray.vision.detect import to_rgb
+from fer_ray.vision.boxes import to_rgb
 from fer_ray.weights import NETWORK_WEIGHTS, network_weights
 
 CROP = 256  # network input side
