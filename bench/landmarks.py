@@ -33,7 +33,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fer_ray.vision.fan import PRECISIONS, FanLandmarker  # noqa: E402
+from fer_ray.vision.fan import DTYPES, FanLandmarker  # noqa: E402
 from fer_ray.weights import NETWORK_WEIGHTS, face_alignment_cache, network_weights_problem  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def reference_api(path: str, args):
     torch.hub.set_dir(hub)
     try:
         return face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=args.device,
-                                            dtype=PRECISIONS[args.precision], flip_input=args.flip,
+                                            dtype=DTYPES[args.precision], flip_input=args.flip,
                                             face_detector="folder", compile=False)
     finally:
         torch.hub.set_dir(previous)
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="faces per forward pass (ours)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds (medians are reported)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="both sides")
+    parser.add_argument("--precision", default="fp32", choices=sorted(DTYPES), help="both sides")
     parser.add_argument("--flip", action="store_true", help="flip_input on both sides")
     parser.add_argument("--weights", default="", help="2DFAN4 weights, path or URI")
     args = parser.parse_args()

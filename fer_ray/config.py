@@ -85,6 +85,11 @@ class FaceConfig:
             return self.detector
         return "none" if layout in CROP_LAYOUTS else "haar"
 
+    @property
+    def channels(self) -> int:
+        """Channels of the aligned faces: 3 for rgb, 1 for gray."""
+        return 3 if self.color == "rgb" else 1
+
 
 @dataclass
 class SplitConfig:

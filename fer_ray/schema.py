@@ -13,7 +13,7 @@ from enum import StrEnum
 import numpy as np
 import pyarrow as pa
 
-N_LANDMARKS = 68
+from fer_ray.face68 import N_POINTS, N_VALUES
 
 FACES = pa.schema([
     ("sample_id", pa.string()),          # stable hash of dataset + source key + face index
@@ -29,7 +29,7 @@ FACES = pa.schema([
     ("face", pa.binary()),               # aligned crop, uint8, row-major (h, w, c)
     ("face_shape", pa.list_(pa.int32(), 3)),
     ("bbox", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in source pixels
-    ("landmarks", pa.list_(pa.float32(), 2 * N_LANDMARKS)),  # x0, y0, x1, y1, ... crop pixels
+    ("landmarks", pa.list_(pa.float32(), N_VALUES)),  # x0, y0, x1, y1, ... crop pixels
     ("det_score", pa.float32()),
     ("detector", pa.string()),
     ("landmarker", pa.string()),
@@ -211,4 +211,4 @@ def face_array(face: bytes, shape) -> np.ndarray:
 
 def landmarks_array(flat) -> np.ndarray:
     """Landmarks as a (68, 2) float32 array."""
-    return np.asarray(flat, dtype=np.float32).reshape(N_LANDMARKS, 2)
+    return np.asarray(flat, dtype=np.float32).reshape(N_POINTS, 2)

@@ -16,7 +16,8 @@ import numpy as np
 from fer_ray import labels, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets.common import Lister, basename, input_row, listed_rows
-from fer_ray.schema import N_LANDMARKS, Status
+from fer_ray.face68 import N_VALUES
+from fer_ray.schema import Status
 
 SPLITS = {"train_set": "train", "val_set": "val"}
 
@@ -75,4 +76,4 @@ def _optional_landmarks(read, uri: str) -> np.ndarray:
         points = load_npy(read(uri)).astype(np.float32).reshape(-1)
     except (FileNotFoundError, ValueError):
         points = np.empty(0, np.float32)
-    return points if points.size == 2 * N_LANDMARKS else np.empty(0, np.float32)  # no hint
+    return points if points.size == N_VALUES else np.empty(0, np.float32)  # no hint

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import torch
 
-JAW = slice(0, 17)
-NON_JAW = slice(17, 68)  # enm and landmark_mlp drop the jaw: it moves with pose, not expression
-NUM_NON_JAW = 51
+from fer_ray.face68 import BROWS, EYES, MOUTH, N_POINTS, NON_JAW, NOSE
+
+# enm and landmark_mlp drop the jaw (they use NON_JAW): it moves with pose, not expression.
+NUM_NON_JAW = len(range(N_POINTS)[NON_JAW])  # 51
 PAIRWISE_DIM = NUM_NON_JAW * NUM_NON_JAW  # the full 51x51 matrix, flattened, as the seed used
 DISTANCE_SCALE = 60.0  # seed 002 divided distances by 60 (crop pixels of a 100 px face)
 
-# Half side (px) of the square kept around each non-jaw point in enm's masked face:
-# brows 17-26, nose 27-35, eyes 36-47, mouth 48-67.
-_REGION_HALF_SIZES = [5] * 10 + [12] * 9 + [9] * 12 + [9] * 20
+# Half side (px) of the square kept around each non-jaw point in enm's masked face.
+_REGION_HALF_SIZES = [half for group, half in ((BROWS, 5), (NOSE, 12), (EYES, 9), (MOUTH, 9))
+                      for _ in range(N_POINTS)[group]]
 
 
 def normalise_points(landmarks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fer_ray.face68 import N_VALUES
 from fer_ray.models import features
 from fer_ray.models.registry import ModelSpec, register_model
 
@@ -35,7 +36,7 @@ class VggLandmarks(nn.Module):
             _vgg_block(1, 32), _vgg_block(32, 64), _vgg_block(64, 128),  # 48 -> 6
             nn.Flatten(), _mlp(6 * 6 * 128, (64, 64), dropout),
         )
-        self.landmark_branch = _mlp(68 * 2, (128, 64), dropout)
+        self.landmark_branch = _mlp(N_VALUES, (128, 64), dropout)
         self.head = nn.Sequential(_mlp(64 + 64, (68,), dropout), nn.Linear(68, num_classes))
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,8 @@ from typing import Callable
 
 import torch
 
+from fer_ray.face68 import N_POINTS
 from fer_ray.labels import LABEL_SETS
-
-NUM_LANDMARKS = 68
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +68,7 @@ class ModelSpec:
         for name in self.input_names:
             if name == "landmarks":
                 extent = side or 100  # landmark-only models: a 100 px crop, like enm's
-                inputs.append(torch.rand(batch_size, NUM_LANDMARKS, 2, generator=generator) * (extent - 1))
+                inputs.append(torch.rand(batch_size, N_POINTS, 2, generator=generator) * (extent - 1))
             else:
                 inputs.append(torch.randn(*shapes[name], generator=generator))
         return tuple(inputs)

@@ -23,6 +23,7 @@ from fer_ray import config, storage
 from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
+from fer_ray.face68 import N_POINTS
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
@@ -49,7 +50,7 @@ def preprocess_config(state: dict, input_uri: str, detector: str) -> PreprocessC
     cfg = PreprocessConfig(layout="folder", input=input_uri, output="-", face=face_config(state, detector))
     cfg.validate()
     spec = state["spec"]
-    if spec["input_size"] and (cfg.face.size, 3 if cfg.face.color == "rgb" else 1) != (spec["input_size"], spec["channels"]):
+    if spec["input_size"] and (cfg.face.size, cfg.face.channels) != (spec["input_size"], spec["channels"]):
         raise ConfigError(f"checkpoint: its faces are {cfg.face.size}px {cfg.face.color}, but "
                           f"{state['model_name']} expects {spec['input_size']}px x{spec['channels']}")
     return cfg
@@ -62,7 +63,7 @@ def model_inputs(batch: dict) -> dict:
     keep = {key: batch[key] for key in (*KEEP, "is_manifest")}
     return {**keep, "has_face": np.asarray(batch["is_face"], bool),
             "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)),
-            "landmarks": np.stack(batch["landmarks"]).astype(np.float32).reshape(-1, 68, 2)}
+            "landmarks": np.stack(batch["landmarks"]).astype(np.float32).reshape(-1, N_POINTS, 2)}
 
 
 def output_rows(batch: dict, class_names: tuple[str, ...]) -> pa.Table:

@@ -53,8 +53,7 @@ def run(cfg: PreprocessConfig) -> dict:
     start_ray()
     FaceStage.check_cluster(cfg, cluster_capacity())
     runs.begin(staged, config.to_yaml(cfg))
-    channels = 3 if cfg.face.color == "rgb" else 1
-    sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * channels, rows_per_file=cfg.rows_per_file,
+    sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * cfg.face.channels, rows_per_file=cfg.rows_per_file,
                      retry=cfg.retry)
     workers = cfg.workers or max(1, available_cpus() - staged.reserved_cpus)
     faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,

@@ -23,7 +23,8 @@ import pyarrow as pa
 from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.runtime import Capacity, check_face_actors
-from fer_ray.schema import N_LANDMARKS, Status
+from fer_ray.face68 import N_VALUES
+from fer_ray.schema import Status
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face
 from fer_ray.vision.decode import ImageError, decode_image, header_pixels, pixels_to_image
@@ -73,8 +74,7 @@ class FaceStage(Stage):
         cv2.setNumThreads(1)  # one actor per CPU: OpenCV's own threads would only contend
         self.detector = cfg.face.resolved_detector(cfg.layout)
         self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device)
-        channels = 3 if cfg.face.color == "rgb" else 1
-        self.face_shape = [cfg.face.size, cfg.face.size, channels]
+        self.face_shape = [cfg.face.size, cfg.face.size, cfg.face.channels]
         self.blank = bytes(int(np.prod(self.face_shape)))  # the crop of a row without a face
 
     @staticmethod
@@ -166,7 +166,7 @@ class FaceStage(Stage):
     def use_annotation(self, row: dict) -> bool:
         """Dataset-provided landmarks replace detection when there is none to do (face crops)."""
         hint = np.asarray(row["hint_landmarks"], np.float32)
-        return self.detector == "none" and hint.size == 2 * N_LANDMARKS and bool(np.isfinite(hint).all())
+        return self.detector == "none" and hint.size == N_VALUES and bool(np.isfinite(hint).all())
 
     @staticmethod
     def fail(row: dict, err: Exception) -> None:

@@ -22,39 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fer_ray.face68 import MIRROR
+
 # Maxima at strength 1; each scales linearly with strength.
 MAX_ROTATION_DEG = 10.0
 MAX_SHIFT_FRACTION = 0.05  # of the crop side, in x and in y
 MAX_BRIGHTNESS = 20.0  # grey levels added (of 255)
 MAX_CONTRAST = 0.2  # deviation from the per-image mean is scaled by 1 +- this
 
-# Left/right pairs of the 68-point scheme; points on the midline (chin 8, nose bridge
-# 27-30, nostril centre 33, lip centres 51 57 62 66) map to themselves.
-_MIRROR_PAIRS = (
-    *((i, 16 - i) for i in range(8)),  # jaw 0..7 <-> 16..9
-    *((17 + i, 26 - i) for i in range(5)),  # brows 17..21 <-> 26..22
-    (31, 35), (32, 34),  # nostrils
-    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),  # eyes
-    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58),  # outer lips
-    (60, 64), (61, 63), (65, 67),  # inner lips
-)
-
-
-def _mirror_permutation(pairs: tuple[tuple[int, int], ...], n: int = 68) -> tuple[int, ...]:
-    perm = list(range(n))
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return tuple(perm)
-
-
-# After a horizontal flip, new point i = old point MIRROR_68[i]: the subject's left eye
-# corner, say, now sits where the right one was. An involution (flipping twice is identity).
-MIRROR_68: tuple[int, ...] = _mirror_permutation(_MIRROR_PAIRS)
-
 
 def flip_horizontal(images: Tensor | None, landmarks: Tensor | None,
                     width: int | None = None) -> tuple[Tensor | None, Tensor | None]:
-    """Mirror every sample left-right: x' = (width-1) - x, landmarks re-indexed by MIRROR_68.
+    """Mirror every sample left-right: x' = (width-1) - x, landmarks re-indexed by face68.MIRROR.
 
     `width` is the crop side the landmarks live in; it defaults to the images' width and
     is required when only landmarks are given.
@@ -72,7 +51,7 @@ def flip_horizontal(images: Tensor | None, landmarks: Tensor | None,
 
 
 def _mirror_landmarks(landmarks: Tensor, width: int) -> Tensor:
-    index = torch.tensor(MIRROR_68, device=landmarks.device)
+    index = torch.tensor(MIRROR, device=landmarks.device)
     mirrored = landmarks.index_select(-2, index)
     return torch.stack(((width - 1) - mirrored[..., 0], mirrored[..., 1]), dim=-1)
 

@@ -17,8 +17,8 @@ from ray.data.expressions import col
 
 from fer_ray import results, storage
 from fer_ray.config import ConfigError, TrainConfig, model_spec
+from fer_ray.face68 import N_POINTS, N_VALUES
 from fer_ray.labels import CANONICAL, LABEL_SETS
-from fer_ray.schema import N_LANDMARKS
 
 MIXED_SET = "mixed42"
 
@@ -140,10 +140,10 @@ def to_arrays(batch: dict, label_set: str) -> dict:
     shape = tuple(int(v) for v in batch["face_shape"][0]) if len(labels) else (0, 0, 1)
     faces = [np.frombuffer(face, dtype=np.uint8) for face in batch["face"][keep]]
     images = np.stack(faces).reshape(-1, *shape) if faces else np.zeros((0, *shape), np.uint8)
-    landmarks = np.stack(batch["landmarks"][keep]) if keep.any() else np.zeros((0, 2 * N_LANDMARKS))
+    landmarks = np.stack(batch["landmarks"][keep]) if keep.any() else np.zeros((0, N_VALUES))
     return {
         "image": np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
-        "landmarks": landmarks.astype(np.float32).reshape(-1, N_LANDMARKS, 2),
+        "landmarks": landmarks.astype(np.float32).reshape(-1, N_POINTS, 2),
         "label": labels[keep],
     }
 

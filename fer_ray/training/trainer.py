@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 
 from fer_ray import config, runtime, storage
 from fer_ray.config import ConfigError, TrainConfig
+from fer_ray.face68 import N_VALUES
 from fer_ray.models import get_spec
 from fer_ray.runtime import start_ray
 from fer_ray.training import checkpoint as ckpt
@@ -113,7 +114,7 @@ def should_cache(cfg: TrainConfig, info: data.DataInfo) -> bool:
         return cfg.cache == "on"
     rows = sum(sum(info.counts[split]) for split in (cfg.train_split, cfg.val_split))
     height, width, channels = info.face_shape
-    needed = rows * (height * width * channels + 68 * 2 * 4 + 8)
+    needed = rows * (height * width * channels + N_VALUES * 4 + 8)
     return needed <= 0.5 * ray.available_resources().get("object_store_memory", 0)
 
 

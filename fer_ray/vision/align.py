@@ -19,10 +19,9 @@ import math
 import cv2
 import numpy as np
 
-from fer_ray.config import FaceConfig
+from fer_ray.config import COLORS, FaceConfig
+from fer_ray.face68 import LEFT_EYE, RIGHT_EYE
 
-LEFT_EYE = slice(36, 42)  # the eye on the image left (the subject's right eye)
-RIGHT_EYE = slice(42, 48)
 BILATERAL = dict(d=4, sigmaColor=15, sigmaSpace=15)  # seed 001's values
 # Cap on the side of warp_face's intermediate grid (12 MiB RGB). Only windows over
 # about 2048 source px (eye distance > ~640 px) exceed it; they are slightly aliased.
@@ -158,4 +157,4 @@ def convert_color(face: np.ndarray, color: str) -> np.ndarray:
         return face if face.ndim == 2 else cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
     if color == "rgb":
         return cv2.cvtColor(face, cv2.COLOR_GRAY2RGB) if face.ndim == 2 else face
-    raise ValueError(f"face.color: {color!r} is not valid; choose one of: gray, rgb")
+    raise ValueError(f"face.color: {color!r} is not valid; choose one of: {', '.join(COLORS)}")

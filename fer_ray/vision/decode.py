@@ -10,6 +10,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fer_ray.config import COLORS
 from fer_ray.schema import Status
 
 # PIL's decompression-bomb guard is process-global and fires inside Image.open,
@@ -18,8 +19,6 @@ from fer_ray.schema import Status
 # the configurable `face.max_pixels` itself, before any pixel buffer exists, so the
 # global guard is switched off here rather than letting it mask that check.
 Image.MAX_IMAGE_PIXELS = None
-
-COLORS = ("rgb", "gray")
 
 
 class ImageError(Exception):

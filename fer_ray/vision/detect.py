@@ -11,9 +11,12 @@ import cv2
 import dlib
 import numpy as np
 
+from fer_ray.config import DETECTORS
+from fer_ray.vision.boxes import keep_faces
 from fer_ray.weights import local_weights
 
-DETECTOR_NAMES = ("haar", "dlib_hog", "yunet", "sfd", "blazeface")
+# The configurable detectors that are objects: auto picks one of them, none skips detection.
+DETECTOR_NAMES = tuple(name for name in DETECTORS if name not in ("auto", "none"))
 
 
 def create_detector(name: str, model_path: str = "", min_face_size: int = 24, device: str = "cpu"):
@@ -121,26 +124,8 @@ class YuNetDetector:
         return keep_faces(boxes, rows[:, 14].astype(np.float32), self.min_face_size)
 
 
-def keep_faces(boxes: np.ndarray, scores: np.ndarray, min_face_size: int):
-    """Drop boxes whose shorter side is under min_face_size; sort by area, largest first."""
-    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    keep = sides >= min_face_size
-    boxes, scores = boxes[keep], scores[keep]
-    order = np.argsort(-box_areas(boxes), kind="stable")
-    return boxes[order], scores[order]
-
-
-def box_areas(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
 def to_gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """RGB as is; grey repeated into three channels (what the network detectors and FAN take)."""
-    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

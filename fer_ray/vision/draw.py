@@ -4,13 +4,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# 68-point groups and their dot colours (RGB): jaw, brows, nose, eyes, mouth.
+from fer_ray.face68 import BROWS, EYES, JAW, MOUTH, NOSE
+
+# 68-point groups and their dot colours (RGB).
 LANDMARK_GROUPS = (
-    (slice(0, 17), (255, 255, 0)),
-    (slice(17, 27), (255, 128, 0)),
-    (slice(27, 36), (0, 200, 255)),
-    (slice(36, 48), (0, 255, 0)),
-    (slice(48, 68), (255, 0, 160)),
+    (JAW, (255, 255, 0)),
+    (BROWS, (255, 128, 0)),
+    (NOSE, (0, 200, 255)),
+    (EYES, (0, 255, 0)),
+    (MOUTH, (255, 0, 160)),
 )
 CAPTION_HEIGHT = 14
 CAPTION_FONT_SCALE = 0.35

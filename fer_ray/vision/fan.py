@@ -20,17 +20,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from fer_ray.vision.detect import to_rgb
+from fer_ray.config import PRECISIONS
+from fer_ray.face68 import MIRROR, N_POINTS
+from fer_ray.vision.boxes import to_rgb
 from fer_ray.weights import NETWORK_WEIGHTS, network_weights
 
 CROP = 256  # network input side
 REFERENCE_SCALE = 195.0  # face-alignment's box-size-to-scale divisor (all its detectors but a few)
 CENTER_Y_OFFSET = 0.12  # the window centre sits 12% of the box height above the box centre
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Left-right mirror of the 68 points (face-alignment's shuffle_lr order).
-MIRROR = [16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19,
-          18, 17, 27, 28, 29, 30, 35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41,
-          40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+# torch dtype of each face.precision: fp32 -> float32, bf16 -> bfloat16, fp16 -> float16
+DTYPES = {name: getattr(torch, name.replace("bf", "bfloat").replace("fp", "float")) for name in PRECISIONS}
 
 
 def load_fan(path: str, kind: str = "fan", device: str = "cpu", precision: str = "fp32") -> torch.nn.Module:
@@ -46,7 +45,7 @@ def load_fan(path: str, kind: str = "fan", device: str = "cpu", precision: str =
                          f"state dict ({str(err).splitlines()[0]})") from None
     # channels-last: a few % faster per face on the CPU here (real crops); cuDNN's
     # tensor-core convolutions want it on GPUs
-    return net.to(device, dtype=PRECISIONS[precision]).to(memory_format=torch.channels_last).eval()
+    return net.to(device, dtype=DTYPES[precision]).to(memory_format=torch.channels_last).eval()
 
 
 def face_windows(boxes: np.ndarray, reference_scale: float = REFERENCE_SCALE):
@@ -163,7 +162,7 @@ def heatmaps(net: torch.nn.Module, crops: torch.Tensor, flip_input: bool = False
         part = crops[start:start + step]
         batch = torch.cat([part, part.flip(-1)]) if flip_input else part
         out = net(batch.to(dtype).contiguous(memory_format=torch.channels_last))[-1].float().contiguous()
-        chunks.append(out[:len(part)] + out[len(part):][:, MIRROR].flip(-1) if flip_input else out)
+        chunks.append(out[:len(part)] + out[len(part):][:, list(MIRROR)].flip(-1) if flip_input else out)
     return torch.cat(chunks)
 
 
@@ -223,7 +222,7 @@ class FanLandmarker:
         """Per image, (n_i,68,2) float32 points in image pixels for its n_i boxes."""
         counts = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]
         if sum(counts) == 0:
-            return [np.zeros((0, 68, 2), np.float32) for _ in images]
+            return [np.zeros((0, N_POINTS, 2), np.float32) for _ in images]
         points, _ = self.landmarks(images, boxes)
         return np.split(points, np.cumsum(counts)[:-1])
 

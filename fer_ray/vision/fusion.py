@@ -6,7 +6,7 @@ face B onto the first face A with a similarity transform fitted on the landmarks
 expressions barely move (nose, eye corners), so the two faces overlap before they mix.
 
 - region: A's upper face over B's lower face. The seam is a horizontal line between the
-  nose tip and the upper lip (from both faces' landmarks), feathered by a linear ramp.
+  bottom of the nose and the upper lip (from both faces' landmarks), feathered by a linear ramp.
 - weighted: alpha * A + (1 - alpha) * B.
 - pca: weights from the principal eigenvector of the 2x2 covariance of the two images'
   pixel vectors, normalised to sum 1 (standard PCA image fusion).
@@ -22,11 +22,8 @@ import cv2
 import numpy as np
 
 from fer_ray.config import FUSION_METHODS as METHODS
+from fer_ray.face68 import N_POINTS, N_VALUES, NOSE_BOTTOM, STABLE_POINTS, UPPER_LIP_TOP
 from fer_ray.vision.align import apply_affine
-NOSE_TIP = 33
-UPPER_LIP_TOP = 51
-# Points that expressions move least: nose bridge and base (27-35), eye corners.
-STABLE_POINTS = np.r_[27:36, 36, 39, 42, 45]
 
 
 @dataclass
@@ -61,9 +58,9 @@ def align_onto(face_b: np.ndarray, landmarks_b: np.ndarray, landmarks_a: np.ndar
 
 
 def seam_row(landmarks_a: np.ndarray, landmarks_b: np.ndarray, position: float = 0.5) -> float:
-    """Row of the seam: `position` of the way from the nose tip down to the top of the upper
-    lip, averaged over both faces (A's nose must stay above it, B's lip below it)."""
-    nose = (landmarks_a[NOSE_TIP, 1] + landmarks_b[NOSE_TIP, 1]) / 2
+    """Row of the seam: `position` of the way from the bottom of the nose down to the top of the
+    upper lip, averaged over both faces (A's nose must stay above it, B's lip below it)."""
+    nose = (landmarks_a[NOSE_BOTTOM, 1] + landmarks_b[NOSE_BOTTOM, 1]) / 2
     lip = (landmarks_a[UPPER_LIP_TOP, 1] + landmarks_b[UPPER_LIP_TOP, 1]) / 2
     return float(nose + position * (lip - nose))
 
@@ -132,8 +129,8 @@ def fuse_pca(face_a, face_b, landmarks_a, landmarks_b) -> Fused:
 def fuse(method: str, face_a, face_b, landmarks_a, landmarks_b, *, alpha: float = 0.5,
          feather: float = 4.0, seam_position: float = 0.5) -> Fused:
     """Fuse A (primary, upper face) with B (secondary, lower face) by the named method."""
-    a_points = np.asarray(landmarks_a, np.float32).reshape(68, 2)
-    b_points = np.asarray(landmarks_b, np.float32).reshape(68, 2)
+    a_points = np.asarray(landmarks_a, np.float32).reshape(N_POINTS, 2)
+    b_points = np.asarray(landmarks_b, np.float32).reshape(N_POINTS, 2)
     if face_a.shape != face_b.shape:
         raise ValueError(f"faces differ in shape: {face_a.shape} vs {face_b.shape}")
     if method == "region":
@@ -150,13 +147,13 @@ def landmarks_problem(landmarks, shape: tuple[int, ...]) -> str:
     if landmarks is None:
         return "no landmarks"
     points = np.asarray(landmarks, np.float64)
-    if points.size != 136:
-        return f"{points.size} landmark values, expected 136 (68 x, y pairs)"
-    points = points.reshape(68, 2)
+    if points.size != N_VALUES:
+        return f"{points.size} landmark values, expected {N_VALUES} ({N_POINTS} x, y pairs)"
+    points = points.reshape(N_POINTS, 2)
     if not np.isfinite(points).all():
         return "landmarks contain NaN or infinite values"
     if np.ptp(points[STABLE_POINTS], axis=0).min() < 1.0:
         return "landmarks are degenerate (nose and eye points collapse to a line or a point)"
-    if not 0 <= points[NOSE_TIP, 1] < points[UPPER_LIP_TOP, 1] <= shape[0]:
+    if not 0 <= points[NOSE_BOTTOM, 1] < points[UPPER_LIP_TOP, 1] <= shape[0]:
         return "nose tip and upper lip are not in order inside the face"
     return ""

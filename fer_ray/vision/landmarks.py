@@ -11,9 +11,10 @@ import cv2
 import dlib
 import numpy as np
 
+from fer_ray.config import LANDMARKERS
+from fer_ray.face68 import N_POINTS
 from fer_ray.weights import dlib_predictor_path, local_weights
 
-LANDMARKER_NAMES = ("dlib", "fan", "fan3d")
 MIN_SIDE = 160  # faces smaller than this (px) are upscaled before prediction
 
 
@@ -27,7 +28,7 @@ def create_landmarker(name: str, model_path: str = "", device: str = "cpu", prec
 
         return FanLandmarker(name, model_path, device, precision, flip_input)
     raise ValueError(f"face.landmarker: {name!r} is not valid; choose one of: "
-                     f"{', '.join(LANDMARKER_NAMES)}")
+                     f"{', '.join(LANDMARKERS)}")
 
 
 def landmarks_many(landmarker, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[np.ndarray]:
@@ -54,7 +55,7 @@ class DlibLandmarker:
         """(N,68,2) float32 x,y in image pixels for N boxes (x0,y0,x1,y1)."""
         image = np.ascontiguousarray(image)  # dlib needs C-contiguous grey or RGB uint8
         points = [self._predict(image, box) for box in np.asarray(boxes, np.float64).reshape(-1, 4)]
-        return np.asarray(points, np.float32).reshape(-1, 68, 2)
+        return np.asarray(points, np.float32).reshape(-1, N_POINTS, 2)
 
     def _predict(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         """Landmarks for one box, upscaling a small face first.

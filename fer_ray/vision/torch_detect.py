@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from fer_ray.vision.detect import keep_faces, to_rgb
+from fer_ray.vision.boxes import keep_faces, to_rgb
 from fer_ray.weights import network_weights
 
 SFD_MEAN_BGR = (104.0, 117.0, 123.0)

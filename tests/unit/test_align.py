@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_ray.config import FaceConfig
+from fer_ray.config import COLORS, FaceConfig
 from fer_ray.vision.align import (align_face, apply_affine, eye_angle_degrees, eye_centres,
                                   eye_distance, eyes_crop_matrix, oversampling)
 from fer_ray.vision.detect import create_detector
@@ -189,6 +189,15 @@ def test_eye_helpers():
     assert eye_distance(points) == pytest.approx(10 * math.sqrt(2))
     points[42:48] = [-10.0, 0.0]  # eyes swapped: the angle says so, it does not wrap silently
     assert abs(eye_angle_degrees(points)) == pytest.approx(180.0)
+
+
+@pytest.mark.parametrize("color", COLORS)
+def test_faces_have_the_channels_their_colour_says(color, astronaut, astronaut_face):
+    """FaceConfig.channels (the faces/ shape, the model check) is what align_face makes."""
+    cfg = FaceConfig(color=color, size=32)
+    face, _ = align_face(astronaut, astronaut_face[1], cfg)
+    channels = face.shape[2] if face.ndim == 3 else 1
+    assert face.shape[:2] == (32, 32) and channels == cfg.channels
 
 
 def test_bad_arguments(astronaut, astronaut_face):

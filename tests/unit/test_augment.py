@@ -4,14 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer_ray.training.augment import MIRROR_68, augment, flip_horizontal
+from fer_ray.face68 import MIRROR
+from fer_ray.training.augment import augment, flip_horizontal
 from fer_ray.vision.synthetic_face import canonical_landmarks, expression_params, identity_for
 
 SIDE = 48
 CENTRE = (SIDE - 1) / 2
-MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
-GROUPS = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),
-          range(48, 60), range(60, 68))
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -35,18 +33,7 @@ def _bilinear(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return top * (1 - fy) + bottom * fy
 
 
-# --- MIRROR_68 and flip_horizontal ------------------------------------------------------
-
-
-def test_mirror_is_an_involutive_permutation():
-    assert sorted(MIRROR_68) == list(range(68))
-    assert all(MIRROR_68[MIRROR_68[i]] == i for i in range(68))
-
-
-def test_mirror_keeps_each_feature_and_fixes_exactly_the_midline():
-    for group in GROUPS:
-        assert {MIRROR_68[i] for i in group} == set(group)
-    assert {i for i in range(68) if MIRROR_68[i] == i} == MIDLINE
+# --- flip_horizontal -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("subject", ["ann", "bob"])
@@ -85,8 +72,8 @@ def test_flip_keeps_landmark_on_its_pixel():
         image[0, 0, y, x] = 255
         flipped, moved = flip_horizontal(image, landmarks, SIDE)
         y_new, x_new = divmod(int(flipped[0, 0].argmax()), SIDE)
-        # old point k is new point MIRROR_68[k] (the permutation is its own inverse)
-        assert moved[0, MIRROR_68[k]].tolist() == [x_new, y_new]
+        # old point k is new point MIRROR[k] (the permutation is its own inverse)
+        assert moved[0, MIRROR[k]].tolist() == [x_new, y_new]
         assert x_new == SIDE - 1 - x and y_new == y
 
 
@@ -107,7 +94,7 @@ def _flipped(found: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Per sample: whether (B, 68, 2) points `found` match `original` better after the
     mirror re-indexing (a flipped sample) than as they are."""
     straight = (found - original).norm(dim=-1).mean(dim=1)
-    mirrored = (found - original[:, list(MIRROR_68)]).norm(dim=-1).mean(dim=1)
+    mirrored = (found - original[:, list(MIRROR)]).norm(dim=-1).mean(dim=1)
     return mirrored < straight
 
 
@@ -134,8 +121,8 @@ def test_landmarks_follow_image_exactly(strength):
                              for b in range(batch)])
     flipped = _flipped(came_from, landmarks)
     # The codes travel with the pixels, so came_from is in the original frame; a flipped
-    # sample's point i is the old point MIRROR_68[i].
-    expected = torch.where(flipped[:, None, None], landmarks[:, list(MIRROR_68)], landmarks)
+    # sample's point i is the old point MIRROR[i].
+    expected = torch.where(flipped[:, None, None], landmarks[:, list(MIRROR)], landmarks)
     assert (came_from - expected).abs().max() < 0.01
     assert 0 < int(flipped.sum()) < batch  # both branches were exercised
     assert (moved - landmarks).norm(dim=-1).max() > 1  # and the points did move
@@ -161,7 +148,7 @@ def test_landmarks_stay_on_their_blobs(seed):
     centroid = torch.stack(((weight * xs).sum((2, 3)), (weight * ys).sum((2, 3))), -1) \
         / weight.sum((2, 3))[..., None]  # (B, 3, 2)
     straight = (moved[:, list(keys)] - centroid).norm(dim=-1)
-    mirrored = (moved[:, [MIRROR_68[k] for k in keys]] - centroid).norm(dim=-1)
+    mirrored = (moved[:, [MIRROR[k] for k in keys]] - centroid).norm(dim=-1)
     flipped = mirrored[:, :2].mean(1) < straight[:, :2].mean(1)  # 30 is on the midline
     error = torch.where(flipped[:, None], mirrored, straight)
     assert error.max() < 0.5, error
@@ -239,7 +226,7 @@ def test_each_sample_gets_its_own_transform():
 
 def test_transform_bounded_by_strength():
     """No point moves further than the largest shift allows, once rotation (and the
-    mirror, which carries point MIRROR_68[i] to index i) are factored out via the
+    mirror, which carries point MIRROR[i] to index i) are factored out via the
     distance from the crop centre, which neither changes."""
     landmarks = _central_landmarks(64, 20)
     strength = 0.5
@@ -248,7 +235,7 @@ def test_transform_bounded_by_strength():
     radius = (landmarks - centre).norm(dim=-1)
     new_radius = (moved - centre).norm(dim=-1)
     change = torch.minimum((new_radius - radius).abs(),
-                           (new_radius - radius[:, list(MIRROR_68)]).abs())
+                           (new_radius - radius[:, list(MIRROR)]).abs())
     max_shift = 0.05 * strength * SIDE * 2 ** 0.5
     assert change.max() <= max_shift + 1e-4
     assert change.max() > 0.3 * max_shift  # shifts are actually applied

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fer_ray.config import DETECTORS
 from fer_ray.vision.detect import create_detector, full_image_box
 
 
@@ -72,6 +73,16 @@ def test_no_face_in_a_flat_image(detector):
 def test_unknown_detector_lists_the_valid_names():
     with pytest.raises(ValueError, match="'mtcnn'.*haar, dlib_hog, yunet"):
         create_detector("mtcnn")
+
+
+@pytest.mark.parametrize("name", [name for name in DETECTORS if name not in ("auto", "none")])
+def test_every_configured_detector_is_one_create_detector_builds(name, tmp_path):
+    """What face.detector accepts, bar auto and none, create_detector knows: it builds the
+    detector or asks for its missing weights, never answers 'not a detector'."""
+    try:
+        assert create_detector(name, model_path=str(tmp_path / "missing")).name == name
+    except FileNotFoundError as err:
+        assert "face.detector_model" in str(err)
 
 
 def test_yunet_without_a_model_names_the_config_field(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_ray.config import PRECISIONS
 from fer_ray.vision import fan
 from fer_ray.vision.fan import FanLandmarker
 from fer_ray.weights import NETWORK_WEIGHTS, network_weights
@@ -174,3 +175,8 @@ def test_reduced_precision_runs_the_network_in_that_dtype(hub_dir, ours):
     maps, _, _ = half.heatmaps([image], [boxes])
     assert maps.dtype == torch.float32 and torch.isfinite(maps).all()
     assert np.median(np.abs(half(image, boxes) - ours(image, boxes))) <= 2.0
+
+
+def test_every_configured_precision_has_its_torch_dtype():
+    assert tuple(fan.DTYPES) == PRECISIONS
+    assert fan.DTYPES == {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

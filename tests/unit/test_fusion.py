@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_ray.face68 import NOSE_BOTTOM, UPPER_LIP_TOP
 from fer_ray.vision import fusion
 from fer_ray.vision.align import apply_affine
 from fer_ray.vision.synthetic_face import draw_face, identity_for
@@ -72,14 +73,14 @@ def test_region_seam_lies_at_the_landmark_row(feather):
     _, lm = face("neutral")
     upper, lower = np.full((96, 96), 200, np.uint8), np.full((96, 96), 40, np.uint8)
     fused = fusion.fuse("region", upper, lower, lm, lm, feather=feather, seam_position=0.5)
-    seam = (lm[fusion.NOSE_TIP, 1] + lm[fusion.UPPER_LIP_TOP, 1]) / 2
+    seam = (lm[NOSE_BOTTOM, 1] + lm[UPPER_LIP_TOP, 1]) / 2
     profile = (fused.face[:, 48].astype(float) - 40) / 160  # the upper face's share, per row
     assert profile[: int(seam - feather / 2) - 1].min() == 1.0
     assert profile[int(math.ceil(seam + feather / 2)) + 1:].max() == 0.0
     rows = np.arange(96)
     crossing = np.interp(0.5, profile[::-1], rows[::-1])  # profile falls: interpolate reversed
     assert abs(crossing - seam) <= 0.5 + (0.5 if feather == 0 else 0.0)
-    assert lm[fusion.NOSE_TIP, 1] < seam < lm[fusion.UPPER_LIP_TOP, 1]
+    assert lm[NOSE_BOTTOM, 1] < seam < lm[UPPER_LIP_TOP, 1]
 
 
 def test_region_keeps_upper_landmarks_of_the_first_face_and_lower_of_the_second():

@@ -5,9 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_ray.config import LANDMARKERS
+from fer_ray.face68 import BROWS, EYE_CORNERS, EYES, JAW, LEFT_EYE, NOSE_BOTTOM, RIGHT_EYE, UPPER_LIP_TOP
 from fer_ray.vision.landmarks import DlibLandmarker, create_landmarker
 
-JAW, BROWS, NOSE_TIP, UPPER_LIP, CHIN = slice(0, 17), slice(17, 27), 30, 51, 8
+NOSE_TIP, CHIN = 30, 8
 
 
 def test_shape_and_dtype(astronaut, astronaut_face, landmarker):
@@ -28,10 +30,12 @@ def test_landmarks_inside_the_box_in_anatomical_order(astronaut_face):
     assert (points[JAW, 1] < y1 + margin).all()
 
     brows_y = points[BROWS, 1].mean()
-    eyes_y = points[36:48, 1].mean()
-    assert brows_y < eyes_y < points[NOSE_TIP, 1] < points[UPPER_LIP, 1] < points[CHIN, 1]
-    assert points[36:42, 0].mean() < points[NOSE_TIP, 0] < points[42:48, 0].mean()
+    eyes_y = points[EYES, 1].mean()
+    assert brows_y < eyes_y < points[NOSE_TIP, 1] < points[NOSE_BOTTOM, 1]
+    assert points[NOSE_BOTTOM, 1] < points[UPPER_LIP_TOP, 1] < points[CHIN, 1]
+    assert points[LEFT_EYE, 0].mean() < points[NOSE_TIP, 0] < points[RIGHT_EYE, 0].mean()
     assert points[48, 0] < points[54, 0]  # mouth corners, image left then right
+    assert (np.diff(points[list(EYE_CORNERS), 0]) > 0).all()  # eye corners, image left to right
     assert points[0, 0] < points[16, 0]  # jaw runs left to right
 
 
@@ -61,3 +65,11 @@ def test_landmark_model_can_be_given_as_a_uri(tmp_path, monkeypatch):
 def test_unknown_landmarker_lists_the_valid_names():
     with pytest.raises(ValueError, match="'mediapipe'.*dlib, fan, fan3d"):
         create_landmarker("mediapipe")
+
+
+@pytest.mark.parametrize("name", LANDMARKERS)
+def test_every_configured_landmarker_is_one_create_landmarker_builds(name, tmp_path):
+    """What face.landmarker accepts, create_landmarker knows: given a missing file it asks
+    for the weights instead of answering 'not valid'."""
+    with pytest.raises(FileNotFoundError, match="face.landmark_model"):
+        create_landmarker(name, model_path=str(tmp_path / "missing"))

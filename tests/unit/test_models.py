@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fer_ray.models import ModelSpec, create_model, get_spec, list_models, register_model
+from fer_ray.face68 import JAW
 from fer_ray.models import features
 from fer_ray.models.dexpression import DEXPRESSION_FER_FLAT, dexpression_fer_trunk
 
@@ -97,7 +98,7 @@ def test_pairwise_distances_shape_diagonal_translation():
     assert torch.allclose(distances, shifted, atol=1e-4)
     # The jaw (points 0-16) is ignored.
     moved_jaw = landmarks.clone()
-    moved_jaw[:, features.JAW] += 30
+    moved_jaw[:, JAW] += 30
     assert torch.equal(features.pairwise_distances(moved_jaw), distances)
     # One known distance: a 3-4-5 triangle, divided by the seed's 60.
     points = torch.zeros(1, 68, 2)
@@ -114,7 +115,7 @@ def test_normalise_points_translation_and_scale_invariant():
 
 def test_region_mask_squares():
     points = torch.full((1, 68, 2), 50.0)
-    points[0, features.JAW] = 0.0  # jaw points must not open the mask
+    points[0, JAW] = 0.0  # jaw points must not open the mask
     mask = features.region_mask(points, 100)
     assert mask.shape == (1, 1, 100, 100)
     assert mask[0, 0, 0, 0] == 0

@@ -2,13 +2,17 @@
 on the same weights (networks built here, seeded, saved to weight files)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 import torch
 from skimage import data
 
-from fer_ray.vision.detect import create_detector, detect_many, keep_faces
+from fer_ray.vision.boxes import keep_faces
+from fer_ray.vision.detect import create_detector, detect_many
 from fer_ray.vision.torch_detect import blazeface_anchors
 
 
@@ -108,3 +112,10 @@ def test_missing_detector_weights_name_the_field_and_file(tmp_path, monkeypatch)
         create_detector("sfd")
     with pytest.raises(FileNotFoundError, match="face.detector_model.*blazeface.pth"):
         create_detector("blazeface")
+
+
+def test_network_detectors_and_fan_do_not_import_the_classic_detectors():
+    """detect imports torch_detect (for sfd, blazeface); the reverse would be a circle."""
+    check = ("import sys, fer_ray.vision.torch_detect, fer_ray.vision.fan; "
+             "assert 'fer_ray.vision.detect' not in sys.modules")
+    subprocess.run([sys.executable, "-c", check], check=True)
