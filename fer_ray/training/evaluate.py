@@ -30,7 +30,7 @@ class ClassifyStage(Stage):
 
     def __init__(self, checkpoint_uri: str):
         from fer_ray.models import get_spec
-        from fer_ray.training.loop import Batcher
+        from fer_ray.models.inputs import Batcher
 
         state = ckpt.load(checkpoint_uri)
         self.model = ckpt.build_model(state)
