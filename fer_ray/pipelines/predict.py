@@ -28,8 +28,9 @@ from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
 from fer_ray.runtime import start_ray
 from fer_ray.schema import face_array
 from fer_ray.stages.base import LIGHT_CPUS, apply_stage, available_cpus
+from fer_ray.stages.classify import classify
 from fer_ray.stages.face import FaceStage
-from fer_ray.training.evaluate import check_checkpoint, classify
+from fer_ray.training.evaluate import check_checkpoint
 
 KEEP = ("source_uri", "face_index", "status", "error", "n_faces", "bbox", "det_score")
 FILE_FORMATS = (".parquet", ".csv")

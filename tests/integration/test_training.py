@@ -149,8 +149,8 @@ def test_export_matches_the_checkpoint_on_real_faces(trained, fer_shards, tmp_pa
     import onnxruntime as ort
 
     from fer_ray.pipelines.export import run_export
+    from fer_ray.stages.classify import ClassifyStage
     from fer_ray.training.data import read_split, scan
-    from fer_ray.training.evaluate import ClassifyStage
 
     cfg, _ = trained
     written = run_export(cfg.output, str(tmp_path / "export"))
