@@ -149,7 +149,7 @@ def test_export_matches_the_checkpoint_on_real_faces(trained, fer_shards, tmp_pa
     import onnxruntime as ort
 
     from fer_ray.pipelines.export import run_export
-    from fer_ray.stages.classify import ClassifyStage
+    from fer_ray.stages.classify import ClassifySettings, ClassifyStage
     from fer_ray.training.data import read_split, scan
 
     cfg, _ = trained
@@ -157,7 +157,7 @@ def test_export_matches_the_checkpoint_on_real_faces(trained, fer_shards, tmp_pa
     assert {"torchscript", "onnx", "manifest"} <= set(written)
     info = scan(cfg)
     batch = read_split(info, "basic7", "test").take_batch(16, batch_format="numpy")
-    expected = ClassifyStage(cfg.output)(batch)["probabilities"]
+    expected = ClassifyStage(ClassifySettings(cfg.output))(batch)["probabilities"]
     images = torch.from_numpy(batch["image"].astype(np.float32))
     scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
     session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])

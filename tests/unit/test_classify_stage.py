@@ -16,7 +16,7 @@ from fer_ray import config
 from fer_ray.config import TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.models import create_model
-from fer_ray.stages.classify import ClassifyStage
+from fer_ray.stages.classify import ClassifySettings, ClassifyStage
 from fer_ray.training import checkpoint as ckpt
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def faces(n: int = 5) -> dict:
 def test_probabilities_are_the_checkpoint_models_on_standardised_faces(checkpoint):
     path, model = checkpoint
     batch = faces()
-    out = ClassifyStage(path)(batch)
+    out = ClassifyStage(ClassifySettings(path))(batch)
     with torch.no_grad():
         logits = model((torch.from_numpy(batch["image"]).float() - MEAN) / STD, torch.from_numpy(batch["landmarks"]))
     assert np.allclose(out["probabilities"], torch.softmax(logits, 1).numpy(), atol=1e-6)
@@ -53,12 +53,21 @@ def test_probabilities_are_the_checkpoint_models_on_standardised_faces(checkpoin
     assert set(out) == {"source_uri", "probabilities", "prediction"}  # pixels and landmarks dropped
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_the_probabilities_are_the_cpus(checkpoint):
+    batch = faces(64)
+    on_cpu = ClassifyStage(ClassifySettings(checkpoint[0]))(batch)
+    on_gpu = ClassifyStage(ClassifySettings(checkpoint[0], "cuda"))(batch)
+    assert isinstance(on_gpu["probabilities"], np.ndarray)
+    assert np.abs(on_gpu["probabilities"] - on_cpu["probabilities"]).max() < 1e-4
+
+
 CLASSIFY_IN_A_FRESH_PROCESS = """
 import json, sys
 import numpy as np
-from fer_ray.stages.classify import ClassifyStage
+from fer_ray.stages.classify import ClassifySettings, ClassifyStage
 batch = {"image": np.zeros((2, 1, 48, 48), np.uint8), "landmarks": np.zeros((2, 68, 2), np.float32)}
-ClassifyStage(sys.argv[1])(batch)
+ClassifyStage(ClassifySettings(sys.argv[1]))(batch)
 print(json.dumps(sorted(name for name in sys.modules if name == "ray.train" or name.startswith("ray.train."))))
 """
 
