@@ -45,6 +45,27 @@ def test_bad_values_fail_before_ray(capsys, monkeypatch, tmp_path, argv, expecte
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["--output", "p.parquet", "--format", "csv"], "format: 'csv' writes one .csv file, but output 'p.parquet'"),
+    (["--output", "out", "--detector", "mtcnn"], "detector: 'mtcnn' is not valid; choose one of: auto, none"),
+    (["--output", "out", "--set", "face.size=64"], "face.size: unknown field"),
+    (["--output", "out"], "checkpoint: no checkpoint.pt at"),
+])
+def test_bad_predict_values_fail_before_ray(capsys, monkeypatch, tmp_path, argv, expected):
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray work started before the check"))
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(capsys, "predict", "--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path), *argv)
+    assert code == 2 and expected in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["logs"]
+
+
+def test_predict_help_lists_every_field_with_its_default():
+    text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["predict"].format_help().split())
+    defaults = PredictConfig()
+    for path, (leaf, _) in config.leaf_fields(PredictConfig).items():
+        assert f"--{leaf.replace('_', '-')}" in text and f"[{path}; default {cli._get(defaults, path)!r}" in text, path
+
+
 def test_unreadable_input_is_named(capsys, tmp_path):
     code, err = run_cli(capsys, "preprocess", "--layout", "jaffe", "--input", "/does/not/exist",
                         "--output", str(tmp_path))
