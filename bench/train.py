@@ -26,11 +26,12 @@ import ray  # noqa: E402
 
 from fer_ray.config import PreprocessConfig, TrainConfig  # noqa: E402
 from fer_ray.models import create_model, get_spec  # noqa: E402
+from fer_ray.models.inputs import Batcher  # noqa: E402
 from fer_ray.pipelines import preprocess  # noqa: E402
 from fer_ray.pipelines.demo import sample_input  # noqa: E402
 from fer_ray.sample_data import write_sample_data  # noqa: E402
 from fer_ray.training import data, trainer  # noqa: E402
-from fer_ray.training.loop import Batcher, cosine_lr  # noqa: E402
+from fer_ray.training.loop import cosine_lr  # noqa: E402
 from fer_ray.training.metrics import confusion_matrix  # noqa: E402
 
 

@@ -14,8 +14,8 @@ import sys
 import traceback
 
 from fer_ray import config, logs
+from fer_ray.config import ConfigError, PredictConfig, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
 from fer_ray.report import print_report, print_summary, print_sweep, print_synthesis
-from fer_ray.config import ConfigError, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
 
 log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that is __main__, outside the run log
 FAILURE_MESSAGE_CHARS = 200
@@ -103,8 +103,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from fer_ray.pipelines import predict
 
-    summary = predict.run(args.checkpoint, args.input, args.output, detector=args.detector, workers=args.workers,
-                          restart=args.restart)
+    summary = predict.run(build_config(PredictConfig, args))
     print(f"{summary['inputs']} images -> {summary['rows']} rows in {summary['elapsed_s']} s: {summary['output']}")
     return 0
 
@@ -176,14 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(default: <checkpoint>/eval-<split>)")
     evaluate.add_argument("--workers", type=int, default=0, help="classifier actors (0 = one per CPU)")
     evaluate.set_defaults(func=cmd_evaluate)
-    pred = commands.add_parser("predict", help="class probabilities for every face in a folder of images")
-    pred.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")
-    pred.add_argument("--input", required=True, help="image file, folder or s3:// prefix")
-    pred.add_argument("--output", required=True, help="a .parquet or .csv file, or a directory for Parquet shards")
-    pred.add_argument("--detector", default="", help="face detector; default: the one the training faces used")
-    pred.add_argument("--workers", type=int, default=0, help="face-stage and classifier actors (0 = one per CPU)")
-    pred.add_argument("--restart", action="store_true",
-                      help="directory output: run afresh instead of resuming an interrupted run into it")
+    pred = commands.add_parser("predict", help="class probabilities for every face in a folder of images",
+                               description="Find and align the faces of new images as the checkpoint's training "
+                                           "faces were, and classify them; one .parquet/.csv file or committed "
+                                           "Parquet shards go to --output.")
+    add_config_flags(pred, PredictConfig)
     pred.set_defaults(func=cmd_predict)
     export = commands.add_parser("export", help="TorchScript and ONNX of a checkpoint, checked against it")
     export.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")

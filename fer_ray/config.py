@@ -337,6 +337,67 @@ class TuneConfig:
         return sizes
 
 
+PREDICT_FORMATS = ("auto", "parquet", "csv", "shards")
+FILE_SUFFIXES = {"parquet": ".parquet", "csv": ".csv"}  # the formats written as one file
+CHOICES["format"] = PREDICT_FORMATS
+CHOICES["detector"] = DETECTORS  # or '' (the checkpoint's), as for precision
+CHOICES["precision"] = PRECISIONS
+CHECKPOINT_FACE = "'' = as in the checkpoint's face settings"
+
+
+@dataclass
+class PredictConfig:
+    """Class probabilities for every face in new images, found and aligned with the face
+    settings the checkpoint's training faces were made with; the overrides below are for
+    what differs on another machine (where the weights are, which detector it can run)."""
+    checkpoint: str = opt("", "run URI, directory or checkpoint.pt of a trained model")
+    input: str = opt("", "image file, folder or URI prefix: local path, file:// or s3://bucket/prefix")
+    output: str = opt("", "a .parquet or .csv file, or a directory for committed Parquet shards (see format)")
+    format: str = opt("auto", "auto = by the output's name: .parquet or .csv one file of that format, anything "
+                              "else a directory of Parquet shards; parquet, csv: one file, whose name must end in "
+                              ".parquet/.csv; shards: a directory, whatever its name")
+    detector: str = opt("", f"face detector; {CHECKPOINT_FACE}")
+    detector_model: str = opt("", f"path or URI of the detector's weights on this machine; {CHECKPOINT_FACE}")
+    landmark_model: str = opt("", f"path or URI of the landmark weights on this machine; {CHECKPOINT_FACE}")
+    precision: str = opt("", f"FAN precision on GPU: fp32, bf16 or fp16; {CHECKPOINT_FACE} (fp32 on CPU)")
+    num_gpus: float = opt(0.0, "GPUs per face actor, and for the one classifier actor beside them; > 0 runs "
+                               "fan, sfd, blazeface and the model on CUDA")
+    workers: int = opt(0, "face-stage actors; 0 = one per available CPU (with num_gpus: as many as the GPUs "
+                          "hold beside the classifier's share)")
+    batch_size: int = opt(16, "images per face-stage call")
+    restart: bool = opt(False, f"directory output: {RESTART_HELP} (a file output is always written in full)")
+    rows_per_file: int = opt(0, "directory output: rows per predictions/ file, the unit a resumed run skips; "
+                                "0 = 16384")
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+    def validate(self) -> None:
+        _required_uris(self, "checkpoint", "input", "output")
+        _choice("format", self.format, PREDICT_FORMATS)
+        for name in ("detector", "precision"):
+            if getattr(self, name):  # '' = the checkpoint's
+                _choice(name, getattr(self, name), CHOICES[name])
+        suffix = FILE_SUFFIXES.get(self.format)
+        if suffix and not self.output.lower().endswith(suffix):
+            raise ConfigError(f"format: {show(self.format)} writes one {suffix} file, but output "
+                              f"{show(self.output)} does not end in {suffix}: name it so, or use format "
+                              "auto or shards")
+        _positive("batch_size", self.batch_size)
+        for name in ("workers", "num_gpus", "rows_per_file"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
+        if self.precision not in ("", "fp32") and not self.num_gpus:
+            raise ConfigError(f"precision: {show(self.precision)} needs a GPU (num_gpus > 0); use fp32 on CPU")
+        self.retry.validate()
+
+    @property
+    def output_format(self) -> str:
+        """parquet or csv (one file), or shards (a directory of committed Parquet files)."""
+        if self.format != "auto":
+            return self.format
+        return next((name for name, suffix in FILE_SUFFIXES.items() if self.output.lower().endswith(suffix)),
+                    "shards")
+
+
 def model_spec(name: str):
     """The registry's spec for a family; an unknown name is a ConfigError listing the valid ones."""
     from fer_ray.models import get_spec

@@ -265,6 +265,21 @@ def check_actor_gpus(workers: int, num_gpus: float, capacity: Capacity) -> None:
                           f"use --workers {most} or 0 (as many as the GPUs hold)")
 
 
+def check_classifier_gpu(workers: int, num_gpus: float, capacity: Capacity) -> None:
+    """Predict's classifier actor holds one more GPU share beside `workers` face actors (0 =
+    as many as fit, at least one): all the shares must be in the cluster."""
+    gpus, face_actors = capacity.amount("GPU"), max(workers, 1)
+    need = (face_actors + 1) * num_gpus
+    if need <= gpus + _SLACK:
+        return
+    actors = "1 face actor" if face_actors == 1 else f"{face_actors} face actors"
+    fewer = int((gpus + _SLACK) // num_gpus) - 1
+    raise ConfigError(f"num_gpus: {actors} and the classifier, {_amount(num_gpus, 'GPU')} each, need "
+                      f"{_amount(need, 'GPU')}, the cluster has {gpus:g}: use --num-gpus "
+                      f"{round_down(gpus / (face_actors + 1)):g} or less"
+                      + (f", or --workers {fewer}" if workers and fewer >= 1 else ""))
+
+
 def round_down(amount: float) -> float:
     """amount rounded down to CPU_STEP."""
     return round(math.floor(amount / CPU_STEP + _SLACK) * CPU_STEP, 2)

@@ -1,5 +1,7 @@
 """Predict: images (a folder or URI) -> faces found and aligned as in preprocessing -> class
 probabilities per face, in one Parquet or CSV file (or Parquet shards for a directory output).
+One PredictConfig says what to run: the checkpoint's face settings, with this machine's
+overrides, and how many face actors on which devices.
 
 Every input image gets at least one row: images without a usable face keep their status
 and error, with empty probabilities, so nothing silently disappears.
@@ -17,43 +19,51 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray.data
-import yaml
 
 from fer_ray import config, storage
-from fer_ray.config import ConfigError, FaceConfig, PreprocessConfig, apply_dict
+from fer_ray.config import ConfigError, FaceConfig, PredictConfig, PreprocessConfig, RetryConfig, apply_dict
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
 from fer_ray.face68 import N_POINTS
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
-from fer_ray.runtime import LIGHT_CPUS, available_cpus, start_ray
+from fer_ray.runtime import (LIGHT_CPUS, Capacity, available, available_cpus, check_classifier_gpu, cluster_capacity,
+                             start_ray)
 from fer_ray.schema import face_array
 from fer_ray.stages.base import apply_stage
+from fer_ray.stages.classify import classify
 from fer_ray.stages.face import FaceStage
-from fer_ray.training.evaluate import check_checkpoint, classify
+from fer_ray.training.evaluate import check_checkpoint
 
 KEEP = ("source_uri", "face_index", "status", "error", "n_faces", "bbox", "det_score")
-FILE_FORMATS = (".parquet", ".csv")
+FACE_OVERRIDES = ("detector", "detector_model", "landmark_model")  # PredictConfig fields of FaceConfig
 
 
-def face_config(state: dict, detector: str = "") -> FaceConfig:
-    """The face settings the training data was made with, so predictions see the same crops."""
+def face_config(state: dict, cfg: PredictConfig) -> FaceConfig:
+    """The face settings the training data was made with, so predictions see the same crops,
+    with this run's overrides ('' keeps the checkpoint's). FAN runs in fp32 on a CPU, so the
+    checkpoint's precision applies on GPUs only."""
     face = FaceConfig()
     apply_dict(face, state.get("face", {}))
-    if detector:
-        face.detector = detector
+    for name in FACE_OVERRIDES:
+        if getattr(cfg, name):
+            setattr(face, name, getattr(cfg, name))
+    face.precision = cfg.precision or (face.precision if cfg.num_gpus > 0 else "fp32")
     return face
 
 
-def preprocess_config(state: dict, input_uri: str, detector: str) -> PreprocessConfig:
-    cfg = PreprocessConfig(layout="folder", input=input_uri, output="-", face=face_config(state, detector))
-    cfg.validate()
-    spec = state["spec"]
-    if spec["input_size"] and (cfg.face.size, cfg.face.channels) != (spec["input_size"], spec["channels"]):
-        raise ConfigError(f"checkpoint: its faces are {cfg.face.size}px {cfg.face.color}, but "
+def preprocess_config(state: dict, cfg: PredictConfig) -> PreprocessConfig:
+    """The face stage's configuration: the checkpoint's face settings and this run's actors."""
+    face_cfg = PreprocessConfig(layout="folder", input=cfg.input, output="-", face=face_config(state, cfg),
+                                batch_size=cfg.batch_size, workers=cfg.workers, num_gpus=cfg.num_gpus,
+                                retry=cfg.retry)
+    face_cfg.validate()
+    spec, face = state["spec"], face_cfg.face
+    if spec["input_size"] and (face.size, face.channels) != (spec["input_size"], spec["channels"]):
+        raise ConfigError(f"checkpoint: its faces are {face.size}px {face.color}, but "
                           f"{state['model_name']} expects {spec['input_size']}px x{spec['channels']}")
-    return cfg
+    return face_cfg
 
 
 def model_inputs(batch: dict) -> dict:
@@ -89,72 +99,102 @@ def predict_counts(rows: dict, keep: dict) -> dict:
     return {"inputs": int(inputs.sum()), "rows": len(inputs), "status": Counter(rows["status"][inputs].tolist())}
 
 
-def list_images(input_uri: str) -> Inputs:
+def list_images(input_uri: str, retry: RetryConfig) -> Inputs:
     """Every listed name under the input (or the one image given) as an input row."""
-    if input_uri.lower().endswith(IMAGE_EXTENSIONS) and not storage.exists(storage.join(input_uri, "")):
-        return Inputs([input_row(input_uri, "predict")], 1, storage.file_fingerprint(input_uri))
-    lister = Lister()
+    if input_uri.lower().endswith(IMAGE_EXTENSIONS) and not storage.exists(storage.join(input_uri, ""), retry):
+        return Inputs([input_row(input_uri, "predict")], 1, storage.file_fingerprint(input_uri, retry))
+    lister = Lister(retry)
     rows = listed_rows(lister(input_uri), "predict", lambda uri: input_row(uri, "predict"))
     if not rows:
         raise ConfigError(f"input: no files under {input_uri}")
     return Inputs(rows, len(rows), lister.fingerprint())
 
 
-def check(checkpoint_uri: str, input_uri: str, output: str, detector: str) -> tuple[str, dict, PreprocessConfig, Inputs]:
-    """Checkpoint, face settings, weights, input and output, before any Ray work."""
-    path, state = check_checkpoint(checkpoint_uri)
-    cfg = preprocess_config(state, input_uri, detector)
-    FaceStage.check_weights(cfg)
-    problem = storage.check_readable(input_uri)
+def check(cfg: PredictConfig) -> tuple[str, dict, PreprocessConfig, Inputs]:
+    """Values, checkpoint, face settings, weights, input and output, before any Ray work."""
+    cfg.validate()
+    path, state = check_checkpoint(cfg.checkpoint)
+    face_cfg = preprocess_config(state, cfg)
+    FaceStage.check_weights(face_cfg)
+    problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")
-    runs.check_output(input_uri, output, is_file=output.lower().endswith(FILE_FORMATS))
-    return path, state, cfg, list_images(input_uri)
+    runs.check_output(cfg.input, cfg.output, is_file=cfg.output_format != "shards")
+    return path, state, face_cfg, list_images(cfg.input, cfg.retry)
 
 
-def run(checkpoint_uri: str, input_uri: str, output: str, detector: str = "", workers: int = 0,
-        restart: bool = False) -> dict:
-    path, state, cfg, inputs = check(checkpoint_uri, input_uri, output, detector)
-    if output.lower().endswith(FILE_FORMATS):
+def check_cluster(cfg: PredictConfig, face_cfg: PreprocessConfig, capacity: Capacity) -> None:
+    """The face actors and, on GPUs, the classifier's share beside them must fit the cluster:
+    an actor asking for a GPU that no node has would wait for it forever."""
+    FaceStage.check_cluster(face_cfg, capacity)
+    if cfg.num_gpus > 0:
+        check_classifier_gpu(cfg.workers, cfg.num_gpus, capacity)
+
+
+def run_settings(path: str, face_cfg: PreprocessConfig) -> dict:
+    """What a predict run's result depends on, besides its input: the checkpoint (file and
+    version) and the face settings resolved from it and this run's overrides. The execution
+    fields (runs.EXECUTION_FIELDS: workers, batch_size, num_gpus, ...) are not part of it."""
+    return {"checkpoint": path, "checkpoint_version": storage.file_fingerprint(path, face_cfg.retry),
+            "face": config.to_dict(face_cfg.face)}
+
+
+def run(cfg: PredictConfig) -> dict:
+    """Run the whole job; returns the summary (a directory output also holds it as `_summary.json`)."""
+    path, state, face_cfg, inputs = check(cfg)
+    if cfg.output_format != "shards":
         start_ray()
+        check_cluster(cfg, face_cfg, cluster_capacity())
         started = time.time()
-        counts = write_file(predictions(cfg, inputs, path, state, workers), output)
-        return {**counts, "output": output, "elapsed_s": round(time.time() - started, 2)}
-    settings = {"checkpoint": path, "checkpoint_version": storage.file_fingerprint(path),
-                "face": config.to_dict(cfg.face)}
-    staged = runs.plan("predict", output, settings, inputs.fingerprint, restart)
+        counts = write_file(predictions(cfg, face_cfg, inputs, path, state), cfg.output, cfg.output_format)
+        return {**counts, "output": cfg.output, "elapsed_s": round(time.time() - started, 2)}
+    staged = runs.plan("predict", cfg.output, run_settings(path, face_cfg), inputs.fingerprint, cfg.restart,
+                       cfg.retry)
     if staged.up_to_date:
         return runs.committed_summary(staged)
     start_ray()
-    runs.begin(staged, yaml.safe_dump({"checkpoint": path, "input": input_uri, "face": settings["face"]}))
-    sink = ShardSink(staged.uri(), face_bytes=0, folders={"predictions": Folder(None, None)}, count=predict_counts)
-    rows = predictions(cfg, inputs, path, state, workers, staged.reserved_cpus)
+    check_cluster(cfg, face_cfg, cluster_capacity())
+    runs.begin(staged, config.to_yaml(cfg))
+    sink = ShardSink(staged.uri(), face_bytes=0, folders={"predictions": Folder(None, None)}, count=predict_counts,
+                     rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+    rows = predictions(cfg, face_cfg, inputs, path, state, staged.reserved_cpus)
     sink.write_dataset(runs.checkpointed(staged, rows, "source_uri"))
-    summary = {**runs.finish_counts(staged, inputs.count), **staged.report(), "output": output,
+    summary = {**runs.finish_counts(staged, inputs.count), **staged.report(), "output": cfg.output,
                "predictions_uri": staged.uri("predictions"), "elapsed_s": round(time.time() - staged.started, 2)}
-    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode())
+    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
     runs.publish(staged, ("predictions",))
     return summary
 
 
-def predictions(cfg: PreprocessConfig, inputs: Inputs, path: str, state: dict, workers: int,
+def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, path: str, state: dict,
                 reserved_cpus: int = 0) -> ray.data.Dataset:
     """The whole pipeline, lazily: fetch, find faces, classify, one output row per face."""
-    ds = read_inputs(cfg, inputs)
-    # Face finding is the expensive part: a face actor per CPU (but those Ray's own operators
-    # hold), and one classifier actor, light beside them (one forward pass per batch of crops).
-    ds = apply_stage(ds, FaceStage, cfg, workers=workers or max(1, available_cpus() - reserved_cpus))
+    ds = read_inputs(face_cfg, inputs)
+    ds = apply_stage(ds, FaceStage, face_cfg, workers=face_workers(cfg, reserved_cpus), batch_size=cfg.batch_size,
+                     num_gpus=cfg.num_gpus)
     ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
     ds = ds.map_batches(model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
-    ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS)
+    # One classifier actor, light beside the face actors (one forward pass per batch of crops);
+    # on GPUs it holds one GPU share, as a face actor does.
+    ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus)
     return ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy",
                           num_cpus=LIGHT_CPUS)
 
 
-def write_file(ds: ray.data.Dataset, output: str) -> dict:
-    """Stream the rows into one .parquet/.csv file (the driver holds one batch at a time),
-    written beside the target and moved over it at the end, so a failed run leaves the
-    previous file whole. Returns the counts of what was written."""
+def face_workers(cfg: PredictConfig, reserved_cpus: int) -> int:
+    """Face finding is the expensive part: a face actor per CPU (but those Ray's own operators
+    hold), or on GPUs as many as the GPU shares hold beside the classifier's."""
+    if cfg.workers:
+        return cfg.workers
+    if cfg.num_gpus > 0:
+        return max(1, int(available("GPU") / cfg.num_gpus + 1e-9) - 1)
+    return max(1, available_cpus() - reserved_cpus)
+
+
+def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:
+    """Stream the rows into one file, parquet or csv as file_format says (the driver holds one
+    batch at a time), written beside the target and moved over it at the end, so a failed
+    run leaves the previous file whole. Returns the counts of what was written."""
     fs, path = storage.resolve(output)
     staging = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
     fs.create_dir(posixpath.dirname(path), recursive=True)
@@ -164,7 +204,7 @@ def write_file(ds: ray.data.Dataset, output: str) -> dict:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 table = batch.drop_columns(["is_manifest"])
                 table = table if writer is None else table.cast(writer.schema)  # e.g. large_string later
-                writer = writer or (pq.ParquetWriter(stream, table.schema) if path.endswith(".parquet")
+                writer = writer or (pq.ParquetWriter(stream, table.schema) if file_format == "parquet"
                                     else pacsv.CSVWriter(stream, table.schema))
                 writer.write_table(table)
                 parts.append(predict_counts({name: batch.column(name).to_numpy(zero_copy_only=False)

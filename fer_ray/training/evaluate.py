@@ -1,58 +1,18 @@
-"""Run a checkpoint over shards or faces: the classify stage, evaluation and its reports."""
+"""Evaluate a checkpoint on one split of any shards (metrics.json, confusion.png), and the
+checkpoint check that evaluate and predict run on the driver before any Ray work."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import torch
-
-import ray
-import ray.data
 
 from fer_ray import storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.runtime import start_ray
-from fer_ray.runtime import available_cpus
-from fer_ray.stages.base import Stage, apply_stage
+from fer_ray.stages.classify import classify
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import data
 from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
-
-
-class ClassifyStage(Stage):
-    """'image' uint8 (B, C, H, W) and 'landmarks' (B, 68, 2) -> 'probabilities' (B, K) and 'prediction'.
-
-    Loads the checkpoint once per actor; one forward pass per batch, standardised with
-    the normalisation stored in the checkpoint.
-    """
-    is_actor = True
-    num_cpus = 1.0
-    batch_size = 128
-
-    def __init__(self, checkpoint_uri: str):
-        from fer_ray.models import get_spec
-        from fer_ray.training.loop import Batcher
-
-        state = ckpt.load(checkpoint_uri)
-        self.model = ckpt.build_model(state)
-        spec = get_spec(state["model_name"])
-        norm = {key: value.numpy() for key, value in state["norm"].items()}
-        self.batcher = Batcher(spec, norm, torch.device("cpu"), spec.input_size or 100)
-
-    @torch.no_grad()
-    def __call__(self, batch: dict) -> dict:
-        tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in ("image", "landmarks")}
-        probabilities = torch.softmax(self.model(*self.batcher.inputs(tensors)).float(), dim=1).numpy()
-        out = {key: value for key, value in batch.items() if key not in ("image", "landmarks")}
-        return {**out, "probabilities": probabilities, "prediction": probabilities.argmax(1)}
-
-
-def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
-             num_cpus: float | None = None) -> ray.data.Dataset:
-    """workers=0: one actor per CPU but one; Ray Data lists Parquet files with a whole-CPU task,
-    which a pool holding every CPU would starve forever."""
-    return apply_stage(ds, ClassifyStage, checkpoint_uri, workers=workers or max(1, available_cpus() - 1),
-                       num_cpus=num_cpus)
 
 
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0) -> dict:

@@ -19,30 +19,9 @@ import ray.train.torch
 
 from fer_ray.config import TrainConfig, apply_dict
 from fer_ray.models import create_model, get_spec
+from fer_ray.models.inputs import Batcher
 from fer_ray.training import checkpoint as ckpt
-from fer_ray.training.augment import augment
 from fer_ray.training.metrics import confusion_matrix, summarise
-
-
-class Batcher:
-    """Turns a Ray Data torch batch into the model's positional inputs, on the device.
-
-    Images arrive as uint8 (B, C, H, W); they are augmented in pixel units (train only)
-    and then standardised with the train split's per-pixel mean and std.
-    """
-
-    def __init__(self, spec, norm: dict, device: torch.device, face_side: int):
-        self.spec, self.device, self.face_side = spec, device, face_side
-        self.mean = torch.as_tensor(np.asarray(norm["mean"], np.float32), device=device) if norm else None
-        self.std = torch.as_tensor(np.asarray(norm["std"], np.float32), device=device) if norm else None
-
-    def inputs(self, batch: dict, strength: float = 0.0, generator: torch.Generator | None = None) -> tuple:
-        images = batch["image"].to(self.device, torch.float32) if self.spec.input_size else None
-        landmarks = batch["landmarks"].to(self.device, torch.float32) if self.spec.needs_landmarks else None
-        if strength > 0:
-            images, landmarks = augment(images, landmarks, strength, generator, size=self.face_side)
-        named = {"image": None if images is None else (images - self.mean) / self.std, "landmarks": landmarks}
-        return tuple(named[name] for name in self.spec.input_names)
 
 
 def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:

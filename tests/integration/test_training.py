@@ -2,6 +2,7 @@
 resume, evaluate, predict and export, and the errors raised before any training starts."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -11,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fer_ray import storage
-from fer_ray.config import ConfigError, TrainConfig
+from fer_ray import config, results, storage
+from fer_ray.config import ConfigError, PredictConfig, TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.training import checkpoint as ckpt
 from fer_ray.training import trainer
@@ -107,7 +108,7 @@ def test_predict_writes_probabilities_per_face_and_keeps_bad_images(trained, tmp
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     n_images = len(storage.list_files(str(images), (".jpg", ".png")))
     for output in (tmp_path / "pred.parquet", tmp_path / "pred.csv"):
-        summary = predict.run(cfg.output, str(images), str(output))
+        summary = predict.run(PredictConfig(checkpoint=cfg.output, input=str(images), output=str(output)))
         table = pq.read_table(output) if output.suffix == ".parquet" else _read_csv(output)
         rows = table.to_pylist()
         assert len({r["source_uri"] for r in rows}) == n_images == summary["inputs"]
@@ -129,13 +130,17 @@ def test_predict_into_a_directory_commits_one_result_per_run(trained, tmp_path):
     cfg, _ = trained
     write_sample_data(str(tmp_path / "raw"), layouts=("mpi",))
     images, output = str(tmp_path / "raw" / "mpi"), str(tmp_path / "predictions")
-    first = predict.run(cfg.output, images, output)
+    pred_cfg = PredictConfig(checkpoint=cfg.output, input=images, output=output)
+    first = predict.run(pred_cfg)
     table = read_output(output, "predictions")
     assert first["inputs"] == len(storage.list_files(images)) == len(set(table["source_uri"].to_pylist()))
     assert first["rows"] == table.num_rows and first["run_state"] == "new"
-    again = predict.run(cfg.output, images, output)
+    written = PredictConfig()  # the run's config.yaml feeds back with --config
+    config.load_yaml(written, storage.read_bytes(results.run_uri(output, first["run"], "config.yaml")).decode())
+    assert written == pred_cfg
+    again = predict.run(pred_cfg)
     assert again["run_state"] == "up to date" and read_output(output, "predictions").equals(table)
-    redone = predict.run(cfg.output, images, output, restart=True)
+    redone = predict.run(dataclasses.replace(pred_cfg, restart=True))
     assert redone["run"] != first["run"] and read_output(output, "predictions").num_rows == table.num_rows
 
 
@@ -149,15 +154,15 @@ def test_export_matches_the_checkpoint_on_real_faces(trained, fer_shards, tmp_pa
     import onnxruntime as ort
 
     from fer_ray.pipelines.export import run_export
+    from fer_ray.stages.classify import ClassifySettings, ClassifyStage
     from fer_ray.training.data import read_split, scan
-    from fer_ray.training.evaluate import ClassifyStage
 
     cfg, _ = trained
     written = run_export(cfg.output, str(tmp_path / "export"))
     assert {"torchscript", "onnx", "manifest"} <= set(written)
     info = scan(cfg)
     batch = read_split(info, "basic7", "test").take_batch(16, batch_format="numpy")
-    expected = ClassifyStage(cfg.output)(batch)["probabilities"]
+    expected = ClassifyStage(ClassifySettings(cfg.output))(batch)["probabilities"]
     images = torch.from_numpy(batch["image"].astype(np.float32))
     scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
     session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -8,7 +8,7 @@ import ray
 import ray.data
 
 from fer_ray import cli, config, schema
-from fer_ray.config import ConfigError, PreprocessConfig
+from fer_ray.config import ConfigError, PredictConfig, PreprocessConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,27 @@ def test_bad_values_fail_before_ray(capsys, monkeypatch, tmp_path, argv, expecte
     code, err = run_cli(capsys, "preprocess", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *argv)
     assert code == 2 and expected in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--output", "p.parquet", "--format", "csv"], "format: 'csv' writes one .csv file, but output 'p.parquet'"),
+    (["--output", "out", "--detector", "mtcnn"], "detector: 'mtcnn' is not valid; choose one of: auto, none"),
+    (["--output", "out", "--set", "face.size=64"], "face.size: unknown field"),
+    (["--output", "out"], "checkpoint: no checkpoint.pt at"),
+])
+def test_bad_predict_values_fail_before_ray(capsys, monkeypatch, tmp_path, argv, expected):
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray work started before the check"))
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(capsys, "predict", "--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path), *argv)
+    assert code == 2 and expected in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["logs"]
+
+
+def test_predict_help_lists_every_field_with_its_default():
+    text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["predict"].format_help().split())
+    defaults = PredictConfig()
+    for path, (leaf, _) in config.leaf_fields(PredictConfig).items():
+        assert f"--{leaf.replace('_', '-')}" in text and f"[{path}; default {cli._get(defaults, path)!r}" in text, path
 
 
 def test_unreadable_input_is_named(capsys, tmp_path):
@@ -116,7 +137,37 @@ def test_preprocess_config_checks_its_split_and_precision():
     assert cfg.device == "cuda"
 
 
-def test_every_field_explains_itself_in_help():
-    helps = config.field_help(PreprocessConfig)
-    assert set(helps) == set(config.leaf_fields(PreprocessConfig))
+@pytest.mark.parametrize("output, format, expected", [
+    ("p.parquet", "auto", "parquet"), ("s3://b/P.CSV", "auto", "csv"), ("predictions", "auto", "shards"),
+    ("p.parquet.d", "auto", "shards"), ("p.parquet", "parquet", "parquet"), ("spark.parquet", "shards", "shards"),
+])
+def test_predict_output_format_follows_the_name_unless_given(output, format, expected):
+    cfg = PredictConfig(checkpoint="run", input="in", output=output, format=format)
+    cfg.validate()
+    assert cfg.output_format == expected
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"checkpoint": ""}, "checkpoint: required"),
+    ({"format": "json"}, "format: 'json' is not valid; choose one of: auto, parquet, csv, shards"),
+    ({"format": "csv", "output": "p.parquet"}, "format: 'csv' writes one .csv file, but output 'p.parquet' does not"),
+    ({"format": "parquet"}, "format: 'parquet' writes one .parquet file, but output 'out' does not"),
+    ({"detector": "mtcnn"}, "detector: 'mtcnn' is not valid; choose one of: auto, none, haar"),
+    ({"precision": "bf16"}, "precision: 'bf16' needs a GPU (num_gpus > 0)"),
+    ({"precision": "fp8", "num_gpus": 1.0}, "precision: 'fp8' is not valid"),
+    ({"num_gpus": -1.0}, "num_gpus: -1.0 must be >= 0"),
+    ({"batch_size": 0}, "batch_size: 0 must be > 0"),
+    ({"rows_per_file": -5}, "rows_per_file: -5 must be >= 0"),
+])
+def test_predict_config_names_the_bad_field(fields, message):
+    cfg = PredictConfig(**{"checkpoint": "run", "input": "in", "output": "out", **fields})
+    with pytest.raises(ConfigError) as caught:
+        cfg.validate()
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("cls", [PreprocessConfig, PredictConfig])
+def test_every_field_explains_itself_in_help(cls):
+    helps = config.field_help(cls)
+    assert set(helps) == set(config.leaf_fields(cls))
     assert all(text.strip() for text in helps.values()), [k for k, v in helps.items() if not v.strip()]

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from fer_ray import cli, config
-from fer_ray.config import (ConfigError, FaceConfig, PreprocessConfig, SplitConfig, SynthesizeConfig,
-                            TrainConfig, TuneConfig)
+from fer_ray.config import (ConfigError, FaceConfig, PredictConfig, PreprocessConfig, SplitConfig,
+                            SynthesizeConfig, TrainConfig, TuneConfig)
 
 COMMANDS = {"preprocess": PreprocessConfig, "synthesize": SynthesizeConfig, "train": TrainConfig,
-            "tune": TuneConfig}
+            "tune": TuneConfig, "predict": PredictConfig}
 CONFIGS = (*COMMANDS.values(), FaceConfig, SplitConfig)
 
 # values each kind of field refuses, as Python values (what YAML or a caller hands over)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fer_ray import cli, config
-from fer_ray.config import ConfigError, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
+from fer_ray.config import ConfigError, PredictConfig, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
 
 BILLION_LAUGHS = """\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -108,7 +108,7 @@ def test_yaml_numbers_too_long_to_read_are_a_config_error():
     assert "c.yaml: " in one_line_error("limit: " + "9" * 5000)
 
 
-@pytest.mark.parametrize("cls", [PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig])
+@pytest.mark.parametrize("cls", [PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig, PredictConfig])
 def test_every_written_config_round_trips(cls):
     cfg = cls()
     for path, (_, kind) in config.leaf_fields(cls).items():

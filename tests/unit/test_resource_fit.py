@@ -8,7 +8,7 @@ import math
 import pytest
 
 from fer_ray.config import ConfigError, TrainConfig, TuneConfig
-from fer_ray.runtime import DATA_CPUS, Capacity, check_face_actors, fit_train, trials_at_once
+from fer_ray.runtime import DATA_CPUS, Capacity, check_classifier_gpu, check_face_actors, fit_train, trials_at_once
 from fer_ray.training import sweep
 from fer_ray.training.sweep import TRIAL_CPUS
 
@@ -132,6 +132,17 @@ def test_face_actors_on_gpus():
     assert too_big.startswith("num_gpus: a face actor needs 4 GPUs and 0.8 CPU on one node")
     assert "--num-gpus 2" in too_big
 
+
+
+def test_predicts_classifier_takes_a_gpu_share_beside_the_face_actors():
+    check_classifier_gpu(0, 0.5, Capacity.of_nodes({"CPU": 16.0, "GPU": 1.0}))
+    check_classifier_gpu(7, 1.0, GPU_NODES)
+    one_gpu = fails(check_classifier_gpu, 0, 1.0, Capacity.of_nodes({"CPU": 16.0, "GPU": 1.0}))
+    assert one_gpu == ("num_gpus: 1 face actor and the classifier, 1 GPU each, need 2 GPUs, the cluster has 1: "
+                       "use --num-gpus 0.5 or less")
+    too_many = fails(check_classifier_gpu, 8, 1.0, GPU_NODES)
+    assert too_many.startswith("num_gpus: 8 face actors and the classifier, 1 GPU each, need 9 GPUs")
+    assert too_many.endswith("use --num-gpus 0.88 or less, or --workers 7")
 
 def test_autoscaling_cluster_counts_the_nodes_it_may_start():
     # a CPU-less head, up to 16 CPU workers and 4 one-GPU workers (cluster/autoscaler.yaml)

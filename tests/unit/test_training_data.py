@@ -11,8 +11,9 @@ import torch
 from fer_ray.config import ConfigError, TrainConfig, TuneConfig
 from fer_ray.labels import BASIC7, CANONICAL, LABEL_SETS
 from fer_ray.models import get_spec
+from fer_ray.models.inputs import Batcher
 from fer_ray.training.data import DataInfo, label_lookup, pixel_moments, to_arrays, to_label_set
-from fer_ray.training.loop import Batcher, cosine_lr
+from fer_ray.training.loop import cosine_lr
 
 
 def test_basic7_drops_contempt_and_keeps_names():

@@ -1,0 +1,32 @@
+"""What a model is fed: a batch of face rows turned into its positional inputs.
+
+Shared by the training loop and the classify stage, so a model sees the same inputs in
+training and in inference; nothing here imports Ray Train.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fer_ray.training.augment import augment
+
+
+class Batcher:
+    """Turns a Ray Data torch batch into the model's positional inputs, on the device.
+
+    Images arrive as uint8 (B, C, H, W); they are augmented in pixel units (train only)
+    and then standardised with the train split's per-pixel mean and std.
+    """
+
+    def __init__(self, spec, norm: dict, device: torch.device, face_side: int):
+        self.spec, self.device, self.face_side = spec, device, face_side
+        self.mean = torch.as_tensor(np.asarray(norm["mean"], np.float32), device=device) if norm else None
+        self.std = torch.as_tensor(np.asarray(norm["std"], np.float32), device=device) if norm else None
+
+    def inputs(self, batch: dict, strength: float = 0.0, generator: torch.Generator | None = None) -> tuple:
+        images = batch["image"].to(self.device, torch.float32) if self.spec.input_size else None
+        landmarks = batch["landmarks"].to(self.device, torch.float32) if self.spec.needs_landmarks else None
+        if strength > 0:
+            images, landmarks = augment(images, landmarks, strength, generator, size=self.face_side)
+        named = {"image": None if images is None else (images - self.mean) / self.std, "landmarks": landmarks}
+        return tuple(named[name] for name in self.spec.input_names)

@@ -1,0 +1,65 @@
+"""The classify stage: a trained checkpoint applied to batches of aligned faces.
+
+Inference is a stage like the face stage, used by evaluate and predict; it loads only
+the checkpoint and its model (no Ray Train in the actor).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import ray.data
+
+from fer_ray.models import get_spec
+from fer_ray.models.inputs import Batcher
+from fer_ray.runtime import available_cpus
+from fer_ray.stages.base import Stage, apply_stage
+from fer_ray.training import checkpoint as ckpt
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    """What a classify actor is built from: the checkpoint, and the device its model runs on
+    ("cuda" in an actor given a GPU share)."""
+    checkpoint: str
+    device: str = "cpu"
+
+
+class ClassifyStage(Stage):
+    """'image' uint8 (B, C, H, W) and 'landmarks' (B, 68, 2) -> 'probabilities' (B, K) and 'prediction'.
+
+    Loads the checkpoint once per actor; one forward pass per batch, standardised with
+    the normalisation stored in the checkpoint, in float32 on any device.
+    """
+    is_actor = True
+    num_cpus = 1.0
+    batch_size = 128
+
+    def __init__(self, cfg: ClassifySettings):
+        super().__init__(cfg)
+        state = ckpt.load(cfg.checkpoint)
+        device = torch.device(cfg.device)
+        self.model = ckpt.build_model(state).to(device)
+        spec = get_spec(state["model_name"])
+        norm = {key: value.numpy() for key, value in state["norm"].items()}
+        self.batcher = Batcher(spec, norm, device, spec.input_size or 100)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in ("image", "landmarks")}
+        logits = self.model(*self.batcher.inputs(tensors)).float()
+        probabilities = torch.softmax(logits, dim=1).cpu().numpy()
+        out = {key: value for key, value in batch.items() if key not in ("image", "landmarks")}
+        return {**out, "probabilities": probabilities, "prediction": probabilities.argmax(1)}
+
+
+def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
+             num_cpus: float | None = None, num_gpus: float = 0.0) -> ray.data.Dataset:
+    """workers=0: one actor per CPU but one; Ray Data lists Parquet files with a whole-CPU task,
+    which a pool holding every CPU would starve forever. num_gpus > 0: each actor holds that
+    share of a GPU and runs its model there."""
+    settings = ClassifySettings(checkpoint_uri, "cuda" if num_gpus > 0 else "cpu")
+    return apply_stage(ds, ClassifyStage, settings, workers=workers or max(1, available_cpus() - 1),
+                       num_cpus=num_cpus, num_gpus=num_gpus)
