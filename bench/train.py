@@ -27,6 +27,7 @@ import ray  # noqa: E402
 from fer_ray.config import PreprocessConfig, TrainConfig  # noqa: E402
 from fer_ray.models import create_model, get_spec  # noqa: E402
 from fer_ray.models.inputs import Batcher  # noqa: E402
+from fer_ray.training.augment import augmenter  # noqa: E402
 from fer_ray.pipelines import preprocess  # noqa: E402
 from fer_ray.pipelines.demo import sample_input  # noqa: E402
 from fer_ray.sample_data import write_sample_data  # noqa: E402
@@ -65,7 +66,8 @@ def plain_loop(cfg: TrainConfig, info, threads: int) -> list[float]:
         generator = torch.Generator().manual_seed(epoch)
         model.train()
         for batch in batches(train, cfg.batch_size, generator):
-            loss = loss_fn(model(*batcher.inputs(batch, cfg.augment, generator)), batch["label"])
+            loss = loss_fn(model(*batcher.inputs(batch, augmenter(cfg.augment, generator, batcher.face_side))),
+                           batch["label"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

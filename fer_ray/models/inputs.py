@@ -5,17 +5,20 @@ training and in inference; nothing here imports Ray Train.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
-from fer_ray.training.augment import augment
+# (images, landmarks) -> (images, landmarks): the training loop's augmentation
+Transform = Callable[[torch.Tensor | None, torch.Tensor | None], tuple]
 
 
 class Batcher:
     """Turns a Ray Data torch batch into the model's positional inputs, on the device.
 
-    Images arrive as uint8 (B, C, H, W); they are augmented in pixel units (train only)
-    and then standardised with the train split's per-pixel mean and std.
+    Images arrive as uint8 (B, C, H, W); the training loop's augmentation (if any) works in
+    pixel units, then they are standardised with the train split's per-pixel mean and std.
     """
 
     def __init__(self, spec, norm: dict, device: torch.device, face_side: int):
@@ -23,10 +26,10 @@ class Batcher:
         self.mean = torch.as_tensor(np.asarray(norm["mean"], np.float32), device=device) if norm else None
         self.std = torch.as_tensor(np.asarray(norm["std"], np.float32), device=device) if norm else None
 
-    def inputs(self, batch: dict, strength: float = 0.0, generator: torch.Generator | None = None) -> tuple:
+    def inputs(self, batch: dict, augment: Transform | None = None) -> tuple:
         images = batch["image"].to(self.device, torch.float32) if self.spec.input_size else None
         landmarks = batch["landmarks"].to(self.device, torch.float32) if self.spec.needs_landmarks else None
-        if strength > 0:
-            images, landmarks = augment(images, landmarks, strength, generator, size=self.face_side)
+        if augment is not None:
+            images, landmarks = augment(images, landmarks)
         named = {"image": None if images is None else (images - self.mean) / self.std, "landmarks": landmarks}
         return tuple(named[name] for name in self.spec.input_names)

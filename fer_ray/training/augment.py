@@ -16,6 +16,8 @@ caller skips it at evaluation (or passes strength 0).
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import torch
@@ -54,6 +56,12 @@ def _mirror_landmarks(landmarks: Tensor, width: int) -> Tensor:
     index = torch.tensor(MIRROR, device=landmarks.device)
     mirrored = landmarks.index_select(-2, index)
     return torch.stack(((width - 1) - mirrored[..., 0], mirrored[..., 1]), dim=-1)
+
+
+def augmenter(strength: float, generator: torch.Generator, size: int):
+    """augment() with a run's strength, generator and crop side, as Batcher.inputs takes
+    it; None when augmentation is off."""
+    return functools.partial(augment, strength=strength, generator=generator, size=size) if strength > 0 else None
 
 
 def augment(images: Tensor | None, landmarks: Tensor | None, strength: float,

@@ -20,7 +20,8 @@ import ray.train.torch
 from fer_ray.config import TrainConfig, apply_dict
 from fer_ray.models import create_model, get_spec
 from fer_ray.models.inputs import Batcher
-from fer_ray.training import checkpoint as ckpt
+from fer_ray.training.augment import augmenter
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.training.metrics import confusion_matrix, summarise
 
 
@@ -42,7 +43,7 @@ def train_epoch(model, optimizer, loss_fn, shard, batcher: Batcher, cfg: TrainCo
     loss_sum, seen = torch.zeros(2, device=batcher.device), 0
     for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=4 * cfg.batch_size,
                                           local_shuffle_seed=int(generator.initial_seed() % 2**31)):
-        inputs = batcher.inputs(batch, cfg.augment, generator)
+        inputs = batcher.inputs(batch, augmenter(cfg.augment, generator, batcher.face_side))
         labels = batch["label"].to(batcher.device)
         with torch.autocast(**autocast):
             loss = loss_fn(model(*inputs).float(), labels)
