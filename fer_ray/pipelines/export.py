@@ -6,7 +6,7 @@ import tempfile
 
 from fer_ray import storage
 from fer_ray.models import get_spec
-from fer_ray.training import checkpoint as ckpt
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.training.export import check_parity, export
 
 

@@ -16,7 +16,7 @@ from fer_ray.models import get_spec
 from fer_ray.models.inputs import Batcher
 from fer_ray.runtime import available_cpus
 from fer_ray.stages.base import Stage, apply_stage
-from fer_ray.training import checkpoint as ckpt
+from fer_ray.models import checkpoint as ckpt
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from fer_ray import config, results, storage
 from fer_ray.config import ConfigError, PredictConfig, TrainConfig
 from fer_ray.labels import BASIC7
-from fer_ray.training import checkpoint as ckpt
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.training import trainer
 from tests.conftest import TRAIN_JOB
 from tests.integration.helpers import read_output
