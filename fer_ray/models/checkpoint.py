@@ -138,3 +138,12 @@ def build_model(checkpoint: dict, expect_family: str | None = None) -> torch.nn.
     except RuntimeError as err:
         raise ConfigError(f"checkpoint: weights do not fit family {name!r}: {err}") from None
     return model.eval()
+
+
+def check(uri: str, expect_family: str = "") -> tuple[str, dict]:
+    """(path, state), built once on the driver so a bad checkpoint fails before any Ray work."""
+    path, state = locate(uri)
+    build_model(state, expect_family or None)
+    if not state.get("class_names"):
+        raise ConfigError(f"checkpoint: {uri} has no class names")
+    return path, state

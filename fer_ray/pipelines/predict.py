@@ -25,6 +25,7 @@ from fer_ray.config import ConfigError, FaceConfig, PredictConfig, PreprocessCon
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
 from fer_ray.face68 import N_POINTS
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
@@ -34,7 +35,6 @@ from fer_ray.schema import face_array
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.classify import classify
 from fer_ray.stages.face import FaceStage
-from fer_ray.training.evaluate import check_checkpoint
 
 KEEP = ("source_uri", "face_index", "status", "error", "n_faces", "bbox", "det_score")
 FACE_OVERRIDES = ("detector", "detector_model", "landmark_model")  # PredictConfig fields of FaceConfig
@@ -113,7 +113,7 @@ def list_images(input_uri: str, retry: RetryConfig) -> Inputs:
 def check(cfg: PredictConfig) -> tuple[str, dict, PreprocessConfig, Inputs]:
     """Values, checkpoint, face settings, weights, input and output, before any Ray work."""
     cfg.validate()
-    path, state = check_checkpoint(cfg.checkpoint)
+    path, state = ckpt.check(cfg.checkpoint)
     face_cfg = preprocess_config(state, cfg)
     FaceStage.check_weights(face_cfg)
     problem = storage.check_readable(cfg.input)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from fer_ray import storage
-from fer_ray.config import ConfigError, TrainConfig
+from fer_ray.config import TrainConfig
 from fer_ray.runtime import start_ray
 from fer_ray.stages.classify import classify
 from fer_ray.models import checkpoint as ckpt
@@ -20,7 +20,7 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
 
     The shards are checked against the checkpoint's family (shape, label set) before any work.
     """
-    path, state = check_checkpoint(checkpoint_uri)
+    path, state = ckpt.check(checkpoint_uri)
     cfg = ckpt.config_of(state)
     eval_cfg = TrainConfig(data=data_uris, output=output, model=cfg.model, label_set=cfg.resolved_label_set(),
                            train_split=split, val_split=split, test_split=split)
@@ -43,12 +43,3 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
 def write_reports(output: str, report: dict, confusion: np.ndarray, class_names, title: str) -> None:
     storage.write_bytes(storage.join(output, "metrics.json"), json.dumps(report, indent=2).encode())
     storage.write_bytes(storage.join(output, "confusion.png"), confusion_png(confusion, class_names, title))
-
-
-def check_checkpoint(uri: str, expect_family: str = "") -> tuple[str, dict]:
-    """(path, state), built once on the driver so a bad checkpoint fails before any Ray work."""
-    path, state = ckpt.locate(uri)
-    ckpt.build_model(state, expect_family or None)
-    if not state.get("class_names"):
-        raise ConfigError(f"checkpoint: {uri} has no class names")
-    return path, state

@@ -43,13 +43,12 @@ def fetch_rows(uris) -> dict:
 
 
 def test_reads_during_an_outage_are_retried_not_blamed_on_inputs(s3_server, objects):
-    from fer_ray.stages.base import batch_rows
     from fer_ray.stages.fetch import FetchStage
 
     stage = FetchStage(PreprocessConfig(layout="folder", input="s3://x", output="s3://y", retry=PATIENT))
     missing = next(iter(objects)).replace("00.jpg", "missing.jpg")
     restarted = s3_server.outage(3.0)
-    rows = batch_rows(stage(fetch_rows([*objects, missing])))
+    rows = stage(fetch_rows([*objects, missing])).to_pylist()
     restarted.join()
     got = {row["source_uri"]: row for row in rows}
     assert all(got[uri]["data"] == payload and got[uri]["status"] == "" for uri, payload in objects.items())

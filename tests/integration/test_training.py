@@ -229,7 +229,6 @@ class Payload:
 
 @pytest.mark.parametrize("content", [b"not a zip at all", b"PK\x03\x04 truncated zip", "pickle"])
 def test_corrupt_or_unsafe_checkpoint_is_refused(tmp_path, content, capsys):
-    from fer_ray.training.evaluate import check_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     if content == "pickle":
@@ -238,5 +237,5 @@ def test_corrupt_or_unsafe_checkpoint_is_refused(tmp_path, content, capsys):
         content = buffer.getvalue()
     path.write_bytes(content)
     with pytest.raises(ConfigError, match="not a readable fer-ray checkpoint"):
-        check_checkpoint(str(path))
+        ckpt.check(str(path))
     assert "pickled code ran" not in capsys.readouterr().out
