@@ -40,18 +40,35 @@ def run_job_with_no_cluster(entrypoint: list[str], cwd: str, timeout: int = 90) 
 class S3Server:
     """moto in server mode on 127.0.0.1, reached over HTTP exactly like AWS. It can be
     stopped and started again on the same port (an outage): moto keeps its buckets in the
-    process, so they are all there again afterwards."""
+    process, so they are all there again afterwards. Stopping also cuts the connections
+    clients keep alive, as a real outage would; otherwise pyarrow's pooled connections
+    would go on being served through it and the outage would hit only new connections."""
 
     def __init__(self):
         self.port = free_port()
         self.server = None
+        self.live: set[socket.socket] = set()
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "S3Server":
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
 
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
+        live = self.live
+
+        class TrackedHandler(MotoRequestHandler):
+            def setup(self):
+                super().setup()
+                live.add(self.connection)
+
+            def finish(self):
+                live.discard(self.connection)
+                super().finish()
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self.server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=TrackedHandler)
+        self.serving = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.serving.start()
         return self
 
     def outage(self, seconds: float) -> threading.Thread:
@@ -79,8 +96,15 @@ class S3Server:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.stop()
+            self.server.shutdown()
+            self.serving.join()  # serve_forever has closed the listening socket
             self.server = None
+        for connection in list(self.live):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its client
+        self.live.clear()
 
 
 class HeadNode:
