@@ -2,6 +2,7 @@
 resource requests to the cluster it joined."""
 from __future__ import annotations
 
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ def start_ray() -> None:
     local instance. The worker limit applies to an instance started here; a cluster's
     nodes get it from their own start command (see cluster/)."""
     if ray.is_initialized():
+        # Ray Data lets go of a failed run's actors by dropping its references to them, and
+        # the failure's traceback keeps those in reference cycles until Python's cycle
+        # collector runs, which can be never. Until then they hold their CPUs, and the
+        # next run in this process (a resume after a failure) would wait on them forever.
+        gc.collect()
         return
     os.environ.setdefault(SOFT_LIMIT_VARIABLE, worker_soft_limit(os.cpu_count() or 1))
     ray.init()
@@ -234,6 +240,17 @@ def trials_at_once(workers: int, cpus_per_worker: float, gpu: bool, capacity: Ca
             f"with {DATA_CPUS:g} for Ray Data's reading, need {need}; the cluster has {has}: "
             f"use --max-concurrent {fit} or 0 (as many as fit)")
     return requested or fit
+
+
+def actor_pool_size(workers: int, num_gpus: float, reserved_cpus: int, gpu_shares_taken: int = 0) -> int:
+    """How many face actors to start: `workers` when set; on GPUs as many num_gpus shares
+    as the cluster's GPUs hold beside gpu_shares_taken others (predict's classifier); on
+    CPUs one per CPU but those Ray's own operators hold (reserved_cpus). At least one."""
+    if workers:
+        return workers
+    if num_gpus > 0:
+        return max(1, int(available("GPU") / num_gpus + _SLACK) - gpu_shares_taken)
+    return max(1, available_cpus() - reserved_cpus)
 
 
 def check_face_actors(workers: int, num_gpus: float, cpus_per_actor: float, capacity: Capacity) -> None:

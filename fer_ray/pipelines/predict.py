@@ -29,8 +29,7 @@ from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
-from fer_ray.runtime import (LIGHT_CPUS, Capacity, available, available_cpus, check_classifier_gpu, cluster_capacity,
-                             start_ray)
+from fer_ray.runtime import LIGHT_CPUS, Capacity, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
 from fer_ray.schema import face_array
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.classify import classify
@@ -170,8 +169,9 @@ def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, 
                 reserved_cpus: int = 0) -> ray.data.Dataset:
     """The whole pipeline, lazily: fetch, find faces, classify, one output row per face."""
     ds = read_inputs(face_cfg, inputs)
-    ds = apply_stage(ds, FaceStage, face_cfg, workers=face_workers(cfg, reserved_cpus), batch_size=cfg.batch_size,
-                     num_gpus=cfg.num_gpus)
+    # on GPUs the classifier holds one GPU share beside the face actors
+    workers = actor_pool_size(cfg.workers, cfg.num_gpus, reserved_cpus, gpu_shares_taken=1)
+    ds = apply_stage(ds, FaceStage, face_cfg, workers=workers, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus)
     ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
     ds = ds.map_batches(model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
     # One classifier actor, light beside the face actors (one forward pass per batch of crops);
@@ -179,16 +179,6 @@ def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, 
     ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus)
     return ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy",
                           num_cpus=LIGHT_CPUS)
-
-
-def face_workers(cfg: PredictConfig, reserved_cpus: int) -> int:
-    """Face finding is the expensive part: a face actor per CPU (but those Ray's own operators
-    hold), or on GPUs as many as the GPU shares hold beside the classifier's."""
-    if cfg.workers:
-        return cfg.workers
-    if cfg.num_gpus > 0:
-        return max(1, int(available("GPU") / cfg.num_gpus + 1e-9) - 1)
-    return max(1, available_cpus() - reserved_cpus)
 
 
 def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:

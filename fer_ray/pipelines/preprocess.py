@@ -15,7 +15,7 @@ from fer_ray.datasets import Inputs
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import ShardSink
-from fer_ray.runtime import available_cpus, cluster_capacity, start_ray
+from fer_ray.runtime import actor_pool_size, cluster_capacity, start_ray
 from fer_ray.schema import face_array, landmarks_array
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.face import FaceStage
@@ -55,7 +55,7 @@ def run(cfg: PreprocessConfig) -> dict:
     runs.begin(staged, config.to_yaml(cfg))
     sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * cfg.face.channels, rows_per_file=cfg.rows_per_file,
                      retry=cfg.retry)
-    workers = cfg.workers or max(1, available_cpus() - staged.reserved_cpus)
+    workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus)
     faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
                         num_gpus=cfg.num_gpus)
     sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"))

@@ -1,4 +1,5 @@
-"""How any stage is applied to a dataset: the one place that maps a stage with Ray's API.
+"""How any stage is applied to a dataset: every stage is mapped through `apply_stage`.
+(Small per-batch conversions in pipelines/ and training/ call `map_batches` themselves.)
 
 A stage is a plain class (usable without Ray): `__init__(cfg)` loads what it needs once,
 `__call__(batch)` maps a dict of numpy arrays to a dict of numpy arrays, or to an Arrow
@@ -11,10 +12,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
 import ray.data
 
-from fer_ray.runtime import SYSTEM_FAILURE_RETRIES, available, available_cpus
+from fer_ray.runtime import SYSTEM_FAILURE_RETRIES, actor_pool_size
 
 
 class Stage:
@@ -45,8 +45,7 @@ def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: i
         # Cheap to build (no model): plain tasks, which Ray can fuse with neighbouring maps.
         return _map_with_retries(ds, _run_task_stage, fn_args=(stage_cls, cfg), max_retries=SYSTEM_FAILURE_RETRIES,
                                  **kwargs)
-    default = max(1, int(available("GPU") / gpus)) if gpus else available_cpus()
-    pool = ray.data.ActorPoolStrategy(size=workers or default)
+    pool = ray.data.ActorPoolStrategy(size=actor_pool_size(workers, gpus, reserved_cpus=0))
     return _map_with_retries(ds, stage_cls, fn_constructor_args=(cfg,), compute=pool, max_restarts=-1,
                              max_task_retries=SYSTEM_FAILURE_RETRIES, **kwargs)
 

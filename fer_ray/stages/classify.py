@@ -8,15 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import ray.data
 import torch
 
-import ray.data
-
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import get_spec
 from fer_ray.models.inputs import Batcher
-from fer_ray.runtime import available_cpus
+from fer_ray.runtime import actor_pool_size
 from fer_ray.stages.base import Stage, apply_stage
-from fer_ray.models import checkpoint as ckpt
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,9 @@ class ClassifyStage(Stage):
 
 def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
              num_cpus: float | None = None, num_gpus: float = 0.0) -> ray.data.Dataset:
-    """workers=0: one actor per CPU but one; Ray Data lists Parquet files with a whole-CPU task,
-    which a pool holding every CPU would starve forever. num_gpus > 0: each actor holds that
-    share of a GPU and runs its model there."""
+    """workers=0: one actor per CPU but one (Ray Data lists Parquet files with a whole-CPU
+    task, which a pool holding every CPU would starve forever), or with num_gpus > 0 as many
+    as the GPUs hold, each holding that share of a GPU and running its model there."""
     settings = ClassifySettings(checkpoint_uri, "cuda" if num_gpus > 0 else "cpu")
-    return apply_stage(ds, ClassifyStage, settings, workers=workers or max(1, available_cpus() - 1),
+    return apply_stage(ds, ClassifyStage, settings, workers=actor_pool_size(workers, num_gpus, reserved_cpus=1),
                        num_cpus=num_cpus, num_gpus=num_gpus)
