@@ -119,7 +119,8 @@ class RetryConfig:
     waits double from storage_backoff_s up to storage_max_backoff_s; when a call still
     fails after storage_attempts tries, the run stops, resumable, and no input is blamed."""
     storage_attempts: int = opt(storage.ATTEMPTS, "tries of a storage call that fails transiently before the run stops")
-    storage_backoff_s: float = opt(storage.BACKOFF_S, "seconds to wait before the second try; doubles for each next one")
+    storage_backoff_s: float = opt(storage.BACKOFF_S,
+                                   "seconds to wait before the second try; doubles for each next one")
     storage_max_backoff_s: float = opt(storage.MAX_BACKOFF_S, "longest wait between two tries, seconds")
 
     def validate(self) -> None:
@@ -146,7 +147,8 @@ class PreprocessConfig:
     limit: int = opt(0, "process only the first N inputs (0 = all); for trials")
     contact_sheet_faces: int = opt(64, "faces on the contact sheet")
     restart: bool = opt(False, RESTART_HELP)
-    rows_per_file: int = opt(0, "rows per faces/ file, the unit a resumed run skips; 0 = files of about 16 MiB")
+    rows_per_file: int = opt(0, "at least this many rows per faces/ file (Ray may join blocks), the unit a "
+                                "resumed run skips; 0 = files of about 16 MiB")
     retry: RetryConfig = field(default_factory=RetryConfig)
 
     def validate(self) -> None:
@@ -191,7 +193,8 @@ class SynthesizeConfig:
     seed: int = opt(0, "seed of pick=random")
     contact_sheets: int = opt(4, "subjects drawn as a 7x7 contact sheet (rows primary, columns secondary)")
     restart: bool = opt(False, RESTART_HELP)
-    rows_per_file: int = opt(0, "rows per mixed/ file, the unit a resumed run skips; 0 = files of about 16 MiB")
+    rows_per_file: int = opt(0, "at least this many rows per mixed/ file (Ray may join blocks), the unit a "
+                                "resumed run skips; 0 = files of about 16 MiB")
     retry: RetryConfig = field(default_factory=RetryConfig)
 
     def validate(self) -> None:
@@ -237,7 +240,8 @@ class TrainConfig:
     lr: float = opt(1e-3, "AdamW learning rate")
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     dropout: float = opt(-1.0, "dropout rate; < 0 = the family's default (resnet18, baseline_cnn have none)")
-    augment: float = opt(1.0, "augmentation strength s: flip, rotation +-10*s deg, shift +-0.05*s side, brightness/contrast; 0 = off")
+    augment: float = opt(1.0, "augmentation strength s: flip, rotation +-10*s deg, shift +-0.05*s side, "
+                              "brightness/contrast; 0 = off")
     class_weighted: bool = opt(False, "weight the loss by inverse class frequency of the train split")
     workers: int = opt(2, "Ray Train workers (one model replica each)")
     gpu: bool = opt(False, "one GPU per worker")
@@ -315,12 +319,13 @@ class TuneConfig:
         for name in ("lr_min", "weight_decay_min"):
             _positive(name, getattr(self, name))
         if self.dropout_max >= 1 or self.dropout_min < 0:
-            raise ConfigError(f"dropout_min/dropout_max: must lie in [0, 1), got {self.dropout_min}, {self.dropout_max}")
+            raise ConfigError("dropout_min/dropout_max: must lie in [0, 1), "
+                              f"got {self.dropout_min}, {self.dropout_max}")
         if self.augment_min < 0:
             raise ConfigError(f"augment_min: {show(self.augment_min)} must be >= 0")
         if self.max_concurrent < 0:
             raise ConfigError(f"max_concurrent: {show(self.max_concurrent)} must be >= 0")
-        self.batch_size_list  # raises on a bad list
+        _ = self.batch_size_list  # raises on a bad list
 
     @property
     def model_list(self) -> list[str]:

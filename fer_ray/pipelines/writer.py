@@ -33,11 +33,11 @@ from fer_ray import schema, storage
 from fer_ray.config import RetryConfig
 from fer_ray.runtime import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus
 
-# Logical CPUs per concurrent write task: at most one write per two CPUs. Writes are
-# short; the cap lets Ray reuse a warm worker process for the next write rather than start
-# a new one (which imports Ray Data again, ~1 core-second), and at half the CPUs it is far
-# above what the writes of a big cluster need.
-CPUS_PER_WRITE = 2
+# At most one write task at a time per this many of the cluster's CPUs (each write itself
+# asks for only LIGHT_CPUS). Writes are short; the cap lets Ray reuse a warm worker process
+# for the next write rather than start a new one (which imports Ray Data again, ~1
+# core-second), and at half the CPUs it is far above what the writes of a big cluster need.
+CLUSTER_CPUS_PER_WRITER = 2
 ROW_OVERHEAD_BYTES = 1024  # landmarks, bbox and strings of one face row, roughly
 FILE_BYTES = 16 << 20
 COUNTS_FOLDER = "counts"
@@ -101,7 +101,7 @@ class ShardSink(_FileDatasink):
     def write_dataset(self, ds: ray.data.Dataset) -> None:
         """Run `ds` to the end, writing it through this sink; fills `totals` (this attempt's)."""
         ds.write_datasink(self, ray_remote_args={"num_cpus": LIGHT_CPUS, "max_retries": SYSTEM_FAILURE_RETRIES},
-                          concurrency=max(1, available_cpus() // CPUS_PER_WRITE))
+                          concurrency=max(1, available_cpus() // CLUSTER_CPUS_PER_WRITER))
 
     @property
     def min_rows_per_write(self) -> int:
