@@ -134,7 +134,7 @@ def main() -> None:
               f"face-alignment {len(faces) / theirs_time:.2f} faces/s")
     total = sum(ours.seconds.values())
     outside = 1 - ours.seconds["forward"] / total
-    print(f"our time by phase: " + ", ".join(f"{k} {v / total:.1%}" for k, v in ours.seconds.items())
+    print("our time by phase: " + ", ".join(f"{k} {v / total:.1%}" for k, v in ours.seconds.items())
           + f"; outside the forward pass: {outside:.1%} (target < 10%)")
     print(f"largest point difference, ours vs face-alignment: {difference:.2f} px"
           + (" (random weights: near-tied heatmap peaks can fall either way; tests/unit/test_fan.py"

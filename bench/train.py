@@ -20,18 +20,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 import ray  # noqa: E402
+import torch  # noqa: E402
 
 from fer_ray.config import PreprocessConfig, TrainConfig  # noqa: E402
 from fer_ray.models import create_model, get_spec  # noqa: E402
 from fer_ray.models.inputs import Batcher  # noqa: E402
-from fer_ray.training.augment import augmenter  # noqa: E402
 from fer_ray.pipelines import preprocess  # noqa: E402
 from fer_ray.pipelines.demo import sample_input  # noqa: E402
 from fer_ray.sample_data import write_sample_data  # noqa: E402
 from fer_ray.training import data, trainer  # noqa: E402
+from fer_ray.training.augment import augmenter  # noqa: E402
 from fer_ray.training.loop import cosine_lr  # noqa: E402
 from fer_ray.training.metrics import confusion_matrix  # noqa: E402
 

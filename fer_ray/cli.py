@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "and contact_sheets/ go to --output.")
     add_config_flags(synth, SynthesizeConfig)
     synth.set_defaults(func=cmd_synthesize)
-    train = commands.add_parser("train", help="train a model family on faces/ shards with Ray Train",
-                                description="Train on preprocess outputs; checkpoints, metrics and plots go to --output.")
+    train = commands.add_parser(
+        "train", help="train a model family on faces/ shards with Ray Train",
+        description="Train on preprocess outputs; checkpoints, metrics and plots go to --output.")
     add_config_flags(train, TrainConfig)
     train.set_defaults(func=cmd_train)
     tune = commands.add_parser("tune", help="sweep families and hyperparameters with Ray Tune (ASHA)",

@@ -95,7 +95,7 @@ def write_sample_data(output_uri: str, seed: int = 0, scale: int = 1, layouts=No
         for layout in layouts:
             root = storage.join(output_uri, layout)
             files = LAYOUTS[layout](seed, scale, draw)
-            list(write.map(lambda f: storage.write_bytes(storage.join(root, f[0]), f[1]), files))
+            list(write.map(lambda f, root=root: storage.write_bytes(storage.join(root, f[0]), f[1]), files))
             result[layout] = {"uri": root, "files": len(files)}
     return result
 
@@ -143,7 +143,10 @@ def _face_crop(img: np.ndarray, lm: np.ndarray, out: int, margin: float):
 
 def _fer2013(seed: int, scale: int, pool) -> Files:
     n = 12 * scale
-    usage = lambda s: "Training" if s < n * 8 // 12 else "PublicTest" if s < n * 10 // 12 else "PrivateTest"
+
+    def usage(s: int) -> str:
+        return "Training" if s < n * 8 // 12 else "PublicTest" if s < n * 10 // 12 else "PrivateTest"
+
     jobs = [(s, e, t) for s in range(n) for e in labels.FER2013 for t in range(_takes(seed, "fer", s, e))]
 
     def row(job):

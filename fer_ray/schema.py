@@ -105,7 +105,8 @@ class Status(DescribedStatus):
     UNSUPPORTED_FORMAT = "unsupported_format", "a listed file that is not an image this job reads (by extension)"
     BAD_NAME = "bad_name", "a file name that is not valid UTF-8 (shown with \\x escapes); rename it to include it"
     DANGLING_LINK = "dangling_link", "a symbolic link to nothing"
-    NOT_FOLLOWED = "not_followed", "a link to a directory: links to directories are not followed (no loops, no file twice)"
+    NOT_FOLLOWED = ("not_followed",
+                    "a link to a directory: links to directories are not followed (no loops, no file twice)")
     NOT_A_FILE = "not_a_file", "a pipe, socket or device, or a name whose metadata cannot be read"
 
 
@@ -160,8 +161,8 @@ MIXED_ROWS = pa.schema([
 ])
 
 # Columns whose default is not their type's zero ('' / b'' / 0 / False / a list of zeros).
-DEFAULTS = {"encoding": ENCODED_IMAGE, "label": -1, "primary": -1, "secondary": -1, "mixed_label": -1, "frame_index": -1,
-            "valence": np.nan, "arousal": np.nan, "timestamp_s": np.nan, "hint_landmarks": ()}
+DEFAULTS = {"encoding": ENCODED_IMAGE, "label": -1, "primary": -1, "secondary": -1, "mixed_label": -1,
+            "frame_index": -1, "valence": np.nan, "arousal": np.nan, "timestamp_s": np.nan, "hint_landmarks": ()}
 
 
 def row(table_schema: pa.Schema, **values) -> dict:

@@ -190,12 +190,12 @@ def read_chunks(uri: str, chunk: int = 1 << 20, retry: RetryPolicy | None = None
     fs, path = resolve(uri)
     offset, source = 0, None
     while True:
-        def next_chunk() -> bytes:
+        def next_chunk(start: int = offset) -> bytes:
             nonlocal source
             try:
                 if source is None:
                     source = fs.open_input_file(path)
-                    source.seek(offset)
+                    source.seek(start)
                 return source.read(chunk)
             except OSError:
                 source = None  # reopen on the next attempt

@@ -1,4 +1,7 @@
-"""Entrypoint for `ray job submit --working-dir . -- python jobs/preprocess.py --layout ... --input ... --output ...`."""
+"""Entrypoint for
+
+    ray job submit --working-dir . -- python jobs/preprocess.py --layout ... --input ... --output ...
+"""
 import os
 import sys
 

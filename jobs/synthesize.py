@@ -1,4 +1,8 @@
-"""Entrypoint for `ray job submit --working-dir . -- python jobs/synthesize.py --input s3://curated/jaffe --output s3://curated/jaffe-mixed --method region`."""
+r"""Entrypoint for
+
+    ray job submit --working-dir . -- python jobs/synthesize.py \
+        --input s3://curated/jaffe --output s3://curated/jaffe-mixed --method region
+"""
 import os
 import sys
 

@@ -1,4 +1,7 @@
-"""Entrypoint for `ray job submit --working-dir . -- python jobs/train.py --data s3://... --model resnet18 --workers 8 --gpu --output s3://...`."""
+"""Entrypoint for
+
+    ray job submit --working-dir . -- python jobs/train.py --data s3://... --model resnet18 --workers 8 --gpu --output s3://...
+"""
 import os
 import sys
 

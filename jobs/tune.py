@@ -1,4 +1,8 @@
-"""Entrypoint for `ray job submit --working-dir . -- python jobs/tune.py --data s3://... --models dexpression_fer,enm --trials 64 --output s3://...`."""
+r"""Entrypoint for
+
+    ray job submit --working-dir . -- python jobs/tune.py \
+        --data s3://... --models dexpression_fer,enm --trials 64 --output s3://...
+"""
 import os
 import sys
 

@@ -9,10 +9,10 @@ import hashlib
 import posixpath
 from typing import Iterable
 
-
 from fer_ray import schema, storage
-from fer_ray.schema import Status
 from fer_ray.config import RetryConfig, SplitConfig
+from fer_ray.schema import Status
+
 
 def input_row(source_uri: str, dataset: str, **values) -> dict:
     """One input (a row of schema.INPUT_ROWS). `status` is '' until something decides its fate."""

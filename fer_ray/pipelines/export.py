@@ -5,8 +5,8 @@ import os
 import tempfile
 
 from fer_ray import storage
-from fer_ray.models import get_spec
 from fer_ray.models import checkpoint as ckpt
+from fer_ray.models import get_spec
 from fer_ray.training.export import check_parity, export
 
 

@@ -159,7 +159,8 @@ def describe(run: StagedRun) -> str:
     commit = results.read_commit(run.output)
     if commit is None:
         return f"new {where}"
-    return f"new {where}: {changes_since(commit, run.identity)}; the committed run {commit.run} stays until this one commits"
+    return (f"new {where}: {changes_since(commit, run.identity)}; "
+            f"the committed run {commit.run} stays until this one commits")
 
 
 def changes_since(commit: results.Commit, identity: dict) -> str:

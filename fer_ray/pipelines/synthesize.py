@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa

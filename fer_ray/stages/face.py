@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from fer_ray import labels, schema, storage
+from fer_ray import labels, schema
 from fer_ray.config import PreprocessConfig
-from fer_ray.runtime import Capacity, check_face_actors
 from fer_ray.face68 import N_VALUES
+from fer_ray.runtime import Capacity, check_face_actors
 from fer_ray.schema import Status
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.align import align_face

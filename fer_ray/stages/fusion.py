@@ -65,8 +65,9 @@ class FuseSubjectsStage(Stage):
         fused, used, failures = self.fuse_pairs(picked, split)
         out = []
         for face in faces:
-            status, error = problems.get(face["sample_id"]) or failures.get(face["sample_id"]) or (
-                (MixedStatus.USED, "") if used[face["sample_id"]] else (MixedStatus.NOT_PICKED, f"pick={self.cfg.pick} left it out"))
+            fate = (MixedStatus.USED, "") if used[face["sample_id"]] else (
+                MixedStatus.NOT_PICKED, f"pick={self.cfg.pick} left it out")
+            status, error = problems.get(face["sample_id"]) or failures.get(face["sample_id"]) or fate
             out.append(manifest_row(face, status, error, "", used[face["sample_id"]]))
         return fused + out
 
@@ -144,19 +145,24 @@ def face_problems(faces: list[dict]) -> dict[str, tuple[str, str]]:
         common = shapes.most_common(1)[0][0]
         for face in faces:
             if face["sample_id"] not in problems and shape_of(face) != common:
-                problems[face["sample_id"]] = (MixedStatus.SIZE_MISMATCH, f"face is {_shape_text(shape_of(face))}, most "
-                                               f"faces of subject {face['subject']} are {_shape_text(common)}")
+                problems[face["sample_id"]] = (
+                    MixedStatus.SIZE_MISMATCH,
+                    f"face is {_shape_text(shape_of(face))}, most faces of subject {face['subject']} "
+                    f"are {_shape_text(common)}")
     return problems
 
 
 def single_face_problem(face: dict) -> tuple[str, str] | None:
     if str(face["landmarker"]).startswith(FUSED_LANDMARKER):
-        return MixedStatus.ALREADY_MIXED, f"face is already fused ({face['landmarker']}); mixing it again would mix 4 expressions"
+        return (MixedStatus.ALREADY_MIXED,
+                f"face is already fused ({face['landmarker']}); mixing it again would mix 4 expressions")
     if str(face["label_name"]) not in BASIC:
-        return MixedStatus.NOT_BASIC, f"label {face['label_name'] or 'unknown'!r} is not one of {', '.join(labels.BASIC7)}"
+        return (MixedStatus.NOT_BASIC,
+                f"label {face['label_name'] or 'unknown'!r} is not one of {', '.join(labels.BASIC7)}")
     shape = shape_of(face)
     if len(face["face"]) != int(np.prod(shape)):
-        return MixedStatus.SIZE_MISMATCH, f"{len(face['face'])} face bytes, face_shape {_shape_text(shape)} needs {int(np.prod(shape))}"
+        return (MixedStatus.SIZE_MISMATCH,
+                f"{len(face['face'])} face bytes, face_shape {_shape_text(shape)} needs {int(np.prod(shape))}")
     landmarks = face["landmarks"]
     problem = landmarks_problem(None if landmarks is None else np.asarray(landmarks, np.float64), shape)
     return (MixedStatus.BAD_LANDMARKS, problem) if problem else None

@@ -17,7 +17,6 @@ caller skips it at evaluation (or passes strength 0).
 from __future__ import annotations
 
 import functools
-
 import math
 
 import torch

@@ -11,7 +11,6 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 import ray.data
 from ray.data.expressions import col
 

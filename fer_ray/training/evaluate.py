@@ -8,9 +8,9 @@ import numpy as np
 
 from fer_ray import storage
 from fer_ray.config import TrainConfig
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.runtime import start_ray
 from fer_ray.stages.classify import classify
-from fer_ray.models import checkpoint as ckpt
 from fer_ray.training import data
 from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
 

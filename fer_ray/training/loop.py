@@ -11,17 +11,16 @@ import tempfile
 import time
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
 
-import ray.train
-import ray.train.torch
-
 from fer_ray.config import TrainConfig, apply_dict
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import create_model, get_spec
 from fer_ray.models.inputs import Batcher
 from fer_ray.training.augment import augmenter
-from fer_ray.models import checkpoint as ckpt
 from fer_ray.training.metrics import confusion_matrix, summarise
 
 
@@ -95,7 +94,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     model, ddp_model, optimizer, state = _build(cfg, len(class_names))
-    start_epoch, history, restored = (state["epoch"] + 1, list(state["history"]), state["epoch"]) if state else (0, [], -1)
+    start_epoch, history, restored = (
+        (state["epoch"] + 1, list(state["history"]), state["epoch"]) if state else (0, [], -1))
     weights = loop_config.get("class_weights")
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, device=device) if weights else None)
     batcher = Batcher(get_spec(cfg.model), loop_config["norm"], device, loop_config["face_side"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import pandas as pd
-
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler

@@ -21,9 +21,9 @@ from ray.train.torch import TorchTrainer
 from fer_ray import config, runtime, storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.face68 import N_VALUES
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import get_spec
 from fer_ray.runtime import start_ray
-from fer_ray.models import checkpoint as ckpt
 from fer_ray.training import data
 from fer_ray.training.evaluate import evaluate
 from fer_ray.training.loop import train_loop_per_worker

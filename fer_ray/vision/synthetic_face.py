@@ -203,8 +203,7 @@ def _lips(idt: Identity, p: dict, n: int = 25):
     bow = 0.25 * np.exp(-((np.abs(xi) - 0.3) / 0.16) ** 2) - 0.15 * np.exp(-(xi / 0.1) ** 2)
     outer_up = inner_up - thick * (np.sqrt(bell) * 0.85 + bow * np.sqrt(bell))
     outer_low = inner_low + 1.3 * thick * np.sqrt(bell)
-    pts = lambda ys: np.stack([xs, ys], 1)
-    return pts(outer_up), pts(outer_low), pts(inner_up), pts(inner_low)
+    return tuple(np.stack([xs, ys], 1) for ys in (outer_up, outer_low, inner_up, inner_low))
 
 
 def _sample(curve: np.ndarray, xs) -> np.ndarray:
@@ -216,7 +215,10 @@ def _mouth_points(idt: Identity, p: dict) -> np.ndarray:
     """Landmarks 48-67."""
     ou, ol, iu, il = _lips(idt, p, n=81)
     left, right = ou[0, 0], ou[-1, 0]
-    at = lambda f: left + (right - left) * np.asarray(f)
+
+    def at(fractions: list[float]) -> np.ndarray:
+        return left + (right - left) * np.asarray(fractions)
+
     outer_top = _sample(ou, at([0.0, 0.2, 0.38, 0.5, 0.62, 0.8, 1.0]))  # 48-54
     outer_bot = _sample(ol, at([0.8, 0.62, 0.5, 0.38, 0.2]))  # 55-59
     inner_top = _sample(iu, at([0.06, 0.33, 0.5, 0.67, 0.94]))  # 60-64

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from fer_ray.config import COLORS, FaceConfig
-from fer_ray.vision.align import (align_face, apply_affine, eye_angle_degrees, eye_centres,
-                                  eye_distance, eyes_crop_matrix, oversampling)
+from fer_ray.vision.align import (
+    align_face,
+    apply_affine,
+    eye_angle_degrees,
+    eye_centres,
+    eye_distance,
+    eyes_crop_matrix,
+    oversampling,
+)
 from fer_ray.vision.detect import create_detector
 
 

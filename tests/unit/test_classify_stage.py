@@ -15,9 +15,9 @@ import torch
 from fer_ray import config
 from fer_ray.config import TrainConfig
 from fer_ray.labels import BASIC7
+from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import create_model
 from fer_ray.stages.classify import ClassifySettings, ClassifyStage
-from fer_ray.models import checkpoint as ckpt
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MEAN, STD = 100.0, 40.0

@@ -27,11 +27,13 @@ def run_cli(capsys, *argv):
 @pytest.mark.parametrize("argv, expected", [
     (["--layout", "nope"], "layout: 'nope' is not valid; choose one of: fer2013, affectnet, jaffe"),
     (["--layout", "jaffe", "--size", "-3"], "face.size: -3 must be > 0"),
-    (["--layout", "jaffe", "--detector", "mtcnn"], "face.detector: 'mtcnn' is not valid; choose one of: auto, none, haar"),
+    (["--layout", "jaffe", "--detector", "mtcnn"],
+     "face.detector: 'mtcnn' is not valid; choose one of: auto, none, haar"),
     (["--layout", "jaffe", "--detector", "yunet"], "face.detector_model: required"),
     (["--layout", "jaffe", "--size", "big"], "face.size: 'big' is not a valid int"),
     (["--layout", "jaffe", "--set", "face.nope=1"], "face.nope: unknown field"),
-    (["--layout", "jaffe", "--landmark-model", "/no/such/model.dat"], "face.landmark_model: /no/such/model.dat does not exist"),
+    (["--layout", "jaffe", "--landmark-model", "/no/such/model.dat"],
+     "face.landmark_model: /no/such/model.dat does not exist"),
 ])
 def test_bad_values_fail_before_ray(capsys, monkeypatch, tmp_path, argv, expected):
     def no_ray_work(*args, **kwargs):

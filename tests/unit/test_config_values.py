@@ -11,8 +11,16 @@ import pytest
 import yaml
 
 from fer_ray import cli, config
-from fer_ray.config import (ConfigError, FaceConfig, PredictConfig, PreprocessConfig, SplitConfig,
-                            SynthesizeConfig, TrainConfig, TuneConfig)
+from fer_ray.config import (
+    ConfigError,
+    FaceConfig,
+    PredictConfig,
+    PreprocessConfig,
+    SplitConfig,
+    SynthesizeConfig,
+    TrainConfig,
+    TuneConfig,
+)
 
 COMMANDS = {"preprocess": PreprocessConfig, "synthesize": SynthesizeConfig, "train": TrainConfig,
             "tune": TuneConfig, "predict": PredictConfig}

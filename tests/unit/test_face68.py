@@ -4,8 +4,20 @@ from __future__ import annotations
 import torch
 from face_alignment.utils import shuffle_lr
 
-from fer_ray.face68 import (BROWS, EYE_CORNERS, EYES, JAW, LEFT_EYE, MIRROR, MOUTH, N_POINTS, NOSE,
-                            NOSE_BOTTOM, RIGHT_EYE, UPPER_LIP_TOP)
+from fer_ray.face68 import (
+    BROWS,
+    EYE_CORNERS,
+    EYES,
+    JAW,
+    LEFT_EYE,
+    MIRROR,
+    MOUTH,
+    N_POINTS,
+    NOSE,
+    NOSE_BOTTOM,
+    RIGHT_EYE,
+    UPPER_LIP_TOP,
+)
 
 MIDLINE = {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
 FEATURES = (range(0, 17), range(17, 27), range(27, 31), range(31, 36), range(36, 48),

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fer_ray.training.metrics import (confusion_matrix, confusion_png, learning_curve_png,
-                                      normalised_confusion, summarise, trials_png)
+from fer_ray.training.metrics import (
+    confusion_matrix,
+    confusion_png,
+    learning_curve_png,
+    normalised_confusion,
+    summarise,
+    trials_png,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAMES = ["a", "b", "c", "d", "e"]
