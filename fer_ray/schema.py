@@ -138,6 +138,7 @@ MIXED_MANIFEST = pa.schema([
     ("n_mixed", pa.int32()),             # fused faces this face is a parent of
 ])
 
+
 class MixedStatus(DescribedStatus):
     """What became of one input face of synthesis (the synthesis manifest's `status`)."""
     USED = "used", "parent of one or more fused faces"
