@@ -188,14 +188,17 @@ def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:
     fs, path = storage.resolve(output)
     staging = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    parts, writer = [], None
+    parts, writer, schema = [], None, None
     try:
         with fs.open_output_stream(storage.resolve(staging)[1]) as stream:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 table = batch.drop_columns(["is_manifest"])
-                table = table if writer is None else table.cast(writer.schema)  # e.g. large_string later
-                writer = writer or (pq.ParquetWriter(stream, table.schema) if file_format == "parquet"
-                                    else pacsv.CSVWriter(stream, table.schema))
+                # the first batch's types for all (a later batch may come as large_string, say);
+                # pyarrow's CSVWriter does not tell its schema, so it is kept here
+                schema = schema or table.schema
+                table = table.cast(schema)
+                writer = writer or (pq.ParquetWriter(stream, schema) if file_format == "parquet"
+                                    else pacsv.CSVWriter(stream, schema))
                 writer.write_table(table)
                 parts.append(predict_counts({name: batch.column(name).to_numpy(zero_copy_only=False)
                                              for name in ("is_manifest", "status")}, {}))
