@@ -11,6 +11,7 @@ import logging
 import os
 import pathlib
 import re
+import sys
 import tempfile
 
 LOG_DIR_ENV = "FER_RAY_LOG_DIR"
@@ -100,3 +101,9 @@ def _create_exclusive(directory: pathlib.Path, stem: str) -> pathlib.Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"{directory}/{stem}*.log: too many log files of this name")
+
+
+def say(message: str) -> None:
+    """A line for the person running the job (stderr), also in the log."""
+    logging.getLogger(LIBRARY_LOGGER).info(message)
+    print(message, file=sys.stderr, flush=True)

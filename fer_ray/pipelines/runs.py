@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import posixpath
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ray.data.checkpoint.checkpoint_writer import PENDING_CHECKPOINT_SUFFIX
 
 from fer_ray import config, results, storage
 from fer_ray.config import RetryConfig
+from fer_ray.logs import say
 from fer_ray.pipelines.writer import COUNTS_FOLDER, read_counts
 
 log = logging.getLogger(__name__)
@@ -242,10 +242,3 @@ def committed_summary(run: StagedRun) -> dict:
     say(f"up to date: {run.output} already holds {run.job} run {run.id} of this configuration and input "
         f"(pass --restart to run it again)")
     return {**results.committed(run.output, "output").summary(), **run.report()}
-
-
-def say(message: str) -> None:
-    """A line for the person running the job (stderr), also in the log."""
-    log.info(message)
-    print(message, file=sys.stderr, flush=True)
-
