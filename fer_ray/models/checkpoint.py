@@ -16,7 +16,7 @@ import torch
 
 from fer_ray import storage
 from fer_ray.config import ConfigError, TrainConfig, apply_dict
-from fer_ray.models import create_model, get_spec
+from fer_ray.models import create_model, get_spec, pretrained
 
 FILENAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -76,9 +76,12 @@ def load_local(directory: str) -> dict:
 
 
 def find(uri: str) -> str:
-    """The checkpoint.pt a URI means: the file itself, <uri>/checkpoint.pt (a run's final
-    checkpoint) or the newest <uri>/train/checkpoint_*/checkpoint.pt of an unfinished run."""
-    if uri.endswith(".pt"):
+    """The checkpoint file a URI means: the file itself, <uri>/checkpoint.pt (a run's final
+    checkpoint) or the newest <uri>/train/checkpoint_*/checkpoint.pt of an unfinished run;
+    `pretrained` means the pretrained mini_xception's Keras file (models/pretrained.py)."""
+    if uri == pretrained.NAME:
+        uri = pretrained.hdf5_uri()
+    if uri.endswith(".pt") or pretrained.is_keras_file(uri):
         candidates = [uri]
     else:
         candidates = [storage.join(uri, FILENAME)] + _epoch_checkpoints(uri)[::-1]
@@ -115,8 +118,11 @@ def load(uri: str) -> dict:
 
 
 def locate(uri: str) -> tuple[str, dict]:
-    """(the checkpoint.pt a URI means, its loaded contents)."""
+    """(the checkpoint file a URI means, its loaded contents); a Keras HDF5 file (the
+    pretrained weights) is converted, not executed."""
     path = find(uri)
+    if pretrained.is_keras_file(path):
+        return path, pretrained.checkpoint_from_keras(path)
     return path, load_bytes(storage.read_bytes(path), path)
 
 

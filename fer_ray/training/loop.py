@@ -93,7 +93,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     class_names = tuple(loop_config["class_names"])
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
-    model, ddp_model, optimizer, state = _build(cfg, len(class_names))
+    model, ddp_model, optimizer, state = _build(cfg, len(class_names), loop_config.get("init_state"))
     start_epoch, history, restored = (
         (state["epoch"] + 1, list(state["history"]), state["epoch"]) if state else (0, [], -1))
     weights = loop_config.get("class_weights")
@@ -116,11 +116,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         _report(history, rank, model, optimizer, loop_config, class_names)
 
 
-def _build(cfg: TrainConfig, num_classes: int):
+def _build(cfg: TrainConfig, num_classes: int, init_state: dict | None = None):
     """(model, its DDP-prepared wrapper, optimizer, restored state or None).
 
     Ray Train's latest checkpoint exists after a worker failure, or when a run is started
-    again into the same output; weights and optimiser state both come back from it.
+    again into the same output; weights and optimiser state both come back from it. A new
+    run starts from init_state when given (--init pretrained).
     """
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=num_classes, dropout=cfg.dropout,
@@ -128,6 +129,8 @@ def _build(cfg: TrainConfig, num_classes: int):
     state = _latest_state(cfg)
     if state is not None:
         model.load_state_dict(state["model"])
+    elif init_state is not None:
+        model.load_state_dict(init_state)
     ddp_model = ray.train.torch.prepare_model(model)  # moves `model` to the device in place
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state and state["optimizer"]:

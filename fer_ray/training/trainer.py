@@ -15,14 +15,16 @@ import time
 
 import ray
 import ray.train
+import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from fer_ray import config, runtime, storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.face68 import N_VALUES
+from fer_ray.logs import say
 from fer_ray.models import checkpoint as ckpt
-from fer_ray.models import get_spec
+from fer_ray.models import create_model, get_spec, pretrained
 from fer_ray.runtime import start_ray
 from fer_ray.training import data
 from fer_ray.training.evaluate import evaluate
@@ -41,6 +43,9 @@ def check(cfg: TrainConfig) -> data.DataInfo:
         problem = storage.check_readable(cfg.weights_path)
         if problem:
             raise ConfigError(f"weights_path: {problem}")
+    if cfg.init == "pretrained":
+        pretrained.check_family(cfg.model)
+        pretrained.hdf5_uri(cfg.model)
     info = data.scan(cfg)
     check_resume(cfg, info)
     return info
@@ -97,14 +102,30 @@ def fit_to_cluster(cfg: TrainConfig, capacity: runtime.Capacity, trial_cpus: flo
 def loop_config(cfg: TrainConfig, info: data.DataInfo, train_ds) -> dict:
     """What every worker needs besides its data shards (computed once, on the driver)."""
     spec = get_spec(cfg.model)
+    init_state, norm = None, data.normalisation(train_ds, info.face_shape) if spec.input_size else {}
+    if cfg.init == "pretrained":
+        # the pretrained weights expect their own input scaling, not this data's statistics
+        init_state, norm = pretrained_start(cfg, info.class_names), pretrained.pixel_norm(spec.input_size)
     return {
         "config": config.to_dict(cfg),
         "class_names": list(info.class_names),
         "class_weights": info.class_weights(cfg.train_split) if cfg.class_weighted else None,
-        "norm": data.normalisation(train_ds, info.face_shape) if spec.input_size else {},
+        "norm": norm,
         "face_side": info.face_shape[0] or 100,
         "face": data.face_settings(cfg),
+        "init_state": init_state,
     }
+
+
+def pretrained_start(cfg: TrainConfig, class_names: tuple[str, ...]) -> dict:
+    """The first epoch's weights: the family's pretrained ones, the head mapped by class name."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=len(class_names), dropout=cfg.dropout)
+    state, shared = pretrained.initial_state(model, cfg.model, tuple(class_names))
+    fresh = [name for name in class_names if name not in shared]
+    say(f"init pretrained: {cfg.model}'s head kept for {', '.join(shared) or 'no class'}; "
+        f"new for {', '.join(fresh) or 'no class'}")
+    return state
 
 
 def should_cache(cfg: TrainConfig, info: data.DataInfo) -> bool:

@@ -12,7 +12,7 @@ from fer_ray.models.dexpression import DEXPRESSION_FER_FLAT, dexpression_fer_tru
 # Keep c3d fast: its two 4096-wide FC layers are not what these tests check.
 SMALL_KWARGS = {"c3d": {"fc_size": 32}}
 EXPECTED_FAMILIES = {"baseline_cnn", "c3d", "cnn_lstm", "dexpression", "dexpression_fer", "enm",
-                     "landmark_mlp", "mixed_cnn", "resnet18", "vgg_landmarks"}
+                     "landmark_mlp", "mini_xception", "mixed_cnn", "resnet18", "vgg_landmarks"}
 
 
 def _inputs(name: str, seed: int = 0) -> tuple:
