@@ -215,3 +215,20 @@ def test_bad_arguments(astronaut, astronaut_face):
         align_face(astronaut, points, FaceConfig(), crop="box")
     with pytest.raises(ValueError, match="gray, rgb"):
         align_face(astronaut, points, FaceConfig(color="bgr"))
+
+
+@pytest.mark.parametrize("color", COLORS)
+def test_the_margin_crop_maps_landmarks_as_its_pixels_move(color):
+    """A bright dot drawn in the photo lands in the crop where the returned landmark says,
+    also when the window leaves the image (filled, not shifted)."""
+    cfg = FaceConfig(crop="margin", margin=10, size=64, color=color, smooth=False)
+    image = np.full((120, 160, 3), 40, np.uint8)
+    for box, dot in [((50, 30, 110, 100), (70.0, 60.0)), ((-20, -15, 40, 45), (5.0, 10.0))]:
+        photo = image.copy()
+        cv2.circle(photo, (int(dot[0]), int(dot[1])), 2, (255, 255, 255), -1)
+        points = np.tile(np.array(dot, np.float32), (68, 1))
+        face, crop_points = align_face(photo, points, cfg, crop="margin", box=box)
+        grey = face if face.ndim == 2 else face[..., 0]
+        ys, xs = np.nonzero(grey > 150)
+        centre = np.array([xs.mean(), ys.mean()])
+        assert face.shape[:2] == (64, 64) and np.abs(centre - crop_points[0]).max() < 0.75, (box, centre)
