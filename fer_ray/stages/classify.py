@@ -30,7 +30,9 @@ class ClassifyStage(Stage):
     """'image' uint8 (B, C, H, W) and 'landmarks' (B, 68, 2) -> 'probabilities' (B, K) and 'prediction'.
 
     Loads the checkpoint once per actor; one forward pass per batch, standardised with
-    the normalisation stored in the checkpoint, in float32 on any device.
+    the normalisation stored in the checkpoint, in float32 on any device. Images and weights
+    are laid out channels-last: oneDNN's convolutions on a CPU run several times faster so
+    (mini_xception's depthwise ones 3.8x on 2 cores, bench/classify.py), same results to 1e-6.
     """
     is_actor = True
     num_cpus = 1.0
@@ -40,7 +42,7 @@ class ClassifyStage(Stage):
         super().__init__(cfg)
         state = ckpt.load(cfg.checkpoint)
         device = torch.device(cfg.device)
-        self.model = ckpt.build_model(state).to(device)
+        self.model = ckpt.build_model(state).to(device, memory_format=torch.channels_last)
         spec = get_spec(state["model_name"])
         norm = {key: value.numpy() for key, value in state["norm"].items()}
         self.batcher = Batcher(spec, norm, device, spec.input_size or 100)
@@ -48,10 +50,16 @@ class ClassifyStage(Stage):
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
         tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in ("image", "landmarks")}
-        logits = self.model(*self.batcher.inputs(tensors)).float()
+        inputs = (channels_last(value) for value in self.batcher.inputs(tensors))
+        logits = self.model(*inputs).float()
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()
         out = {key: value for key, value in batch.items() if key not in ("image", "landmarks")}
         return {**out, "probabilities": probabilities, "prediction": probabilities.argmax(1)}
+
+
+def channels_last(value: torch.Tensor | None) -> torch.Tensor | None:
+    """An image batch (B, C, H, W) in channels-last layout; other inputs as they are."""
+    return value.contiguous(memory_format=torch.channels_last) if value is not None and value.dim() == 4 else value
 
 
 def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
