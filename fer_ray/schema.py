@@ -152,6 +152,18 @@ class MixedStatus(DescribedStatus):
     FUSION_ERROR = "fusion_error", "fusing one of its pairs failed (the error says which); other pairs kept"
 
 
+class VideoStatus(DescribedStatus):
+    """Why a video, or one time segment of it, gave fewer frames than it holds
+    (vision.video.VideoError's `status`; the video labelling manifest's `status`)."""
+    EMPTY_FILE = "empty_file", "the file has zero bytes"
+    NOT_A_VIDEO = "not_a_video", "no container format recognised (random bytes, an MP4 cut before its index)"
+    NO_VIDEO_STREAM = "no_video_stream", "a readable container without a video stream (audio only, cover art only)"
+    UNKNOWN_CODEC = "unknown_codec", "the video stream's codec has no decoder in this FFmpeg build"
+    TOO_LARGE = "too_large", "width x height over the pixel limit; refused before decoding"
+    NO_FRAMES = "no_frames", "a video stream from which not one frame decodes"
+    DECODE_ERROR = "decode_error", "decoding failed part-way (corrupt or truncated): frames before the failure are kept"
+
+
 # What the synthesis stage emits: every mixed/ column plus the manifest's own, for each fused
 # face and each input face; is_mixed / is_manifest say which rows go to mixed/ and manifest/.
 MIXED_ROWS = pa.schema([
