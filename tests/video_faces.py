@@ -37,7 +37,7 @@ def encode(path: Path, frames, rate: int) -> Path:
     return path
 
 
-def expression_change(path: Path, before: str = "neutral", after: str = "happy", change_s: float = 2.5,
+def expression_change(path: Path, before: str = "neutral", after: str = "sad", change_s: float = 2.5,
                       seconds: float = 5.0, rate: int = 8) -> Path:
     """One face, drifting right by a pixel a frame, `before` until change_s, then `after`."""
     tiles = {name: face_tile(name, "video-a") for name in (before, after)}
