@@ -14,8 +14,16 @@ import sys
 import traceback
 
 from fer_ray import config, logs
-from fer_ray.config import ConfigError, PredictConfig, PreprocessConfig, SynthesizeConfig, TrainConfig, TuneConfig
-from fer_ray.report import print_report, print_summary, print_sweep, print_synthesis
+from fer_ray.config import (
+    ConfigError,
+    LabelVideosConfig,
+    PredictConfig,
+    PreprocessConfig,
+    SynthesizeConfig,
+    TrainConfig,
+    TuneConfig,
+)
+from fer_ray.report import print_labelling, print_report, print_summary, print_sweep, print_synthesis
 
 log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that is __main__, outside the run log
 FAILURE_MESSAGE_CHARS = 200
@@ -108,6 +116,13 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_label_videos(args) -> int:
+    from fer_ray.pipelines import label_videos
+
+    print_labelling(label_videos.run(build_config(LabelVideosConfig, args)))
+    return 0
+
+
 def cmd_export(args) -> int:
     from fer_ray.pipelines.export import run_export
 
@@ -187,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
                                            "Parquet shards go to --output.")
     add_config_flags(pred, PredictConfig)
     pred.set_defaults(func=cmd_predict)
+    label = commands.add_parser(
+        "label-videos", help="who shows which expression when, in every video of a folder or prefix",
+        description="Probe every video, decode time segments in parallel, find, track and classify faces on "
+                    "frames sampled at --fps, join tracks per video; frames/, tracks/, segments/ (label runs), "
+                    "videos/ (one row per input), webvtt/ and _summary.json go to --output.")
+    add_config_flags(label, LabelVideosConfig)
+    label.set_defaults(func=cmd_label_videos)
     export = commands.add_parser("export", help="TorchScript and ONNX of a checkpoint, checked against it")
     export.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")
     export.add_argument("--output", required=True, help="directory (local or s3://) for the exported files")

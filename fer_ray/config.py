@@ -415,6 +415,63 @@ class PredictConfig:
                     "shards")
 
 
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".ts")
+
+
+@dataclass
+class LabelVideosConfig:
+    """Offline labelling of a video archive: faces on frames sampled by time, tracked within time
+    segments decoded in parallel, joined per video, classified, smoothed and summarised. Faces
+    are found and cut as the checkpoint's training faces were (overrides as for predict)."""
+    input: str = opt("", "video file, folder or URI prefix: local path, file:// or s3://bucket/prefix")
+    output: str = opt("", "output URI; frames/, tracks/, segments/, videos/, webvtt/, _summary.json go here")
+    checkpoint: str = opt("pretrained", "run URI, directory or checkpoint.pt of a trained model, or pretrained")
+    fps: float = opt(5.0, "frames sampled per second of video, by presentation time; 0 = every frame")
+    segment_s: float = opt(60.0, "seconds of video per segment task (segments of one video run in parallel)")
+    overlap_s: float = opt(0.5, "seconds a segment also decodes before its start, to join tracks across borders")
+    preroll_s: float = opt(2.0, "seconds before a segment's start to seek to (MPEG-TS loses frames without it)")
+    smooth_s: float = opt(1.0, "centred moving-average window over a track's probabilities, seconds; 0 = none")
+    min_run_s: float = opt(0.5, "label runs shorter than this are merged into a neighbour, seconds")
+    min_iou: float = opt(0.3, "tracking: least box overlap (IoU) that links a face to a track")
+    max_lost_s: float = opt(1.0, "tracking: seconds a track may go unseen and still be continued")
+    max_pixels: int = opt(40_000_000, "videos with more pixels per frame than this are refused (too_large)")
+    detector: str = opt("", f"face detector; {CHECKPOINT_FACE}")
+    detector_model: str = opt("", f"path or URI of the detector's weights on this machine; {CHECKPOINT_FACE}")
+    landmark_model: str = opt("", f"path or URI of the landmark weights on this machine; {CHECKPOINT_FACE}")
+    precision: str = opt("", f"FAN precision on GPU: fp32, bf16 or fp16; {CHECKPOINT_FACE} (fp32 on CPU)")
+    num_gpus: float = opt(0.0, "GPUs per segment actor, and for the one classifier actor beside them")
+    workers: int = opt(0, "segment actors (decode + faces + tracking); 0 = one per available CPU")
+    batch_size: int = opt(16, "sampled frames per face-detection call (a segment's frames go in such chunks)")
+    classify_batch_size: int = opt(256, "face crops per classifier forward pass")
+    restart: bool = opt(False, RESTART_HELP)
+    rows_per_file: int = opt(0, "at least this many rows per output file (the unit a resumed run skips); "
+                                "0 = 16384")
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+    def validate(self) -> None:
+        _required_uris(self, "checkpoint", "input", "output")
+        for name in ("detector", "precision"):
+            if getattr(self, name):  # '' = the checkpoint's
+                _choice(name, getattr(self, name), CHOICES[name])
+        for name in ("segment_s", "batch_size", "classify_batch_size", "max_pixels"):
+            _positive(name, getattr(self, name))
+        for name in ("fps", "overlap_s", "preroll_s", "smooth_s", "min_run_s", "max_lost_s", "workers",
+                     "num_gpus", "rows_per_file"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}: {show(value)} must be a finite number >= 0")
+        if not 0.0 < self.min_iou <= 1.0:
+            raise ConfigError(f"min_iou: {show(self.min_iou)} must be in (0, 1]")
+        if not math.isfinite(self.segment_s):
+            raise ConfigError(f"segment_s: {show(self.segment_s)} must be finite")
+        if self.overlap_s >= self.segment_s:
+            raise ConfigError(f"overlap_s: {show(self.overlap_s)} must be shorter than segment_s "
+                              f"({show(self.segment_s)})")
+        if self.precision not in ("", "fp32") and not self.num_gpus:
+            raise ConfigError(f"precision: {show(self.precision)} needs a GPU (num_gpus > 0); use fp32 on CPU")
+        self.retry.validate()
+
+
 def model_spec(name: str):
     """The registry's spec for a family; an unknown name is a ConfigError listing the valid ones."""
     from fer_ray.models import get_spec

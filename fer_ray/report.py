@@ -66,3 +66,15 @@ def print_totals(summaries: list[dict]) -> None:
     for s in summaries:
         print(f"{s['layout']:10s} {s.get('inputs', 0):6d} {s.get('faces', 0):6d} "
               f"{s.get('status', {}).get('ok', 0):4d} {s['images_per_s']:9.1f}  {s['contact_sheet_uri']}")
+
+
+def print_labelling(summary: dict) -> None:
+    status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
+    print(f"\nlabel-videos: {summary.get('inputs', 0)} inputs -> {summary.get('frames_sampled', 0)} frames sampled, "
+          f"{summary.get('frames', 0)} faces in {summary.get('tracks', 0)} tracks, "
+          f"{summary.get('label_runs', 0)} label runs in {summary['elapsed_s']} s")
+    print(run_line(summary))
+    print(f"  status: {status}")
+    print(f"  dominant expression per video: {json.dumps(summary.get('dominant', {}))}")
+    for folder in ("videos", "frames", "tracks", "segments", "webvtt"):
+        print(f"  {folder}: {summary[f'{folder}_uri']}")

@@ -153,8 +153,13 @@ class MixedStatus(DescribedStatus):
 
 
 class VideoStatus(DescribedStatus):
-    """Why a video, or one time segment of it, gave fewer frames than it holds
-    (vision.video.VideoError's `status`; the video labelling manifest's `status`)."""
+    """What became of one input of video labelling (its `videos/` row's `status`): labelled
+    (ok, no_face), not a video file, or why a video or one time segment of it gave fewer
+    frames than it holds (vision.video.VideoError's `status`). Names the listing refuses
+    (dangling links, names that are not UTF-8, ...) keep their schema.Status."""
+    OK = "ok", "labelled: faces found on its sampled frames, tracked and classified"
+    NO_FACE = "no_face", "decoded and sampled, but no face found on any sampled frame"
+    UNSUPPORTED = "unsupported", "a listed file without a video extension (mp4, mov, mkv, avi, webm, m4v, mpg, ts)"
     EMPTY_FILE = "empty_file", "the file has zero bytes"
     NOT_A_VIDEO = "not_a_video", "no container format recognised (random bytes, an MP4 cut before its index)"
     NO_VIDEO_STREAM = "no_video_stream", "a readable container without a video stream (audio only, cover art only)"
@@ -175,7 +180,9 @@ MIXED_ROWS = pa.schema([
 
 # Columns whose default is not their type's zero ('' / b'' / 0 / False / a list of zeros).
 DEFAULTS = {"encoding": ENCODED_IMAGE, "label": -1, "primary": -1, "secondary": -1, "mixed_label": -1,
-            "frame_index": -1, "valence": np.nan, "arousal": np.nan, "timestamp_s": np.nan, "hint_landmarks": ()}
+            "frame_index": -1, "valence": np.nan, "arousal": np.nan, "timestamp_s": np.nan, "hint_landmarks": (),
+            "duration_s": np.nan, "fps": np.nan, "segment_index": -1, "track_id": -1, "local_track": -1,
+            "probabilities": (), "smoothed": (), "mean_probabilities": (), "time_share": (), "classes": ()}
 
 
 def row(table_schema: pa.Schema, **values) -> dict:
@@ -226,3 +233,121 @@ def face_array(face: bytes, shape) -> np.ndarray:
 def landmarks_array(flat) -> np.ndarray:
     """Landmarks as a (68, 2) float32 array."""
     return np.asarray(flat, dtype=np.float32).reshape(N_POINTS, 2)
+
+
+# ---------------------------------------------------------------- video labelling
+
+def _float_list() -> pa.DataType:
+    return pa.list_(pa.float32())  # one value per class of the checkpoint's label set (`classes`)
+
+
+# `frames/`: one row per face on a sampled frame (each (video, timestamp, face) once).
+VIDEO_FRAMES = pa.schema([
+    ("video_uri", pa.string()),
+    ("frame_index", pa.int32()),         # nominal index (exact for constant frame rate)
+    ("timestamp_s", pa.float64()),       # the frame's presentation time
+    ("track_id", pa.int32()),            # 0, 1, ... per video, in order of first appearance
+    ("bbox", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in pixels of the (rotated) frame
+    ("landmarks", pa.list_(pa.float32(), N_VALUES)),  # x0, y0, ... in face-crop pixels
+    ("det_score", pa.float32()),
+    ("probabilities", _float_list()),    # the model's, per class
+    ("smoothed", _float_list()),         # centred moving average over the track (smooth_s)
+    ("label", pa.string()),              # top class of the smoothed probabilities
+    ("confidence", pa.float32()),        # its smoothed probability
+    ("segment_index", pa.int32()),       # the time segment that decoded the frame
+])
+
+# `tracks/`: one row per face track of a video.
+VIDEO_TRACKS = pa.schema([
+    ("video_uri", pa.string()),
+    ("track_id", pa.int32()),
+    ("n_frames", pa.int32()),
+    ("first_s", pa.float64()),
+    ("last_s", pa.float64()),
+    ("face_time_s", pa.float64()),       # last_s - first_s
+    ("dominant", pa.string()),           # top class of mean_probabilities
+    ("mean_probabilities", _float_list()),  # smoothed, weighted by the time each frame stands for
+    ("time_share", _float_list()),       # share of the track's time each class is on top
+])
+
+# `segments/`: label runs per track, usable as subtitles (also written as WebVTT per video).
+VIDEO_RUNS = pa.schema([
+    ("video_uri", pa.string()),
+    ("track_id", pa.int32()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("label", pa.string()),
+    ("confidence", pa.float32()),        # mean smoothed probability of `label` over the run
+    ("n_frames", pa.int32()),
+])
+
+# `videos/`: one row per input, always (inputs = videos/ rows).
+VIDEOS = pa.schema([
+    ("video_uri", pa.string()),
+    ("status", pa.string()),             # a VideoStatus (or a listing Status)
+    ("error", pa.string()),              # '' when ok; where decoding stopped, for decode_error
+    ("size", pa.int64()),                # bytes, as listed
+    ("codec", pa.string()),
+    ("width", pa.int32()),               # as displayed (rotation applied)
+    ("height", pa.int32()),
+    ("duration_s", pa.float64()),        # NaN when unknown
+    ("fps", pa.float64()),               # the stream's average frame rate; NaN when unknown
+    ("n_segments", pa.int32()),
+    ("frames_sampled", pa.int32()),
+    ("n_faces", pa.int32()),             # frames/ rows of the video
+    ("n_tracks", pa.int32()),
+    ("dominant", pa.string()),           # '' without tracks
+    ("face_time_s", pa.float64()),       # summed over tracks
+    ("mean_probabilities", _float_list()),  # tracks' means weighted by face time
+    ("classes", pa.list_(pa.string())),  # the class of each position of the probability lists
+    ("webvtt", pa.string()),             # URI of the video's WebVTT file ('' if not decoded)
+    ("elapsed_s", pa.float64()),         # task seconds spent on the video (probe, segments, reduce)
+])
+
+# What label-videos lists on the driver, one row per listed name: status '' = to be probed.
+VIDEO_INPUTS = pa.schema([("video_uri", pa.string()), ("size", pa.int64()), ("status", pa.string()),
+                          ("error", pa.string())])
+
+# Between the stages of label-videos: the rows of one video's segments. The probe emits one
+# row per segment (segment_index >= 0) or one row for an input that is no video
+# (segment_index -1, status set); the segment stage keeps that row (frames_sampled, status,
+# error, elapsed_s filled) and adds one row per face found (is_face), crops included.
+VIDEO_WORK_ROWS = pa.schema([
+    *[f for f in VIDEOS if f.name in ("video_uri", "status", "error", "size", "codec", "width", "height",
+                                      "duration_s", "fps", "n_segments", "frames_sampled", "elapsed_s")],
+    ("probe_s", pa.float64()),
+    ("segment_index", pa.int32()),
+    ("start_s", pa.float64()),           # the segment owns [start_s, end_s); end_s may be inf
+    ("end_s", pa.float64()),
+    ("is_face", pa.bool_()),
+    ("timestamp_s", pa.float64()),
+    ("frame_index", pa.int32()),
+    ("bbox", pa.list_(pa.float32(), 4)),
+    ("landmarks", pa.list_(pa.float32(), N_VALUES)),
+    ("det_score", pa.float32()),
+    ("owned", pa.bool_()),
+    ("local_track", pa.int32()),
+    ("face", pa.binary()),
+    ("face_shape", pa.list_(pa.int32(), 3)),
+])
+# After classification: no pixels (the per-video reduce shuffles these), probabilities added.
+VIDEO_LABEL_ROWS = pa.schema([
+    *[f for f in VIDEO_WORK_ROWS if f.name not in ("face", "face_shape")],
+    ("probabilities", _float_list()),
+])
+VIDEO_FOLDERS = {"frames": ("is_frame", VIDEO_FRAMES), "tracks": ("is_track", VIDEO_TRACKS),
+                 "segments": ("is_run", VIDEO_RUNS), "videos": ("is_video", VIDEOS)}
+
+
+def _union(*schemas: pa.Schema) -> list[pa.Field]:
+    fields: dict[str, pa.Field] = {}
+    for table_schema in schemas:
+        for f in table_schema:
+            if fields.setdefault(f.name, f).type != f.type:
+                raise TypeError(f"column {f.name} has two types: {fields[f.name].type} and {f.type}")
+    return list(fields.values())
+
+
+# What the per-video reduce emits: every column of the four folders, and a flag per folder.
+VIDEO_OUTPUT_ROWS = pa.schema([*_union(*(s for _, s in VIDEO_FOLDERS.values())),
+                               *[(flag, pa.bool_()) for flag, _ in VIDEO_FOLDERS.values()]])

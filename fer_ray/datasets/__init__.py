@@ -52,20 +52,20 @@ def list_inputs(cfg: PreprocessConfig) -> Inputs:
 
 
 class RowsDatasource(Datasource):
-    """Rows listed on the driver, yielded by read tasks of ROWS_PER_TASK rows each."""
+    """Rows listed on the driver (of `row_schema`), yielded by read tasks of `rows_per_task` rows each."""
     ROWS_PER_TASK = 256
 
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
+    def __init__(self, rows: list[dict], row_schema=schema.INPUT_ROWS, rows_per_task: int = ROWS_PER_TASK):
+        self.rows, self.row_schema, self.rows_per_task = rows, row_schema, rows_per_task
 
     def estimate_inmemory_data_size(self):
         return None
 
     def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-        return [self.task(self.rows[start:start + self.ROWS_PER_TASK])
-                for start in range(0, len(self.rows), self.ROWS_PER_TASK)]
+        return [self.task(self.rows[start:start + self.rows_per_task], self.row_schema)
+                for start in range(0, len(self.rows), self.rows_per_task)]
 
     @staticmethod
-    def task(rows: list[dict]) -> ReadTask:
+    def task(rows: list[dict], row_schema=schema.INPUT_ROWS) -> ReadTask:
         meta = BlockMetadata(num_rows=len(rows), size_bytes=None, exec_stats=None, input_files=None)
-        return ReadTask(lambda: [schema.table_from_rows(rows, schema.INPUT_ROWS)], meta)
+        return ReadTask(lambda: [schema.table_from_rows(rows, row_schema)], meta)

@@ -63,10 +63,10 @@ def channels_last(value: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
-             num_cpus: float | None = None, num_gpus: float = 0.0) -> ray.data.Dataset:
+             num_cpus: float | None = None, num_gpus: float = 0.0, batch_size: int | None = None) -> ray.data.Dataset:
     """workers=0: one actor per CPU but one (Ray Data lists Parquet files with a whole-CPU
     task, which a pool holding every CPU would starve forever), or with num_gpus > 0 as many
     as the GPUs hold, each holding that share of a GPU and running its model there."""
     settings = ClassifySettings(checkpoint_uri, "cuda" if num_gpus > 0 else "cpu")
     return apply_stage(ds, ClassifyStage, settings, workers=actor_pool_size(workers, num_gpus, reserved_cpus=1),
-                       num_cpus=num_cpus, num_gpus=num_gpus)
+                       num_cpus=num_cpus, num_gpus=num_gpus, batch_size=batch_size)

@@ -109,12 +109,15 @@ def test_help_lists_commands_and_choices():
 
 
 def test_readme_documents_every_status_and_column():
-    """Every status a job can write is a member of schema.Status or schema.MixedStatus (they
-    are enums, and the code writes members), and README has a row for each, with its meaning."""
+    """Every status a job can write is a member of schema.Status, MixedStatus or VideoStatus
+    (they are enums, and the code writes members), and README has a row for each, with its meaning."""
     readme = (ROOT / "README.md").read_text()
-    for status in [*schema.Status, *schema.MixedStatus]:
+    for status in [*schema.Status, *schema.MixedStatus, *schema.VideoStatus]:
         assert f"| `{status.value}` |" in readme, status
-    for name in {*schema.FACES.names, *schema.MANIFEST.names, *schema.MIXED.names, *schema.MIXED_MANIFEST.names}:
+    video_columns = [*schema.VIDEO_FRAMES.names, *schema.VIDEO_TRACKS.names, *schema.VIDEO_RUNS.names,
+                     *schema.VIDEOS.names]
+    for name in {*schema.FACES.names, *schema.MANIFEST.names, *schema.MIXED.names, *schema.MIXED_MANIFEST.names,
+                 *video_columns}:
         assert f"`{name}`" in readme, name
 
 

@@ -1,0 +1,189 @@
+"""Label videos: a folder or prefix of videos -> who is on screen when, with which expression.
+
+The driver lists names only. Probing and segment planning run in Ray tasks; each time
+segment is decoded, searched for faces and tracked by a segment actor (detector and
+landmarks loaded once); the classifier actor adds probabilities and the crops are dropped;
+a per-video reduce (a Ray Data groupby on small rows) joins tracks across segment borders,
+smooths, summarises, cuts label runs and writes the video's WebVTT file. Every listed name
+gets exactly one videos/ row. Runs are staged, resumable per video and committed as the
+other jobs' (pipelines.runs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import ray.data
+from ray.data._internal.logical.interfaces import LogicalPlan
+
+from fer_ray import config, schema, storage
+from fer_ray.config import VIDEO_EXTENSIONS, ConfigError, LabelVideosConfig, PreprocessConfig
+from fer_ray.datasets import RowsDatasource
+from fer_ray.datasets.common import Lister
+from fer_ray.face68 import N_POINTS
+from fer_ray.models import checkpoint as ckpt
+from fer_ray.pipelines import runs
+from fer_ray.pipelines.predict import preprocess_config
+from fer_ray.pipelines.synthesize import sort_shuffle
+from fer_ray.pipelines.writer import Folder, ShardSink
+from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
+from fer_ray.schema import VideoStatus, face_array
+from fer_ray.stages.base import apply_group_stage, apply_stage
+from fer_ray.stages.classify import classify
+from fer_ray.stages.face import FaceStage
+from fer_ray.stages.video import LabelVideoStage, ProbeStage, ReduceSettings, SegmentSettings, SegmentStage
+
+JOB = "label-videos"
+FOLDERS = {name: Folder(flag, table_schema) for name, (flag, table_schema) in schema.VIDEO_FOLDERS.items()}
+VIDEOS_PER_READ_TASK = 4  # probing is quick; small read tasks spread it over the cluster
+ROWS_PER_FILE = 16384
+# Fields that change how the job runs, not what it writes (besides runs.EXECUTION_FIELDS).
+EXECUTION_FIELDS = ("classify_batch_size", "checkpoint", "detector_model", "landmark_model", "precision")
+
+
+def list_videos(input_uri: str, retry) -> tuple[list[dict], str]:
+    """One row per listed name (or the one file given) and the listing's fingerprint."""
+    if input_uri.lower().endswith(VIDEO_EXTENSIONS) and not storage.exists(storage.join(input_uri, ""), retry):
+        fs, path = storage.resolve(input_uri)
+        size = fs.get_file_info(path).size or 0
+        return [schema.row(schema.VIDEO_INPUTS, video_uri=input_uri, size=size)], storage.file_fingerprint(input_uri)
+    lister = Lister(retry)
+    rows = [input_row(entry) for entry in lister(input_uri)]
+    if not rows:
+        raise ConfigError(f"input: no files under {input_uri}")
+    return rows, lister.fingerprint()
+
+
+def input_row(entry: storage.Listed) -> dict:
+    """A listed name as an input: to be probed, or with the reason it is not a video."""
+    if entry.problem:
+        return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size, status=entry.problem,
+                          error=entry.error)
+    if not entry.uri.lower().endswith(VIDEO_EXTENSIONS):
+        return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size, status=VideoStatus.UNSUPPORTED,
+                          error=f"not a video file this job reads ({', '.join(VIDEO_EXTENSIONS)})")
+    return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size)
+
+
+def check(cfg: LabelVideosConfig) -> tuple[str, dict, PreprocessConfig, list[dict], str]:
+    """Values, checkpoint, face settings, weights, input and output, before any Ray work."""
+    cfg.validate()
+    path, state = ckpt.check(cfg.checkpoint)
+    face_cfg = preprocess_config(state, cfg)  # the checkpoint's face settings with this run's overrides
+    FaceStage.check_weights(face_cfg)
+    problem = storage.check_readable(cfg.input)
+    if problem:
+        raise ConfigError(f"input: {problem}")
+    runs.check_output(cfg.input, cfg.output)
+    rows, fingerprint = list_videos(cfg.input, cfg.retry)
+    return path, state, face_cfg, rows, fingerprint
+
+
+def run_settings(cfg: LabelVideosConfig, path: str, face_cfg: PreprocessConfig) -> dict:
+    """What the result depends on: the video settings, the checkpoint (file and version) and the
+    face settings resolved from it and the overrides."""
+    settings = {k: v for k, v in runs.result_settings(cfg).items() if k not in EXECUTION_FIELDS}
+    return {**settings, "checkpoint": path, "checkpoint_version": storage.file_fingerprint(path, cfg.retry),
+            "face": config.to_dict(face_cfg.face)}
+
+
+def run(cfg: LabelVideosConfig) -> dict:
+    """Run the whole job; returns the summary (also the run's `_summary.json`)."""
+    path, state, face_cfg, rows, fingerprint = check(cfg)
+    staged = runs.plan(JOB, cfg.output, run_settings(cfg, path, face_cfg), fingerprint, cfg.restart, cfg.retry)
+    if staged.up_to_date:
+        return runs.committed_summary(staged)
+    start_ray()
+    capacity = cluster_capacity()
+    FaceStage.check_cluster(face_cfg, capacity)
+    if cfg.num_gpus > 0:
+        check_classifier_gpu(cfg.workers, cfg.num_gpus, capacity)
+    runs.begin(staged, config.to_yaml(cfg))
+    sink = ShardSink(staged.uri(), face_bytes=0, folders=FOLDERS, count=video_counts,
+                     rows_per_file=cfg.rows_per_file or ROWS_PER_FILE, retry=cfg.retry)
+    with sort_shuffle():
+        sink.write_dataset(runs.checkpointed(staged, labelled(cfg, face_cfg, rows, path, state, staged),
+                                             "video_uri"))
+    totals = runs.finish_counts(staged, len(rows))
+    summary = make_summary(cfg, staged, totals, sink.totals, state)
+    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
+    runs.publish(staged, tuple(FOLDERS))
+    return summary
+
+
+def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict], path: str, state: dict,
+             staged: runs.StagedRun) -> ray.data.Dataset:
+    """The whole pipeline, lazily: probe, segments, classify, per-video reduce."""
+    settings = SegmentSettings(face_cfg, cfg.fps, cfg.segment_s, cfg.overlap_s, cfg.preroll_s, cfg.max_pixels,
+                               cfg.min_iou, cfg.max_lost_s, cfg.retry)
+    ds = ray.data.read_datasource(RowsDatasource(rows, schema.VIDEO_INPUTS, VIDEOS_PER_READ_TASK),
+                                  num_cpus=LIGHT_CPUS)
+    ds = apply_stage(ds, ProbeStage, settings)
+    # one segment per block: a block goes to one actor whole, and a long video's segments
+    # must spread over all of them
+    ds = one_row_per_block(ds)
+    workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus, gpu_shares_taken=1)
+    ds = apply_stage(ds, SegmentStage, settings, workers=workers, num_gpus=cfg.num_gpus)
+    face = face_cfg.face
+    ds = ds.map_batches(classifier_inputs, fn_args=((face.size, face.size, face.channels),), batch_format="numpy",
+                        num_cpus=LIGHT_CPUS)
+    ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus,
+                  batch_size=cfg.classify_batch_size)
+    ds = ds.map_batches(without_pixels, batch_format="numpy", num_cpus=LIGHT_CPUS)
+    reduce = ReduceSettings(staged.uri(), tuple(state["class_names"]), cfg.smooth_s, cfg.min_run_s, cfg.min_iou,
+                            cfg.max_lost_s, cfg.retry)
+    return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce)
+
+
+def one_row_per_block(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Ray Data's streaming repartition into blocks of one row, as a light task. Its tasks ask
+    for a whole CPU otherwise (Ray 2.60 has no argument for it), which a pool of segment
+    actors sized to the cluster never leaves free: the run would wait forever."""
+    dag = ds.repartition(target_num_rows_per_block=1)._logical_plan.dag
+    light = dataclasses.replace(dag, ray_remote_args={"num_cpus": LIGHT_CPUS})
+    return ray.data.Dataset._from_parent(ds, LogicalPlan(light, ds.context))
+
+
+def classifier_inputs(batch: dict, face_shape: tuple[int, int, int]) -> dict:
+    """Segment-stage rows -> the classify stage's arrays; rows without a face carry a blank crop
+    (they are classified with the rest, and their probabilities ignored)."""
+    blank = np.zeros(face_shape, np.uint8)
+    faces = np.stack([face_array(face, shape).reshape(face_shape) if is_face else blank
+                      for face, shape, is_face in zip(batch["face"], batch["face_shape"], batch["is_face"])])
+    rest = {key: value for key, value in batch.items() if key not in ("face", "face_shape")}
+    landmarks = np.stack([np.asarray(v, np.float32) for v in batch["landmarks"]]).reshape(-1, N_POINTS, 2)
+    return {**rest, "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)), "landmarks": landmarks,
+            "crop_landmarks": batch["landmarks"]}
+
+
+def without_pixels(batch: dict) -> pa.Table:
+    """Classified rows as schema.VIDEO_LABEL_ROWS (the crops are gone)."""
+    batch = {**batch, "landmarks": batch["crop_landmarks"]}
+    return pa.table({f.name: schema.arrow_array(batch[f.name], f.type) for f in schema.VIDEO_LABEL_ROWS},
+                    schema=schema.VIDEO_LABEL_ROWS)
+
+
+def video_counts(rows: dict, keep: dict) -> dict:
+    videos = keep["videos"]
+    return {"inputs": int(videos.sum()), "frames": int(keep["frames"].sum()), "tracks": int(keep["tracks"].sum()),
+            "label_runs": int(keep["segments"].sum()),
+            "frames_sampled": int(rows["frames_sampled"][videos].sum()),
+            "status": Counter(rows["status"][videos].tolist()),
+            "dominant": Counter(d for d in rows["dominant"][videos].tolist() if d)}
+
+
+def make_summary(cfg: LabelVideosConfig, staged: runs.StagedRun, totals: dict, attempt: dict, state: dict) -> dict:
+    summary = {"input": cfg.input, "output": cfg.output, "checkpoint": cfg.checkpoint, "fps": cfg.fps,
+               "segment_s": cfg.segment_s, "classes": list(state["class_names"]), "inputs": 0, "frames": 0,
+               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "status": {}, "dominant": {},
+               **totals, **staged.report(), "units_run": attempt.get("inputs", 0)}
+    elapsed = time.time() - staged.started
+    summary["elapsed_s"] = round(elapsed, 2)
+    summary["frames_per_s"] = round(attempt.get("frames_sampled", 0) / elapsed, 2) if elapsed else 0.0
+    for folder in (*FOLDERS, "webvtt"):
+        summary[f"{folder}_uri"] = staged.uri(folder)
+    return summary

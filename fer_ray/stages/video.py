@@ -1,0 +1,270 @@
+"""The stages of `label-videos`: probe and plan segments, find and track faces in one segment,
+and the per-video reduce (join tracks, smooth, summarise, label runs, WebVTT).
+
+Rows between them are schema.VIDEO_WORK_ROWS (with crops) and schema.VIDEO_LABEL_ROWS (after
+classification, without); the reduce emits schema.VIDEO_OUTPUT_ROWS. Every per-video problem
+is data (a `status` and `error`); errors of the storage itself propagate (the run fails,
+resumable, and no video is blamed).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import posixpath
+import re
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from fer_ray import schema, storage
+from fer_ray.config import PreprocessConfig, RetryConfig
+from fer_ray.schema import Status, VideoStatus
+from fer_ray.stages.base import Stage, batch_rows
+from fer_ray.vision import timeline, tracking
+from fer_ray.vision.faces import FaceExtractor
+from fer_ray.vision.video import VideoError, decode_segment, plan_segments, probe
+
+# Detectors that read grey frames as well as RGB: with grey crops, the frames are decoded grey
+# (a third of the conversion and of the memory).
+GREY_DETECTORS = ("none", "haar", "dlib_hog")
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """What the probe and segment stages need: the face stage's config (the checkpoint's face
+    settings with this run's overrides) and the video settings of the run."""
+    face: PreprocessConfig
+    fps: float
+    segment_s: float
+    overlap_s: float
+    preroll_s: float
+    max_pixels: int
+    min_iou: float
+    max_lost_s: float
+    retry: RetryConfig
+
+
+@dataclass(frozen=True)
+class ReduceSettings:
+    """What the per-video reduce needs: where the run writes, and the label settings."""
+    run_uri: str
+    class_names: tuple[str, ...]
+    smooth_s: float
+    min_run_s: float
+    min_iou: float
+    max_lost_s: float
+    retry: RetryConfig
+
+
+def open_video(uri: str, retry: RetryConfig):
+    """A random-access file of the video (an S3 object is then read by range, never downloaded)."""
+    fs, path = storage.resolve(uri)
+    return storage.retrying(f"open {uri}", lambda: fs.open_input_file(path), retry)
+
+
+def work_row(**values) -> dict:
+    return schema.row(schema.VIDEO_WORK_ROWS, **values)
+
+
+# ---------------------------------------------------------------- probe and plan
+
+class ProbeStage(Stage):
+    """Input rows (video_uri, size, status: '' = to be probed) -> one row per time segment of
+    each video, or the input's own row (segment_index -1) with the reason it is not one."""
+    num_cpus = 0.25  # reads a header and decodes one frame
+    batch_size = 1
+
+    def __call__(self, batch: dict) -> pa.Table:
+        out = []
+        for row in batch_rows(batch):
+            out.extend(self.segments(row))
+        return schema.table_from_rows(out, schema.VIDEO_WORK_ROWS)
+
+    def segments(self, row: dict) -> list[dict]:
+        base = {"video_uri": str(row["video_uri"]), "size": int(row["size"])}
+        if row["status"]:
+            return [work_row(**base, status=str(row["status"]), error=str(row["error"]))]
+        started = time.time()
+        try:
+            with open_video(base["video_uri"], self.cfg.retry) as source:
+                info = probe(source, self.cfg.max_pixels)
+        except VideoError as err:
+            return [work_row(**base, status=err.status, error=err.message, probe_s=time.time() - started)]
+        except (FileNotFoundError, PermissionError) as err:  # about this object, not the storage
+            return [work_row(**base, status=Status.READ_ERROR, error=storage.first_line(err))]
+        spans = plan_segments(info.duration_s, self.cfg.segment_s, info.start_s)
+        described = dict(
+            codec=info.codec, width=info.width, height=info.height, n_segments=len(spans),
+            duration_s=np.nan if info.duration_s is None else info.duration_s,
+            fps=float(info.average_rate) if info.average_rate else np.nan, probe_s=time.time() - started)
+        return [work_row(**base, **described, segment_index=k, start_s=start, end_s=end)
+                for k, (start, end) in enumerate(spans)]
+
+
+# ---------------------------------------------------------------- one segment
+
+class SegmentStage(Stage):
+    """One row per segment -> that row (frames sampled, status, seconds) plus one row per face
+    found on its sampled frames, with its crop and its track within the segment.
+
+    Segment k > 0 also decodes the overlap_s before its start (tracking.py's contract: those
+    rows are not owned, they let the reduce join tracks across the border). Frames go to the
+    face extractor `batch_size` at a time and only their crops are kept: a segment's memory is
+    its crops, never its frames. A decode that fails part-way keeps the faces found before."""
+    is_actor = True  # the detector and landmark model load once per actor
+    num_cpus = 0.8   # as the face stage: room for the light operators beside a pool of one per CPU
+    batch_size = 1
+
+    def __init__(self, cfg: SegmentSettings):
+        super().__init__(cfg)
+        cv2.setNumThreads(1)
+        face = cfg.face.face
+        self.detector = face.resolved_detector("folder")
+        self.extractor = FaceExtractor(face, self.detector, cfg.face.device)
+        self.color = "gray" if face.color == "gray" and self.detector in GREY_DETECTORS else "rgb"
+
+    def __call__(self, batch: dict) -> pa.Table:
+        out = []
+        for row in batch_rows(batch):
+            out.extend(self.process(row) if int(row["segment_index"]) >= 0 else [row])
+        return schema.table_from_rows(out, schema.VIDEO_WORK_ROWS)
+
+    def process(self, row: dict) -> list[dict]:
+        started = time.time()
+        start, end, index = float(row["start_s"]), float(row["end_s"]), int(row["segment_index"])
+        decode_from = start - self.cfg.overlap_s if index > 0 else start
+        faces, sampled, status, error = [], 0, "", ""
+        try:
+            with open_video(str(row["video_uri"]), self.cfg.retry) as source:
+                frames = decode_segment(source, decode_from, end, self.cfg.fps, self.color,
+                                        self.cfg.preroll_s, self.cfg.max_pixels)
+                for chunk in chunked(frames, self.cfg.face.batch_size):
+                    sampled += sum(frame.timestamp_s >= start for frame in chunk)
+                    faces.extend(self.faces_of(chunk))
+        except VideoError as err:
+            status, error = err.status, f"segment {index} [{start:.3f} s, {end:.3f} s): {err.message}"
+        except (FileNotFoundError, PermissionError) as err:
+            status, error = Status.READ_ERROR, f"segment {index}: {storage.first_line(err)}"
+        except (ValueError, RuntimeError, cv2.error) as err:  # one bad frame must not end the job
+            status, error = VideoStatus.DECODE_ERROR, f"segment {index}: {type(err).__name__}: {err}"
+        self.track(faces, start, end)
+        segment = {**row, "frames_sampled": sampled, "status": status, "error": error,
+                   "elapsed_s": time.time() - started}
+        return [segment, *({**row, **face} for face in faces)]
+
+    def faces_of(self, frames: list) -> list[dict]:
+        found = self.extractor.extract_many([frame.image for frame in frames])
+        return [{"is_face": True, "timestamp_s": frame.timestamp_s, "frame_index": frame.frame_index,
+                 "bbox": face.bbox, "landmarks": face.landmarks.reshape(-1), "det_score": face.det_score,
+                 "face": np.ascontiguousarray(face.face).tobytes(),
+                 "face_shape": face.face.shape if face.face.ndim == 3 else (*face.face.shape, 1)}
+                for frame, faces in zip(frames, found) for face in faces]
+
+    def track(self, faces: list[dict], start: float, end: float) -> None:
+        """Local track ids over all the segment's faces (overlap included), and which it owns."""
+        times = np.array([face["timestamp_s"] for face in faces], np.float64)
+        boxes = np.array([face["bbox"] for face in faces], np.float64).reshape(-1, 4)
+        ids = tracking.track_faces(times, boxes, min_iou=self.cfg.min_iou, max_lost_s=self.cfg.max_lost_s)
+        owned = tracking.owned_rows(times, start, end)
+        for face, track, own in zip(faces, ids, owned):
+            face["local_track"], face["owned"] = int(track), bool(own)
+
+
+def chunked(items, size: int):
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+# ---------------------------------------------------------------- per video
+
+def output_row(**values) -> dict:
+    return schema.row(schema.VIDEO_OUTPUT_ROWS, **{"label": "", **values})
+
+
+def vtt_name(video_uri: str) -> str:
+    """A file name per video: readable, and unique (two folders may hold a.mp4)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", posixpath.basename(video_uri))[:80]
+    return f"{stem}-{hashlib.sha1(video_uri.encode()).hexdigest()[:8]}.vtt"
+
+
+class LabelVideoStage(Stage):
+    """All rows of one video (segment rows and face rows, no pixels) -> its frames/, tracks/,
+    segments/ (label runs) and videos/ rows; writes its WebVTT file under the run."""
+    num_cpus = 0.25
+
+    def __call__(self, batch: dict) -> pa.Table:
+        started = time.time()
+        rows = batch_rows(batch)
+        segments = sorted((r for r in rows if not r["is_face"]), key=lambda r: int(r["segment_index"]))
+        video = segments[0]
+        if int(video["segment_index"]) < 0:  # no video: its one row says why
+            out = [self.video_row(video, [], started)]
+        else:
+            out = self.label(video, segments, [r for r in rows if r["is_face"]], started)
+        return schema.table_from_rows(out, schema.VIDEO_OUTPUT_ROWS)
+
+    def label(self, video: dict, segments: list[dict], faces: list[dict], started: float) -> list[dict]:
+        classes = list(self.cfg.class_names)
+        frames = self.frame_rows(faces)
+        tracks, runs = [], {}
+        for track_id in sorted({f["track_id"] for f in frames}):
+            mine = [f for f in frames if f["track_id"] == track_id]
+            times, smoothed = [f["timestamp_s"] for f in mine], np.stack([f["smoothed"] for f in mine])
+            tracks.append((track_id, timeline.summarize_track(times, smoothed, classes)))
+            runs[track_id] = timeline.label_runs(times, smoothed, classes, self.cfg.min_run_s)
+        uri = storage.join(self.cfg.run_uri, "webvtt", vtt_name(str(video["video_uri"])))
+        storage.write_bytes(uri, timeline.webvtt(runs).encode(), self.cfg.retry)
+        summary = timeline.summarize_video([s for _, s in tracks], classes)
+        stopped = next((s for s in segments if s["status"]), None)
+        status = stopped["status"] if stopped else VideoStatus.OK if frames else VideoStatus.NO_FACE
+        video_row = self.video_row(
+            {**video, "status": status, "error": stopped["error"] if stopped else ""}, segments, started,
+            n_faces=len(frames), n_tracks=summary.n_tracks, dominant=summary.dominant,
+            face_time_s=summary.face_time_s, webvtt=uri,
+            mean_probabilities=[summary.mean_probabilities[c] for c in classes])
+        return [*({**f, "video_uri": video["video_uri"], "is_frame": True} for f in frames),
+                *(self.track_row(video, track_id, s) for track_id, s in tracks),
+                *(output_row(video_uri=video["video_uri"], track_id=track_id, start_s=run.start_s, end_s=run.end_s,
+                             label=run.label, confidence=run.confidence, n_frames=run.n_frames, is_run=True)
+                  for track_id, track_runs in runs.items() for run in track_runs),
+                video_row]
+
+    def frame_rows(self, faces: list[dict]) -> list[dict]:
+        """The owned faces with video-wide track ids and smoothed probabilities, by track and time."""
+        if not faces:
+            return []
+        column = {name: np.array([f[name] for f in faces]) for name in
+                  ("segment_index", "local_track", "timestamp_s", "owned")}
+        boxes = np.stack([f["bbox"] for f in faces])
+        mapping = tracking.join_tracks(column["segment_index"], column["local_track"], column["timestamp_s"], boxes,
+                                       column["owned"], min_iou=self.cfg.min_iou, max_lost_s=self.cfg.max_lost_s)
+        ids = tracking.video_track_ids(mapping, column["segment_index"], column["local_track"])
+        kept = [(int(track), face) for track, face in zip(ids, faces) if face["owned"]]
+        kept.sort(key=lambda item: (item[0], item[1]["timestamp_s"]))
+        probs = np.stack([np.asarray(face["probabilities"], np.float32) for _, face in kept])
+        smoothed = timeline.smooth_tracks([t for t, _ in kept], [f["timestamp_s"] for _, f in kept], probs,
+                                          self.cfg.smooth_s)
+        names = np.array(self.cfg.class_names, dtype=object)
+        return [output_row(frame_index=face["frame_index"], timestamp_s=face["timestamp_s"], track_id=track,
+                           bbox=face["bbox"], landmarks=face["landmarks"], det_score=face["det_score"],
+                           probabilities=p, smoothed=s, label=names[int(s.argmax())], confidence=float(s.max()),
+                           segment_index=face["segment_index"])
+                for (track, face), p, s in zip(kept, probs, smoothed)]
+
+    def track_row(self, video: dict, track_id: int, s: timeline.TrackSummary) -> dict:
+        classes = self.cfg.class_names
+        return output_row(video_uri=video["video_uri"], track_id=track_id, n_frames=s.n_frames, first_s=s.first_s,
+                          last_s=s.last_s, face_time_s=s.face_time_s, dominant=s.dominant,
+                          mean_probabilities=[s.mean_probabilities[c] for c in classes],
+                          time_share=[s.time_share[c] for c in classes], is_track=True)
+
+    def video_row(self, video: dict, segments: list[dict], started: float, **values) -> dict:
+        spent = float(video["probe_s"]) + sum(float(s["elapsed_s"]) for s in segments) + time.time() - started
+        keep = ("video_uri", "status", "error", "size", "codec", "width", "height", "duration_s", "fps", "n_segments")
+        return output_row(**{name: video[name] for name in keep}, classes=list(self.cfg.class_names),
+                          frames_sampled=sum(int(s["frames_sampled"]) for s in segments),
+                          elapsed_s=spent, is_video=True, **values)

@@ -1,0 +1,116 @@
+"""`fer-ray label-videos` end to end on local Ray: short synthetic-face videos (an expression
+change at a known time, two faces moving, no face) and bad files, cut into 2 s segments so
+every video spans several; local files, a rerun, and the same inputs on the S3 test server."""
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+
+import pytest
+
+from fer_ray import cli, storage
+from tests import video_faces
+from tests.integration.helpers import read_output
+
+pytestmark = pytest.mark.integration
+
+CHANGE_S = 2.5  # expression.mp4: neutral, then sad from here (the pretrained model reads both)
+EXPECTED = {"expression.mp4": "ok", "two_faces.mp4": "ok", "empty.mp4": "no_face", "corrupt.mp4": "not_a_video",
+            "zero.mp4": "empty_file", "notes.txt": "unsupported"}
+ARGS = ["--checkpoint", "pretrained", "--segment-s", "2", "--fps", "5"]
+VTT_CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})$")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    video_faces.expression_change(folder / "expression.mp4", change_s=CHANGE_S)
+    video_faces.two_faces(folder / "two_faces.mp4")
+    video_faces.no_face(folder / "empty.mp4")
+    (folder / "corrupt.mp4").write_bytes(os.urandom(6000))
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "notes.txt").write_text("not a video")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_run(ray_cluster, videos, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("labels") / "out")
+    assert cli.main(["label-videos", "--input", str(videos), "--output", output, *ARGS]) == 0
+    return output
+
+
+def by_name(output: str, folder: str) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for row in read_output(output, folder).to_pylist():
+        rows.setdefault(row["video_uri"].rsplit("/", 1)[-1], []).append(row)
+    return rows
+
+
+def check_outputs(output: str) -> None:
+    videos = by_name(output, "videos")
+    assert {name: [r["status"] for r in rows] for name, rows in videos.items()} == {
+        name: [status] for name, status in EXPECTED.items()}
+    for name, segments in (("expression.mp4", 3), ("two_faces.mp4", 3), ("empty.mp4", 2)):  # 5, 5 and 3 s
+        assert videos[name][0]["n_segments"] == segments and videos[name][0]["frames_sampled"] > 0, videos[name]
+    assert videos["two_faces.mp4"][0]["n_tracks"] == 2
+    assert videos["expression.mp4"][0]["n_tracks"] == 1
+    assert videos["empty.mp4"][0]["n_faces"] == 0 and videos["corrupt.mp4"][0]["error"]
+    frames = by_name(output, "frames")
+    for name, rows in frames.items():
+        duration = videos[name][0]["duration_s"]
+        assert all(0 <= r["timestamp_s"] < duration for r in rows), name
+        keys = Counter((r["track_id"], round(r["timestamp_s"], 6)) for r in rows)
+        assert max(keys.values()) == 1, name  # no frame twice, across segment borders too
+        assert len(rows) == videos[name][0]["n_faces"]
+        assert {r["segment_index"] for r in rows} == {0, 1, 2}, name
+    assert {r["track_id"] for r in frames["two_faces.mp4"]} == {0, 1}
+    tracks = by_name(output, "tracks")
+    assert len(tracks["two_faces.mp4"]) == 2 and len(tracks["expression.mp4"]) == 1
+
+
+def webvtt_cues(uri: str) -> list[tuple[float, float, str]]:
+    lines = storage.read_bytes(uri).decode().split("\n")
+    assert lines[0] == "WEBVTT"
+    cues = []
+    for i, line in enumerate(lines):
+        match = VTT_CUE.match(line)
+        if match:
+            v = [int(x) for x in match.groups()]
+            start, end = (v[0] * 3600 + v[1] * 60 + v[2] + v[3] / 1000, v[4] * 3600 + v[5] * 60 + v[6] + v[7] / 1000)
+            assert end > start
+            cues.append((start, end, lines[i + 1]))
+    return cues
+
+
+def test_every_input_is_labelled_once_with_its_status(local_run):
+    check_outputs(local_run)
+
+
+def test_webvtt_and_the_expression_change(local_run):
+    videos = by_name(local_run, "videos")
+    cues = webvtt_cues(videos["expression.mp4"][0]["webvtt"])
+    assert cues and all(text.startswith("track 0: ") for _, _, text in cues)
+    assert len(webvtt_cues(videos["two_faces.mp4"][0]["webvtt"])) >= 2
+    runs = sorted(by_name(local_run, "segments")["expression.mp4"], key=lambda r: r["start_s"])
+    assert runs[0]["label"] == "neutral"
+    change = next(r["start_s"] for r in runs if r["label"] == "sad")
+    assert abs(change - CHANGE_S) <= 1.0, runs
+
+
+def test_a_rerun_is_up_to_date(local_run, videos, capsys):
+    capsys.readouterr()
+    assert cli.main(["label-videos", "--input", str(videos), "--output", local_run, *ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "up to date" in out and "6 inputs" in out
+    check_outputs(local_run)
+
+
+def test_videos_on_s3_are_labelled_alike(ray_cluster, bucket, videos):
+    source, output = f"{bucket}/label-videos/in", f"{bucket}/label-videos/out"
+    for path in videos.iterdir():
+        storage.write_bytes(f"{source}/{path.name}", path.read_bytes())
+    assert cli.main(["label-videos", "--input", source, "--output", output, *ARGS]) == 0
+    check_outputs(output)
+    assert webvtt_cues(by_name(output, "videos")["two_faces.mp4"][0]["webvtt"])
