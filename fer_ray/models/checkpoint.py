@@ -122,8 +122,19 @@ def locate(uri: str) -> tuple[str, dict]:
     pretrained weights) is converted, not executed."""
     path = find(uri)
     if pretrained.is_keras_file(path):
-        return path, pretrained.checkpoint_from_keras(path)
+        return path, from_keras(path)
     return path, load_bytes(storage.read_bytes(path), path)
+
+
+def from_keras(uri: str, family: str = pretrained.MINI_XCEPTION.family) -> dict:
+    """A checkpoint made from a Keras HDF5 file of `family` (the pretrained weights): its
+    classes, face settings and [-1, 1] input scaling come with it."""
+    weights = pretrained.PRETRAINED[family]
+    model = create_model(family, num_classes=len(weights.class_names))
+    model.load_state_dict(pretrained.keras_state(uri, family))
+    return make_checkpoint(model=model, optimizer=None, cfg_dict={"model": family, "dropout": 0.0},
+                           class_names=weights.class_names, norm=pretrained.pixel_norm(get_spec(family).input_size),
+                           epoch=-1, history=[], face=pretrained.face_settings(family))
 
 
 def config_of(checkpoint: dict) -> TrainConfig:

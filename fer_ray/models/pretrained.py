@@ -77,11 +77,10 @@ def check_family(family: str) -> Pretrained:
     return PRETRAINED[family]
 
 
-def checkpoint_from_keras(uri: str, family: str = MINI_XCEPTION.family) -> dict:
-    """A fer-ray checkpoint (see models/checkpoint.py) converted from a Keras HDF5 file."""
-    from fer_ray.models.checkpoint import make_checkpoint
+def keras_state(uri: str, family: str = MINI_XCEPTION.family) -> dict[str, torch.Tensor]:
+    """The torch state_dict of `family` converted from a Keras HDF5 file (path or URI); its
+    head must predict the pretrained weights' classes."""
     from fer_ray.models.keras_h5 import mini_xception_state
-    from fer_ray.models.mini_xception import MiniXception
     from fer_ray.weights import local_weights
 
     weights = PRETRAINED[family]
@@ -93,15 +92,15 @@ def checkpoint_from_keras(uri: str, family: str = MINI_XCEPTION.family) -> dict:
     if num_classes != len(weights.class_names):
         raise ConfigError(f"checkpoint: {uri} predicts {num_classes} classes; mini_xception's pretrained "
                           f"weights predict {len(weights.class_names)} ({', '.join(weights.class_names)})")
-    model = MiniXception(num_classes)
-    model.load_state_dict(state)
+    return state
+
+
+def face_settings(family: str = MINI_XCEPTION.family) -> dict:
+    """Every FaceConfig field, with the crop the pretrained weights were trained on."""
     face = FaceConfig()
-    for name, value in weights.face.items():
+    for name, value in PRETRAINED[family].face.items():
         setattr(face, name, value)
-    side = face.size
-    return make_checkpoint(model=model, optimizer=None, cfg_dict={"model": family, "dropout": 0.0},
-                           class_names=weights.class_names, norm=pixel_norm(side), epoch=-1,
-                           history=[], face=dataclasses.asdict(face))
+    return dataclasses.asdict(face)
 
 
 def pixel_norm(side: int) -> dict:
@@ -115,7 +114,7 @@ def initial_state(model: torch.nn.Module, family: str, class_names: tuple[str, .
     the head, the rows of the classes both sets share (by name); the others keep `model`'s
     fresh initialisation. Returns (state, the class names taken over)."""
     weights = check_family(family)
-    pretrained = checkpoint_from_keras(hdf5_uri(family), family)["model"]
+    pretrained = keras_state(hdf5_uri(family), family)
     state = {key: value.clone() for key, value in model.state_dict().items()}
     head = {key for key in pretrained if key.startswith("head.")}
     state.update({key: value for key, value in pretrained.items() if key not in head})
