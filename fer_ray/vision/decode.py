@@ -21,8 +21,9 @@ from fer_ray.schema import Status
 Image.MAX_IMAGE_PIXELS = None
 
 
-class ImageError(Exception):
-    """A per-image problem: `status` is a short code, `message` says what was wrong."""
+class InputError(Exception):
+    """A problem of one input, which becomes its status and error instead of stopping the
+    job: `status` is a short code, `message` says what was wrong."""
 
     def __init__(self, status: str, message: str):
         super().__init__(message)
@@ -31,6 +32,10 @@ class ImageError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ImageError(InputError):
+    """A per-image problem (an image that cannot be decoded, or is too large)."""
 
 
 def decode_image(data: bytes, color: str = "rgb", max_pixels: int = 40_000_000) -> np.ndarray:

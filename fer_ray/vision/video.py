@@ -38,6 +38,7 @@ import numpy as np
 
 from fer_ray.config import COLORS
 from fer_ray.schema import VideoStatus
+from fer_ray.vision.decode import InputError
 
 Source = str | os.PathLike | BinaryIO  # a path, or a file object with read, seek and tell
 
@@ -49,16 +50,8 @@ READ_BLOCK = 1 << 20
 SLOT_EPSILON = 1e-9
 
 
-class VideoError(Exception):
+class VideoError(InputError):
     """A per-video problem: `status` is a VideoStatus, `message` says what was found."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)
