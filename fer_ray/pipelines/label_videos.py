@@ -184,6 +184,6 @@ def make_summary(cfg: LabelVideosConfig, staged: runs.StagedRun, totals: dict, a
     elapsed = time.time() - staged.started
     summary["elapsed_s"] = round(elapsed, 2)
     summary["frames_per_s"] = round(attempt.get("frames_sampled", 0) / elapsed, 2) if elapsed else 0.0
-    for folder in (*FOLDERS, "webvtt"):
+    for folder in (*FOLDERS, "webvtt", "timelines"):
         summary[f"{folder}_uri"] = staged.uri(folder)
     return summary

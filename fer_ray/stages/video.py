@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from fer_ray import schema, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
+from fer_ray.plots import timeline_png
 from fer_ray.schema import Status, VideoStatus
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision import timeline, tracking
@@ -210,14 +211,19 @@ class LabelVideoStage(Stage):
     def label(self, video: dict, segments: list[dict], faces: list[dict], started: float) -> list[dict]:
         classes = list(self.cfg.class_names)
         frames = self.frame_rows(faces)
-        tracks, runs = [], {}
+        tracks, runs, curves = [], {}, {}
         for track_id in sorted({f["track_id"] for f in frames}):
             mine = [f for f in frames if f["track_id"] == track_id]
             times, smoothed = [f["timestamp_s"] for f in mine], np.stack([f["smoothed"] for f in mine])
             tracks.append((track_id, timeline.summarize_track(times, smoothed, classes)))
             runs[track_id] = timeline.label_runs(times, smoothed, classes, self.cfg.min_run_s)
-        uri = storage.join(self.cfg.run_uri, "webvtt", vtt_name(str(video["video_uri"])))
+            curves[track_id] = (np.asarray(times), smoothed)
+        name = vtt_name(str(video["video_uri"]))
+        uri = storage.join(self.cfg.run_uri, "webvtt", name)
         storage.write_bytes(uri, timeline.webvtt(runs).encode(), self.cfg.retry)
+        picture = timeline_png(curves, classes, title=posixpath.basename(str(video["video_uri"])))
+        storage.write_bytes(storage.join(self.cfg.run_uri, "timelines", name[:-len(".vtt")] + ".png"), picture,
+                            self.cfg.retry)
         summary = timeline.summarize_video([s for _, s in tracks], classes)
         stopped = next((s for s in segments if s["status"]), None)
         status = stopped["status"] if stopped else VideoStatus.OK if frames else VideoStatus.NO_FACE

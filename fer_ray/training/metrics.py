@@ -5,25 +5,20 @@ shards of a validation set can be combined by adding their matrices. Accuracy an
 macro-F1 follow scikit-learn's definitions (``accuracy_score``,
 ``f1_score(average="macro")``) without depending on it.
 
-Plots are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas rather
-than through pyplot: pyplot keeps global state (current figure, chosen backend) that
-is not safe in Ray workers running several trials in one process, and the figures
-would otherwise have to be closed by hand to free their memory.
+Plots are drawn as fer_ray/plots.py draws every figure (no pyplot).
 """
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from fer_ray.plots import figure, palette, png
 
 ANNOTATE_MAX_CLASSES = 12  # above this, cell percentages are unreadable
 LEGEND_MAX_TRIALS = 10     # trials_png names only this many (the best) in its legend
-DPI = 100
 
 
 # ---------------------------------------------------------------- numbers
@@ -136,7 +131,7 @@ def confusion_png(confusion: np.ndarray, class_names: Sequence[str], title: str 
     k = confusion.shape[0]
     rates = normalised_confusion(confusion)
     side = min(max(6.0, 0.25 * k + 3.0), 18.0)
-    fig = _figure(side + 1.5, side)
+    fig = figure(side + 1.5, side)
     ax = fig.add_subplot()
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     font = 10 if k <= ANNOTATE_MAX_CLASSES else 8 if k <= 24 else 7
@@ -154,7 +149,7 @@ def confusion_png(confusion: np.ndarray, class_names: Sequence[str], title: str 
         _annotate_cells(ax, rates, confusion.sum(axis=1) > 0, font - 1)
     colour_bar = fig.colorbar(image, ax=ax, format=PercentFormatter(xmax=1.0), shrink=0.8)
     colour_bar.set_label("share of the true class")
-    return _png(fig)
+    return png(fig)
 
 
 def _annotate_cells(ax, rates: np.ndarray, has_samples: np.ndarray, font: int) -> None:
@@ -169,12 +164,12 @@ def learning_curve_png(history: list[dict]) -> bytes:
     """PNG with losses per epoch on the left and validation accuracy / macro-F1 on a
     fixed 0..1 axis on the right (so runs can be compared by eye). Missing or None
     values are skipped point by point; markers keep a 1-epoch run visible."""
-    fig = _figure(12.0, 4.5)
+    fig = figure(12.0, 4.5)
     losses, scores = fig.subplots(1, 2)
     _plot_keys(losses, history, ("train_loss", "val_loss"), "loss")
     _plot_keys(scores, history, ("val_accuracy", "val_macro_f1"), "score")
     scores.set_ylim(0.0, 1.0)
-    return _png(fig)
+    return png(fig)
 
 
 def _plot_keys(ax, history: list[dict], keys: Sequence[str], ylabel: str) -> None:
@@ -231,19 +226,19 @@ def trials_png(trials: dict[str, list[dict]], metric: str = "val_macro_f1",
     series = {name: _series(history, metric) for name, history in trials.items()}
     finals = {name: values[-1] for name, (_, values) in series.items() if values}
     ranked = sorted(finals, key=finals.get, reverse=(mode == "max"))
-    fig = _figure(15.0, max(5.0, 0.18 * len(ranked) + 1.5))
+    fig = figure(15.0, max(5.0, 0.18 * len(ranked) + 1.5))
     lines, bars = fig.subplots(1, 2, width_ratios=[3, 2])
     _plot_trial_lines(lines, series, ranked, labels, metric)
     _plot_final_bars(bars, finals, ranked, labels, metric)
     missing = len(trials) - len(ranked)
     fig.suptitle(f"{len(ranked)} trials" + (f", {missing} without {metric}" if missing else ""))
-    return _png(fig)
+    return png(fig)
 
 
 def _plot_trial_lines(ax, series: dict, ranked: list[str], labels: Mapping[str, str],
                       metric: str) -> None:
     named = ranked[:LEGEND_MAX_TRIALS]
-    colours = dict(zip(named, _palette(len(named))))
+    colours = dict(zip(named, palette(len(named))))
     for name in reversed(ranked):  # best drawn last, on top
         epochs, values = series[name]
         if name in colours:
@@ -266,7 +261,7 @@ def _plot_final_bars(ax, finals: dict[str, float], ranked: list[str],
                      labels: Mapping[str, str], metric: str) -> None:
     font = 9 if len(ranked) <= 16 else 6
     positions = np.arange(len(ranked))
-    colours = _palette(min(len(ranked), LEGEND_MAX_TRIALS))
+    colours = palette(min(len(ranked), LEGEND_MAX_TRIALS))
     colours += ["0.6"] * (len(ranked) - len(colours))
     ax.barh(positions, [finals[name] for name in ranked], color=colours)
     ax.set_yticks(positions, [labels.get(name, name) for name in ranked], fontsize=font)
@@ -276,22 +271,3 @@ def _plot_final_bars(ax, finals: dict[str, float], ranked: list[str],
     ax.set_xlabel(f"final {metric}")
     ax.margins(x=0.15)
     ax.grid(axis="x", alpha=0.3)
-
-
-def _palette(count: int) -> list:
-    """Distinct colours for at most LEGEND_MAX_TRIALS series (matplotlib's tab10)."""
-    from matplotlib import colormaps
-    return [colormaps["tab10"](i) for i in range(count)]
-
-
-def _figure(width: float, height: float) -> Figure:
-    """A Figure bound to the Agg canvas, without going through pyplot."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()

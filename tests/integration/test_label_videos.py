@@ -7,6 +7,8 @@ import os
 import re
 from collections import Counter
 
+import cv2
+import numpy as np
 import pytest
 
 from fer_ray import cli, storage
@@ -93,6 +95,10 @@ def test_webvtt_and_the_expression_change(local_run):
     cues = webvtt_cues(videos["expression.mp4"][0]["webvtt"])
     assert cues and all(text.startswith("track 0: ") for _, _, text in cues)
     assert len(webvtt_cues(videos["two_faces.mp4"][0]["webvtt"])) >= 2
+    for name in ("expression.mp4", "two_faces.mp4", "empty.mp4"):  # a picture per video that was decoded
+        picture = storage.read_bytes(videos[name][0]["webvtt"].replace("/webvtt/", "/timelines/")[:-4] + ".png")
+        image = cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape[1] == 900, name
     runs = sorted(by_name(local_run, "segments")["expression.mp4"], key=lambda r: r["start_s"])
     assert runs[0]["label"] == "neutral"
     change = next(r["start_s"] for r in runs if r["label"] == "sad")

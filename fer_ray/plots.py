@@ -1,0 +1,57 @@
+"""PNG figures, drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas rather than
+through pyplot: pyplot keeps global state (current figure, chosen backend) that is not safe
+in Ray workers running several tasks in one process, and its figures would have to be
+closed by hand to free their memory."""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+TIMELINE_MAX_TRACKS = 8  # a video's timeline shows its longest tracks, this many at most
+
+
+def figure(width: float, height: float) -> Figure:
+    """A Figure bound to the Agg canvas, without going through pyplot."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def palette(count: int) -> list:
+    """Distinct colours for at most 10 series (matplotlib's tab10)."""
+    from matplotlib import colormaps
+    return [colormaps["tab10"](i % 10) for i in range(count)]
+
+
+def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
+                 title: str = "") -> bytes:
+    """One panel per track (the longest TIMELINE_MAX_TRACKS): each class's smoothed probability
+    over the video's time, on one shared time axis. tracks: id -> (times_s, probabilities (n, C))."""
+    shown = sorted(tracks, key=lambda t: -len(tracks[t][0]))[:TIMELINE_MAX_TRACKS] or []
+    fig = figure(9, 1.2 + 1.6 * max(len(shown), 1))
+    axes = fig.subplots(max(len(shown), 1), 1, sharex=True, squeeze=False)[:, 0]
+    colours = palette(len(class_names))
+    for ax, track in zip(axes, sorted(shown)):
+        times, probabilities = tracks[track]
+        for i, name in enumerate(class_names):
+            ax.plot(times, np.asarray(probabilities)[:, i], color=colours[i], label=name, linewidth=1.2)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"track {track}")
+    if not shown:
+        axes[0].text(0.5, 0.5, "no face found", ha="center", va="center", transform=axes[0].transAxes)
+    axes[-1].set_xlabel("time in the video (s)")
+    axes[0].set_title(title, fontsize=10)
+    if shown:
+        axes[0].legend(loc="upper right", fontsize=7, ncol=min(len(class_names), 4))
+    return png(fig)
