@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import psutil
 
@@ -37,6 +38,30 @@ def run_job_with_no_cluster(entrypoint: list[str], cwd: str, timeout: int = 90) 
                           timeout=timeout)
 
 
+@dataclass(frozen=True)
+class Served:
+    """One GET the S3 server answered: the object's path (/bucket/key), the Range header
+    ('' for a whole-object read) and the body bytes sent."""
+    path: str
+    range: str
+    size: int
+
+
+def counting_gets(app, served: list[Served]):
+    """The WSGI app, recording each GET's path, Range header and body size in `served`."""
+    def counted(environ, start_response):
+        body = app(environ, start_response)
+        if environ["REQUEST_METHOD"] != "GET":
+            return body
+        try:
+            chunks = list(body)  # moto's bodies are in memory already
+        finally:
+            getattr(body, "close", lambda: None)()
+        served.append(Served(environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE", ""), sum(map(len, chunks))))
+        return chunks
+    return counted
+
+
 class S3Server:
     """moto in server mode on 127.0.0.1, reached over HTTP exactly like AWS. It can be
     stopped and started again on the same port (an outage): moto keeps its buckets in the
@@ -49,6 +74,7 @@ class S3Server:
         self.server = None
         self.live: set[socket.socket] = set()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.served: list[Served] = []  # every GET answered, so tests can see how objects were read
 
     def start(self) -> "S3Server":
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -65,7 +91,7 @@ class S3Server:
                 live.discard(self.connection)
                 super().finish()
 
-        app = DomainDispatcherApplication(create_backend_app)
+        app = counting_gets(DomainDispatcherApplication(create_backend_app), self.served)
         self.server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=TrackedHandler)
         self.serving = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.serving.start()

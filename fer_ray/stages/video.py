@@ -9,7 +9,6 @@ resumable, and no video is blamed).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import posixpath
 import re
 import time
@@ -175,8 +174,21 @@ class SegmentStage(Stage):
 
 
 def chunked(items, size: int):
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
+    """Lists of `size` items. When `items` fails part-way, the items it gave before the failure
+    come out first (a partial chunk), then the failure: a segment keeps the frames decoded
+    before a damaged packet."""
+    chunk = []
+    try:
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except Exception as failure:
+        if chunk:
+            yield chunk
+        raise failure from None
+    if chunk:
         yield chunk
 
 
