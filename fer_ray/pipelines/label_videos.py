@@ -15,7 +15,6 @@ import json
 import time
 from collections import Counter
 
-import numpy as np
 import pyarrow as pa
 import ray.data
 from ray.data._internal.logical.interfaces import LogicalPlan
@@ -24,16 +23,15 @@ from fer_ray import config, schema, storage
 from fer_ray.config import VIDEO_EXTENSIONS, ConfigError, LabelVideosConfig, PreprocessConfig
 from fer_ray.datasets import RowsDatasource
 from fer_ray.datasets.common import Lister
-from fer_ray.face68 import N_POINTS
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.predict import preprocess_config
 from fer_ray.pipelines.synthesize import sort_shuffle
 from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
-from fer_ray.schema import VideoStatus, face_array
+from fer_ray.schema import VideoStatus
 from fer_ray.stages.base import apply_group_stage, apply_stage
-from fer_ray.stages.classify import classify
+from fer_ray.stages.classify import classifier_arrays, classify
 from fer_ray.stages.face import FaceStage
 from fer_ray.stages.video import LabelVideoStage, ProbeStage, ReduceSettings, SegmentSettings, SegmentStage
 
@@ -149,15 +147,11 @@ def one_row_per_block(ds: ray.data.Dataset) -> ray.data.Dataset:
 
 
 def classifier_inputs(batch: dict, face_shape: tuple[int, int, int]) -> dict:
-    """Segment-stage rows -> the classify stage's arrays; rows without a face carry a blank crop
-    (they are classified with the rest, and their probabilities ignored)."""
-    blank = np.zeros(face_shape, np.uint8)
-    faces = np.stack([face_array(face, shape).reshape(face_shape) if is_face else blank
-                      for face, shape, is_face in zip(batch["face"], batch["face_shape"], batch["is_face"])])
+    """Segment-stage rows -> the classify stage's arrays; rows without a face (the segment rows)
+    carry a blank crop. The crop's landmarks are kept as they are for frames/."""
+    arrays = classifier_arrays(batch["face"], batch["face_shape"], batch["is_face"], batch["landmarks"], face_shape)
     rest = {key: value for key, value in batch.items() if key not in ("face", "face_shape")}
-    landmarks = np.stack([np.asarray(v, np.float32) for v in batch["landmarks"]]).reshape(-1, N_POINTS, 2)
-    return {**rest, "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)), "landmarks": landmarks,
-            "crop_landmarks": batch["landmarks"]}
+    return {**rest, **arrays, "crop_landmarks": batch["landmarks"]}
 
 
 def without_pixels(batch: dict) -> pa.Table:

@@ -24,15 +24,13 @@ from fer_ray import config, storage
 from fer_ray.config import ConfigError, FaceConfig, PredictConfig, PreprocessConfig, RetryConfig, apply_dict
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
-from fer_ray.face68 import N_POINTS
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
 from fer_ray.runtime import LIGHT_CPUS, Capacity, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
-from fer_ray.schema import face_array
 from fer_ray.stages.base import apply_stage
-from fer_ray.stages.classify import classify
+from fer_ray.stages.classify import classifier_arrays, classify
 from fer_ray.stages.face import FaceStage
 
 KEEP = ("source_uri", "face_index", "status", "error", "n_faces", "bbox", "det_score")
@@ -65,14 +63,11 @@ def preprocess_config(state: dict, cfg: PredictConfig) -> PreprocessConfig:
     return face_cfg
 
 
-def model_inputs(batch: dict) -> dict:
-    """FaceStage rows -> the classify stage's arrays; rows without a face carry a blank crop."""
-    faces = np.stack([face_array(face, shape) for face, shape in zip(batch["face"], batch["face_shape"])])
-    faces = faces[..., None] if faces.ndim == 3 else faces
-    keep = {key: batch[key] for key in (*KEEP, "is_manifest")}
-    return {**keep, "has_face": np.asarray(batch["is_face"], bool),
-            "image": np.ascontiguousarray(faces.transpose(0, 3, 1, 2)),
-            "landmarks": np.stack(batch["landmarks"]).astype(np.float32).reshape(-1, N_POINTS, 2)}
+def model_inputs(batch: dict, face_shape: tuple[int, int, int]) -> dict:
+    """FaceStage rows -> the classify stage's arrays (a blank crop where no face was found)."""
+    has_face = np.asarray(batch["is_face"], bool)
+    arrays = classifier_arrays(batch["face"], batch["face_shape"], has_face, batch["landmarks"], face_shape)
+    return {**{key: batch[key] for key in (*KEEP, "is_manifest")}, "has_face": has_face, **arrays}
 
 
 def output_rows(batch: dict, class_names: tuple[str, ...]) -> pa.Table:
@@ -173,7 +168,9 @@ def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, 
     workers = actor_pool_size(cfg.workers, cfg.num_gpus, reserved_cpus, gpu_shares_taken=1)
     ds = apply_stage(ds, FaceStage, face_cfg, workers=workers, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus)
     ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
-    ds = ds.map_batches(model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
+    face = face_cfg.face
+    ds = ds.map_batches(model_inputs, fn_args=((face.size, face.size, face.channels),), batch_format="numpy",
+                        num_cpus=LIGHT_CPUS)
     # One classifier actor, light beside the face actors (one forward pass per batch of crops);
     # on GPUs it holds one GPU share, as a face actor does.
     ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus)

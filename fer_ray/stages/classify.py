@@ -11,10 +11,12 @@ import numpy as np
 import ray.data
 import torch
 
+from fer_ray.face68 import N_POINTS
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import get_spec
 from fer_ray.models.inputs import Batcher
 from fer_ray.runtime import actor_pool_size
+from fer_ray.schema import face_array
 from fer_ray.stages.base import Stage, apply_stage
 
 
@@ -55,6 +57,17 @@ class ClassifyStage(Stage):
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()
         out = {key: value for key, value in batch.items() if key not in ("image", "landmarks")}
         return {**out, "probabilities": probabilities, "prediction": probabilities.argmax(1)}
+
+
+def classifier_arrays(faces, shapes, is_face, landmarks, face_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Face-stage columns -> ClassifyStage's 'image' (B, C, H, W) uint8 and 'landmarks' (B, 68, 2).
+    Rows without a face carry a blank crop of face_shape (h, w, c): they are classified with
+    the rest, and their probabilities are for the caller to ignore."""
+    blank = np.zeros(face_shape, np.uint8)
+    images = np.stack([face_array(face, shape).reshape(face_shape) if found else blank
+                       for face, shape, found in zip(faces, shapes, is_face)])
+    points = np.stack([np.asarray(flat, np.float32) for flat in landmarks]).reshape(-1, N_POINTS, 2)
+    return {"image": np.ascontiguousarray(images.transpose(0, 3, 1, 2)), "landmarks": points}
 
 
 def channels_last(value: torch.Tensor | None) -> torch.Tensor | None:

@@ -17,7 +17,7 @@ from fer_ray.config import TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import create_model
-from fer_ray.stages.classify import ClassifySettings, ClassifyStage
+from fer_ray.stages.classify import ClassifySettings, ClassifyStage, classifier_arrays
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MEAN, STD = 100.0, 40.0
@@ -65,7 +65,7 @@ def test_on_a_gpu_the_probabilities_are_the_cpus(checkpoint):
 CLASSIFY_IN_A_FRESH_PROCESS = """
 import json, sys
 import numpy as np
-from fer_ray.stages.classify import ClassifySettings, ClassifyStage
+from fer_ray.stages.classify import ClassifySettings, ClassifyStage, classifier_arrays
 batch = {"image": np.zeros((2, 1, 48, 48), np.uint8), "landmarks": np.zeros((2, 68, 2), np.float32)}
 ClassifyStage(ClassifySettings(sys.argv[1]))(batch)
 print(json.dumps(sorted(name for name in sys.modules if name == "ray.train" or name.startswith("ray.train."))))
@@ -80,3 +80,18 @@ def test_a_classify_actor_never_imports_ray_train(checkpoint):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_classifier_arrays_lay_out_faces_and_blank_the_rows_without_one(channels):
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (4, 5, channels), dtype=np.uint8) for _ in range(2)]
+    points = [rng.normal(size=136).astype(np.float32) for _ in range(3)]
+    arrays = classifier_arrays([faces[0].tobytes(), b"", faces[1].tobytes()], [(4, 5, channels), (0, 0, 0),
+                               (4, 5, channels)], [True, False, True], points, (4, 5, channels))
+    image = arrays["image"]
+    assert image.shape == (3, channels, 4, 5) and image.dtype == np.uint8 and image.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(image[0], faces[0].transpose(2, 0, 1))
+    np.testing.assert_array_equal(image[2], faces[1].transpose(2, 0, 1))
+    assert not image[1].any()
+    np.testing.assert_array_equal(arrays["landmarks"][1], points[1].reshape(68, 2))
