@@ -360,6 +360,27 @@ CHOICES["format"] = PREDICT_FORMATS
 CHOICES["detector"] = DETECTORS  # or '' (the checkpoint's), as for precision
 CHOICES["precision"] = PRECISIONS
 CHECKPOINT_FACE = "'' = as in the checkpoint's face settings"
+# The face settings a job that applies a checkpoint may change for this machine (predict,
+# label-videos); every other face setting is the checkpoint's own.
+FACE_OVERRIDES = {
+    "detector": f"face detector; {CHECKPOINT_FACE}",
+    "detector_model": f"path or URI of the detector's weights on this machine; {CHECKPOINT_FACE}",
+    "landmark_model": f"path or URI of the landmark weights on this machine; {CHECKPOINT_FACE}",
+    "precision": f"FAN precision on GPU: fp32, bf16 or fp16; {CHECKPOINT_FACE} (fp32 on CPU)",
+}
+
+
+def face_override(name: str):
+    return opt("", FACE_OVERRIDES[name])
+
+
+def check_face_overrides(cfg) -> None:
+    """The overrides of a config with FACE_OVERRIDES' fields and num_gpus."""
+    for name in ("detector", "precision"):
+        if getattr(cfg, name):  # '' = the checkpoint's
+            _choice(name, getattr(cfg, name), CHOICES[name])
+    if cfg.precision not in ("", "fp32") and not cfg.num_gpus:
+        raise ConfigError(f"precision: {show(cfg.precision)} needs a GPU (num_gpus > 0); use fp32 on CPU")
 
 
 @dataclass
@@ -373,10 +394,10 @@ class PredictConfig:
     format: str = opt("auto", "auto = by the output's name: .parquet or .csv one file of that format, anything "
                               "else a directory of Parquet shards; parquet, csv: one file, whose name must end in "
                               ".parquet/.csv; shards: a directory, whatever its name")
-    detector: str = opt("", f"face detector; {CHECKPOINT_FACE}")
-    detector_model: str = opt("", f"path or URI of the detector's weights on this machine; {CHECKPOINT_FACE}")
-    landmark_model: str = opt("", f"path or URI of the landmark weights on this machine; {CHECKPOINT_FACE}")
-    precision: str = opt("", f"FAN precision on GPU: fp32, bf16 or fp16; {CHECKPOINT_FACE} (fp32 on CPU)")
+    detector: str = face_override("detector")
+    detector_model: str = face_override("detector_model")
+    landmark_model: str = face_override("landmark_model")
+    precision: str = face_override("precision")
     num_gpus: float = opt(0.0, "GPUs per face actor, and for the one classifier actor beside them; > 0 runs "
                                "fan, sfd, blazeface and the model on CUDA")
     workers: int = opt(0, "face-stage actors; 0 = one per available CPU (with num_gpus: as many as the GPUs "
@@ -390,9 +411,7 @@ class PredictConfig:
     def validate(self) -> None:
         _required_uris(self, "checkpoint", "input", "output")
         _choice("format", self.format, PREDICT_FORMATS)
-        for name in ("detector", "precision"):
-            if getattr(self, name):  # '' = the checkpoint's
-                _choice(name, getattr(self, name), CHOICES[name])
+        check_face_overrides(self)
         suffix = FILE_SUFFIXES.get(self.format)
         if suffix and not self.output.lower().endswith(suffix):
             raise ConfigError(f"format: {show(self.format)} writes one {suffix} file, but output "
@@ -402,8 +421,6 @@ class PredictConfig:
         for name in ("workers", "num_gpus", "rows_per_file"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
-        if self.precision not in ("", "fp32") and not self.num_gpus:
-            raise ConfigError(f"precision: {show(self.precision)} needs a GPU (num_gpus > 0); use fp32 on CPU")
         self.retry.validate()
 
     @property
@@ -435,10 +452,10 @@ class LabelVideosConfig:
     min_iou: float = opt(0.3, "tracking: least box overlap (IoU) that links a face to a track")
     max_lost_s: float = opt(1.0, "tracking: seconds a track may go unseen and still be continued")
     max_pixels: int = opt(40_000_000, "videos with more pixels per frame than this are refused (too_large)")
-    detector: str = opt("", f"face detector; {CHECKPOINT_FACE}")
-    detector_model: str = opt("", f"path or URI of the detector's weights on this machine; {CHECKPOINT_FACE}")
-    landmark_model: str = opt("", f"path or URI of the landmark weights on this machine; {CHECKPOINT_FACE}")
-    precision: str = opt("", f"FAN precision on GPU: fp32, bf16 or fp16; {CHECKPOINT_FACE} (fp32 on CPU)")
+    detector: str = face_override("detector")
+    detector_model: str = face_override("detector_model")
+    landmark_model: str = face_override("landmark_model")
+    precision: str = face_override("precision")
     num_gpus: float = opt(0.0, "GPUs per segment actor, and for the one classifier actor beside them")
     workers: int = opt(0, "segment actors (decode + faces + tracking); 0 = one per available CPU")
     batch_size: int = opt(16, "sampled frames per face-detection call (a segment's frames go in such chunks)")
@@ -450,9 +467,7 @@ class LabelVideosConfig:
 
     def validate(self) -> None:
         _required_uris(self, "checkpoint", "input", "output")
-        for name in ("detector", "precision"):
-            if getattr(self, name):  # '' = the checkpoint's
-                _choice(name, getattr(self, name), CHOICES[name])
+        check_face_overrides(self)
         for name in ("segment_s", "batch_size", "classify_batch_size", "max_pixels"):
             _positive(name, getattr(self, name))
         for name in ("fps", "overlap_s", "preroll_s", "smooth_s", "min_run_s", "max_lost_s", "workers",
@@ -467,8 +482,6 @@ class LabelVideosConfig:
         if self.overlap_s >= self.segment_s:
             raise ConfigError(f"overlap_s: {show(self.overlap_s)} must be shorter than segment_s "
                               f"({show(self.segment_s)})")
-        if self.precision not in ("", "fp32") and not self.num_gpus:
-            raise ConfigError(f"precision: {show(self.precision)} needs a GPU (num_gpus > 0); use fp32 on CPU")
         self.retry.validate()
 
 
