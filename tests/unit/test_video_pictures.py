@@ -1,21 +1,27 @@
 """label-videos' pictures without Ray: which face stands for a track (thumbnails), the timeline
-with them, annotated frames and their H.264 file, and which videos are annotated."""
+with them, annotated frames and their H.264 file, which videos are annotated, and the reduce's
+annotation of videos that stop part-way, cannot be read, or go to S3."""
 from __future__ import annotations
+
+import io
+import os
 
 import av
 import cv2
 import numpy as np
 import pytest
 
-from fer_ray.config import ConfigError, LabelVideosConfig
+from fer_ray import storage
+from fer_ray.config import ConfigError, LabelVideosConfig, RetryConfig
 from fer_ray.pipelines.label_videos import mark_annotated
 from fer_ray.plots import timeline_png
 from fer_ray.schema import VIDEO_INPUTS, row
-from fer_ray.stages.video import keep_thumbnails, thumbnails
+from fer_ray.stages.video import LabelVideoStage, ReduceSettings, keep_thumbnails, thumbnails
 from fer_ray.vision.annotate import H264Writer, annotated_frames, marks_by_time
 from fer_ray.vision.decode import decode_image
 from fer_ray.vision.draw import track_colour
 from fer_ray.vision.video import DecodedFrame
+from tests.videos import write_video
 
 CLASSES = ["angry", "happy", "neutral"]
 
@@ -123,3 +129,49 @@ def test_annotate_must_be_a_whole_number_of_videos(value):
     cfg = LabelVideosConfig(input="in", output="out", annotate=value)
     with pytest.raises(ConfigError, match="annotate: "):
         cfg.validate()
+
+
+def annotate(run_uri: str, video_uri: str) -> tuple[str, str]:
+    """The per-video reduce's annotation of a whole video (one segment from 0 s, no faces)."""
+    stage = LabelVideoStage(ReduceSettings(run_uri, tuple(CLASSES), 1.0, 0.5, 0.3, 1.0, RetryConfig(), fps=5.0))
+    return stage.annotate({"video_uri": video_uri}, [{"start_s": 0.0}], [], "v")
+
+
+def annotated_frame_count(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def two_seconds(tmp_path_factory):
+    """50 frames at 25 fps (10 sampled at 5 fps), with the index first, and its first half."""
+    folder = tmp_path_factory.mktemp("annotate")
+    whole = write_video(folder / "whole.mp4", frames=50, container_options={"movflags": "faststart"})
+    (folder / "cut.mp4").write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    return folder
+
+
+def test_a_video_that_stops_part_way_is_annotated_up_to_there(two_seconds, tmp_path):
+    run = str(tmp_path / "run")
+    uri, error = annotate(run, str(two_seconds / "whole.mp4"))
+    assert uri == storage.join(run, "annotated", "v.mp4") and error == ""
+    assert annotated_frame_count(storage.read_bytes(uri)) == 10
+    uri, error = annotate(run, str(two_seconds / "cut.mp4"))
+    assert uri and error.startswith("annotated video stops early: ") and "truncated" in error
+    assert 0 < annotated_frame_count(storage.read_bytes(uri)) < 10
+
+
+def test_a_video_that_cannot_be_read_is_not_annotated_and_says_why(two_seconds, tmp_path):
+    run = str(tmp_path / "run")
+    assert annotate(run, str(two_seconds / "missing.mp4"))[0] == ""
+    assert annotate(run, str(two_seconds / "missing.mp4"))[1].startswith("not annotated: FileNotFoundError")
+    (tmp_path / "noise.mp4").write_bytes(os.urandom(5000))
+    uri, error = annotate(run, str(tmp_path / "noise.mp4"))
+    assert uri == "" and error.startswith("not annotated: not a readable video container")
+    assert not os.path.exists(tmp_path / "run" / "annotated")
+
+
+def test_annotated_videos_go_to_s3_in_chunks(two_seconds, bucket):
+    uri, error = annotate(f"{bucket}/annotate-run", str(two_seconds / "whole.mp4"))
+    assert (uri, error) == (f"{bucket}/annotate-run/annotated/v.mp4", "")
+    assert annotated_frame_count(storage.read_bytes(uri)) == 10
