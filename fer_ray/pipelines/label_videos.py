@@ -2,11 +2,12 @@
 
 The driver lists names only. Probing and segment planning run in Ray tasks; each time
 segment is decoded, searched for faces and tracked by a segment actor (detector and
-landmarks loaded once); the classifier actor adds probabilities and the crops are dropped;
-a per-video reduce (a Ray Data groupby on small rows) joins tracks across segment borders,
-smooths, summarises, cuts label runs and writes the video's WebVTT file. Every listed name
-gets exactly one videos/ row. Runs are staged, resumable per video and committed as the
-other jobs' (pipelines.runs).
+landmarks loaded once); the classifier actor adds probabilities and the crops are dropped
+(but one small thumbnail per track and segment); a per-video reduce (a Ray Data groupby on
+small rows) joins tracks across segment borders, smooths, summarises, cuts label runs and
+writes the video's WebVTT file and timeline PNG, and for the first `annotate` videos of the
+listing an annotated MP4. Every listed name gets exactly one videos/ row. Runs are staged,
+resumable per video and committed as the other jobs' (pipelines.runs).
 """
 from __future__ import annotations
 
