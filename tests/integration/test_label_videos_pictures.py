@@ -28,8 +28,8 @@ THUMBNAIL_STRIP = 900 // 8  # the timeline's left column (1 : 7 of its 900 px)
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("picture-videos")
-    video_faces.two_faces(folder / FIRST)
-    video_faces.expression_change(folder / SECOND)
+    video_faces.two_faces(folder / FIRST, seconds=3.0)  # two segments of 2 s each: a border to cross
+    video_faces.expression_change(folder / SECOND, seconds=3.0)
     return folder
 
 
