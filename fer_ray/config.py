@@ -460,6 +460,8 @@ class LabelVideosConfig:
     workers: int = opt(0, "segment actors (decode + faces + tracking); 0 = one per available CPU")
     batch_size: int = opt(16, "sampled frames per face-detection call (a segment's frames go in such chunks)")
     classify_batch_size: int = opt(256, "face crops per classifier forward pass")
+    annotate: int = opt(0, "an annotated MP4 (boxes, track ids, labels on the sampled frames) for the first N "
+                           "videos of the listing, by URI; 0 = none")
     restart: bool = opt(False, RESTART_HELP)
     rows_per_file: int = opt(0, "at least this many rows per output file (the unit a resumed run skips); "
                                 "0 = 16384")
@@ -477,6 +479,8 @@ class LabelVideosConfig:
                 raise ConfigError(f"{name}: {show(value)} must be a finite number >= 0")
         if not 0.0 < self.min_iou <= 1.0:
             raise ConfigError(f"min_iou: {show(self.min_iou)} must be in (0, 1]")
+        if isinstance(self.annotate, bool) or not isinstance(self.annotate, int) or self.annotate < 0:
+            raise ConfigError(f"annotate: {show(self.annotate)} must be a whole number of videos >= 0")
         if not math.isfinite(self.segment_s):
             raise ConfigError(f"segment_s: {show(self.segment_s)} must be finite")
         if self.overlap_s >= self.segment_s:

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 DPI = 100
 TIMELINE_MAX_TRACKS = 8  # a video's timeline shows its longest tracks, this many at most
+THUMBNAIL_RATIO = 7  # a timeline panel is this many times as wide as its face thumbnail
 
 
 def figure(width: float, height: float) -> Figure:
@@ -35,12 +36,23 @@ def palette(count: int) -> list:
 
 
 def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
-                 title: str = "") -> bytes:
+                 title: str = "", thumbnails: dict[int, np.ndarray] | None = None) -> bytes:
     """One panel per track (the longest TIMELINE_MAX_TRACKS): each class's smoothed probability
-    over the video's time, on one shared time axis. tracks: id -> (times_s, probabilities (n, C))."""
+    over the video's time, on one shared time axis. tracks: id -> (times_s, probabilities (n, C)).
+    With `thumbnails` (id -> grey or RGB uint8 face), each panel has its track's face at its left
+    (a blank square for a track without one), in a narrow column of its own."""
     shown = sorted(tracks, key=lambda t: -len(tracks[t][0]))[:TIMELINE_MAX_TRACKS] or []
     fig = figure(9, 1.2 + 1.6 * max(len(shown), 1))
-    axes = fig.subplots(max(len(shown), 1), 1, sharex=True, squeeze=False)[:, 0]
+    rows = max(len(shown), 1)
+    if thumbnails is None:
+        axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    else:
+        grid = fig.subplots(rows, 2, squeeze=False, gridspec_kw={"width_ratios": (1, THUMBNAIL_RATIO)})
+        axes = grid[:, 1]
+        for ax in axes[1:]:
+            ax.sharex(axes[0])
+        for ax, track in zip(grid[:, 0], sorted(shown) or [None]):
+            show_thumbnail(ax, thumbnails.get(track))
     colours = palette(len(class_names))
     for ax, track in zip(axes, sorted(shown)):
         times, probabilities = tracks[track]
@@ -55,3 +67,10 @@ def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: 
     if shown:
         axes[0].legend(loc="upper right", fontsize=7, ncol=min(len(class_names), 4))
     return png(fig)
+
+
+def show_thumbnail(ax, face: np.ndarray | None) -> None:
+    """A face in a panel of its own, without axes; nothing but the blank panel without one."""
+    ax.set_axis_off()
+    if face is not None:
+        ax.imshow(face, cmap="gray" if face.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")

@@ -301,17 +301,22 @@ VIDEOS = pa.schema([
     ("mean_probabilities", _float_list()),  # tracks' means weighted by face time
     ("classes", pa.list_(pa.string())),  # the class of each position of the probability lists
     ("webvtt", pa.string()),             # URI of the video's WebVTT file ('' if not decoded)
+    ("annotated", pa.string()),          # URI of its annotated MP4 ('' if not asked for, or none written)
+    ("annotate_error", pa.string()),     # why the annotated MP4 is missing or stops early ('' if fine)
     ("elapsed_s", pa.float64()),         # task seconds spent on the video (probe, segments, reduce)
 ])
 
-# What label-videos lists on the driver, one row per listed name: status '' = to be probed.
+# What label-videos lists on the driver, one row per listed name: status '' = to be probed;
+# annotate: the video gets an annotated MP4 (the first `annotate` videos of the listing).
 VIDEO_INPUTS = pa.schema([("video_uri", pa.string()), ("size", pa.int64()), ("status", pa.string()),
-                          ("error", pa.string())])
+                          ("error", pa.string()), ("annotate", pa.bool_())])
 
 # Between the stages of label-videos: the rows of one video's segments. The probe emits one
 # row per segment (segment_index >= 0) or one row for an input that is no video
 # (segment_index -1, status set); the segment stage keeps that row (frames_sampled, status,
-# error, elapsed_s filled) and adds one row per face found (is_face), crops included.
+# error, elapsed_s filled) and adds one row per face found (is_face), crops included. The
+# best face (highest det_score) of each local track keeps its crop as a PNG `thumbnail`
+# after the crops are dropped: the reduce shows one per video-wide track on the timeline.
 VIDEO_WORK_ROWS = pa.schema([
     *[f for f in VIDEOS if f.name in ("video_uri", "status", "error", "size", "codec", "width", "height",
                                       "duration_s", "fps", "n_segments", "frames_sampled", "elapsed_s")],
@@ -329,6 +334,8 @@ VIDEO_WORK_ROWS = pa.schema([
     ("local_track", pa.int32()),
     ("face", pa.binary()),
     ("face_shape", pa.list_(pa.int32(), 3)),
+    ("thumbnail", pa.binary()),          # PNG of the crop; b'' but on a local track's best face
+    ("annotate", pa.bool_()),            # as in VIDEO_INPUTS, on every row of the video
 ])
 # After classification: no pixels (the per-video reduce shuffles these), probabilities added.
 VIDEO_LABEL_ROWS = pa.schema([

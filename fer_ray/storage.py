@@ -18,8 +18,10 @@ import logging
 import os
 import posixpath
 import random
+import shutil
 import stat
 import time
+import typing
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, TypeVar
@@ -215,19 +217,31 @@ def write_bytes(uri: str, data: bytes, retry: RetryPolicy | None = None) -> None
     its target and renamed over it.
     """
     fs, path = resolve(uri)
-    retrying(f"write {uri}", lambda: _write_once(fs, path, data), retry)
+    retrying(f"write {uri}", lambda: _write_once(fs, path, lambda out: out.write(data)), retry)
 
 
-def _write_once(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+def upload_file(local_path: str, uri: str, retry: RetryPolicy | None = None) -> None:
+    """Copy a local file to `uri` in 1 MiB chunks (never whole in memory), visible whole as
+    with write_bytes."""
+    fs, path = resolve(uri)
+
+    def copy(out) -> None:
+        with open(local_path, "rb") as source:
+            shutil.copyfileobj(source, out, 1 << 20)
+
+    retrying(f"write {uri}", lambda: _write_once(fs, path, copy), retry)
+
+
+def _write_once(fs: pafs.FileSystem, path: str, write: Callable[[typing.BinaryIO], object]) -> None:
     fs.create_dir(posixpath.dirname(path), recursive=True)
     if isinstance(fs, pafs.S3FileSystem):
         with fs.open_output_stream(path) as stream:
-            stream.write(data)
+            write(stream)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -2,11 +2,12 @@
 
 The driver lists names only. Probing and segment planning run in Ray tasks; each time
 segment is decoded, searched for faces and tracked by a segment actor (detector and
-landmarks loaded once); the classifier actor adds probabilities and the crops are dropped;
-a per-video reduce (a Ray Data groupby on small rows) joins tracks across segment borders,
-smooths, summarises, cuts label runs and writes the video's WebVTT file. Every listed name
-gets exactly one videos/ row. Runs are staged, resumable per video and committed as the
-other jobs' (pipelines.runs).
+landmarks loaded once); the classifier actor adds probabilities and the crops are dropped
+(but one small thumbnail per track and segment); a per-video reduce (a Ray Data groupby on
+small rows) joins tracks across segment borders, smooths, summarises, cuts label runs and
+writes the video's WebVTT file and timeline PNG, and for the first `annotate` videos of the
+listing an annotated MP4. Every listed name gets exactly one videos/ row. Runs are staged,
+resumable per video and committed as the other jobs' (pipelines.runs).
 """
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ def input_row(entry: storage.Listed) -> dict:
     return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size)
 
 
+def mark_annotated(rows: list[dict], count: int) -> list[dict]:
+    """The first `count` videos of the listing by URI (names with a video extension that the
+    listing did not refuse) get an annotated MP4: the same ones in every run of a listing."""
+    chosen = set(sorted(row["video_uri"] for row in rows if not row["status"])[:count])
+    return [{**row, "annotate": row["video_uri"] in chosen} for row in rows]
+
+
 def check(cfg: LabelVideosConfig) -> tuple[str, dict, PreprocessConfig, list[dict], str]:
     """Values, checkpoint, face settings, weights, input and output, before any Ray work."""
     cfg.validate()
@@ -78,7 +86,7 @@ def check(cfg: LabelVideosConfig) -> tuple[str, dict, PreprocessConfig, list[dic
         raise ConfigError(f"input: {problem}")
     runs.check_output(cfg.input, cfg.output)
     rows, fingerprint = list_videos(cfg.input, cfg.retry)
-    return path, state, face_cfg, rows, fingerprint
+    return path, state, face_cfg, mark_annotated(rows, cfg.annotate), fingerprint
 
 
 def run_settings(cfg: LabelVideosConfig, path: str, face_cfg: PreprocessConfig) -> dict:
@@ -133,7 +141,7 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
                   batch_size=cfg.classify_batch_size)
     ds = ds.map_batches(without_pixels, batch_format="numpy", num_cpus=LIGHT_CPUS)
     reduce = ReduceSettings(staged.uri(), tuple(state["class_names"]), cfg.smooth_s, cfg.min_run_s, cfg.min_iou,
-                            cfg.max_lost_s, cfg.retry)
+                            cfg.max_lost_s, cfg.retry, cfg.fps, cfg.preroll_s, cfg.max_pixels)
     return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce)
 
 
@@ -166,6 +174,7 @@ def video_counts(rows: dict, keep: dict) -> dict:
     return {"inputs": int(videos.sum()), "frames": int(keep["frames"].sum()), "tracks": int(keep["tracks"].sum()),
             "label_runs": int(keep["segments"].sum()),
             "frames_sampled": int(rows["frames_sampled"][videos].sum()),
+            "annotated": int((rows["annotated"][videos] != "").sum()),
             "status": Counter(rows["status"][videos].tolist()),
             "dominant": Counter(d for d in rows["dominant"][videos].tolist() if d)}
 
@@ -173,11 +182,12 @@ def video_counts(rows: dict, keep: dict) -> dict:
 def make_summary(cfg: LabelVideosConfig, staged: runs.StagedRun, totals: dict, attempt: dict, state: dict) -> dict:
     summary = {"input": cfg.input, "output": cfg.output, "checkpoint": cfg.checkpoint, "fps": cfg.fps,
                "segment_s": cfg.segment_s, "classes": list(state["class_names"]), "inputs": 0, "frames": 0,
-               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "status": {}, "dominant": {},
+               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "annotated": 0, "status": {}, "dominant": {},
                **totals, **staged.report(), "units_run": attempt.get("inputs", 0)}
     elapsed = time.time() - staged.started
     summary["elapsed_s"] = round(elapsed, 2)
     summary["frames_per_s"] = round(attempt.get("frames_sampled", 0) / elapsed, 2) if elapsed else 0.0
     for folder in (*FOLDERS, "webvtt", "timelines"):
         summary[f"{folder}_uri"] = staged.uri(folder)
+    summary["annotated_uri"] = staged.uri("annotated") if cfg.annotate else ""
     return summary

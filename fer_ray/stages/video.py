@@ -1,5 +1,6 @@
 """The stages of `label-videos`: probe and plan segments, find and track faces in one segment,
-and the per-video reduce (join tracks, smooth, summarise, label runs, WebVTT).
+and the per-video reduce (join tracks, smooth, summarise, label runs, WebVTT, timeline PNG with
+a face per track, annotated MP4).
 
 Rows between them are schema.VIDEO_WORK_ROWS (with crops) and schema.VIDEO_LABEL_ROWS (after
 classification, without); the reduce emits schema.VIDEO_OUTPUT_ROWS. Every per-video problem
@@ -9,11 +10,15 @@ resumable, and no video is blamed).
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import posixpath
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 
+import av
 import cv2
 import numpy as np
 import pyarrow as pa
@@ -24,6 +29,9 @@ from fer_ray.plots import timeline_png
 from fer_ray.schema import Status, VideoStatus
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision import timeline, tracking
+from fer_ray.vision.annotate import H264Writer, annotated_frames, marks_by_time
+from fer_ray.vision.decode import decode_image
+from fer_ray.vision.draw import encode_png
 from fer_ray.vision.faces import FaceExtractor
 from fer_ray.vision.video import VideoError, decode_segment, plan_segments, probe
 
@@ -49,7 +57,8 @@ class SegmentSettings:
 
 @dataclass(frozen=True)
 class ReduceSettings:
-    """What the per-video reduce needs: where the run writes, and the label settings."""
+    """What the per-video reduce needs: where the run writes, the label settings, and how the
+    segments decoded (an annotated video decodes the same frames again)."""
     run_uri: str
     class_names: tuple[str, ...]
     smooth_s: float
@@ -57,6 +66,9 @@ class ReduceSettings:
     min_iou: float
     max_lost_s: float
     retry: RetryConfig
+    fps: float = 5.0
+    preroll_s: float = 2.0
+    max_pixels: int = 40_000_000
 
 
 def open_video(uri: str, retry: RetryConfig):
@@ -84,7 +96,7 @@ class ProbeStage(Stage):
         return schema.table_from_rows(out, schema.VIDEO_WORK_ROWS)
 
     def segments(self, row: dict) -> list[dict]:
-        base = {"video_uri": str(row["video_uri"]), "size": int(row["size"])}
+        base = {"video_uri": str(row["video_uri"]), "size": int(row["size"]), "annotate": bool(row["annotate"])}
         if row["status"]:
             return [work_row(**base, status=str(row["status"]), error=str(row["error"]))]
         started = time.time()
@@ -151,6 +163,7 @@ class SegmentStage(Stage):
         except (ValueError, RuntimeError, cv2.error) as err:  # one bad frame must not end the job
             status, error = VideoStatus.DECODE_ERROR, f"segment {index}: {type(err).__name__}: {err}"
         self.track(faces, start, end)
+        keep_thumbnails(faces)
         segment = {**row, "frames_sampled": sampled, "status": status, "error": error,
                    "elapsed_s": time.time() - started}
         return [segment, *({**row, **face} for face in faces)]
@@ -171,6 +184,15 @@ class SegmentStage(Stage):
         owned = tracking.owned_rows(times, start, end)
         for face, track, own in zip(faces, ids, owned):
             face["local_track"], face["owned"] = int(track), bool(own)
+
+
+def keep_thumbnails(faces: list[dict]) -> None:
+    """A PNG of the crop on each local track's best owned face (highest det_score), b'' on the
+    others: the crops are dropped after classification, these few go on to the reduce."""
+    best = tracking.best_of_each_track([f["local_track"] for f in faces], [f["det_score"] for f in faces],
+                                       [f["owned"] for f in faces])
+    for face, is_best in zip(faces, best):
+        face["thumbnail"] = encode_png(schema.face_array(face["face"], face["face_shape"])) if is_best else b""
 
 
 def chunked(items, size: int):
@@ -194,6 +216,12 @@ def chunked(items, size: int):
 
 # ---------------------------------------------------------------- per video
 
+# What may stop an annotated video without being the storage's fault: the video was removed
+# or cannot be decoded, or drawing or encoding refused it. Recorded, never failing the video.
+ANNOTATE_ERRORS = (FileNotFoundError, PermissionError, VideoError, av.FFmpegError, ValueError, RuntimeError,
+                   cv2.error)
+
+
 def output_row(**values) -> dict:
     return schema.row(schema.VIDEO_OUTPUT_ROWS, **{"label": "", **values})
 
@@ -204,9 +232,34 @@ def vtt_name(video_uri: str) -> str:
     return f"{stem}-{hashlib.sha1(video_uri.encode()).hexdigest()[:8]}.vtt"
 
 
+def owned_faces(faces: list[dict], min_iou: float, max_lost_s: float) -> list[tuple[int, dict]]:
+    """(video-wide track id, face) of the faces the segments own, by track and time: the
+    segments' local tracks joined across their borders."""
+    if not faces:
+        return []
+    column = {name: np.array([f[name] for f in faces]) for name in
+              ("segment_index", "local_track", "timestamp_s", "owned")}
+    boxes = np.stack([f["bbox"] for f in faces])
+    mapping = tracking.join_tracks(column["segment_index"], column["local_track"], column["timestamp_s"], boxes,
+                                   column["owned"], min_iou=min_iou, max_lost_s=max_lost_s)
+    ids = tracking.video_track_ids(mapping, column["segment_index"], column["local_track"])
+    kept = [(int(track), face) for track, face in zip(ids, faces) if face["owned"]]
+    kept.sort(key=lambda item: (item[0], item[1]["timestamp_s"]))
+    return kept
+
+
+def thumbnails(kept: list[tuple[int, dict]]) -> dict[int, np.ndarray]:
+    """Per video-wide track, the face of its best thumbnail (highest det_score) among those its
+    local tracks carried."""
+    best = tracking.best_of_each_track([track for track, _ in kept], [face["det_score"] for _, face in kept],
+                                       [len(face["thumbnail"]) > 0 for _, face in kept])
+    return {track: decode_image(face["thumbnail"]) for (track, face), chosen in zip(kept, best) if chosen}
+
+
 class LabelVideoStage(Stage):
     """All rows of one video (segment rows and face rows, no pixels) -> its frames/, tracks/,
-    segments/ (label runs) and videos/ rows; writes its WebVTT file under the run."""
+    segments/ (label runs) and videos/ rows; writes its WebVTT file and timeline PNG under the
+    run, and its annotated MP4 when the video is one of those to annotate."""
     num_cpus = 0.25
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -222,7 +275,8 @@ class LabelVideoStage(Stage):
 
     def label(self, video: dict, segments: list[dict], faces: list[dict], started: float) -> list[dict]:
         classes = list(self.cfg.class_names)
-        frames = self.frame_rows(faces)
+        kept = owned_faces(faces, self.cfg.min_iou, self.cfg.max_lost_s)
+        frames = self.frame_rows(kept)
         tracks, runs, curves = [], {}, {}
         for track_id in sorted({f["track_id"] for f in frames}):
             mine = [f for f in frames if f["track_id"] == track_id]
@@ -233,16 +287,18 @@ class LabelVideoStage(Stage):
         name = vtt_name(str(video["video_uri"]))
         uri = storage.join(self.cfg.run_uri, "webvtt", name)
         storage.write_bytes(uri, timeline.webvtt(runs).encode(), self.cfg.retry)
-        picture = timeline_png(curves, classes, title=posixpath.basename(str(video["video_uri"])))
-        storage.write_bytes(storage.join(self.cfg.run_uri, "timelines", name[:-len(".vtt")] + ".png"), picture,
-                            self.cfg.retry)
+        picture = timeline_png(curves, classes, title=posixpath.basename(str(video["video_uri"])),
+                               thumbnails=thumbnails(kept) or None)
+        stem = name[:-len(".vtt")]
+        storage.write_bytes(storage.join(self.cfg.run_uri, "timelines", stem + ".png"), picture, self.cfg.retry)
+        annotated, annotate_error = self.annotate(video, segments, frames, stem) if video["annotate"] else ("", "")
         summary = timeline.summarize_video([s for _, s in tracks], classes)
         stopped = next((s for s in segments if s["status"]), None)
         status = stopped["status"] if stopped else VideoStatus.OK if frames else VideoStatus.NO_FACE
         video_row = self.video_row(
             {**video, "status": status, "error": stopped["error"] if stopped else ""}, segments, started,
             n_faces=len(frames), n_tracks=summary.n_tracks, dominant=summary.dominant,
-            face_time_s=summary.face_time_s, webvtt=uri,
+            face_time_s=summary.face_time_s, webvtt=uri, annotated=annotated, annotate_error=annotate_error,
             mean_probabilities=[summary.mean_probabilities[c] for c in classes])
         return [*({**f, "video_uri": video["video_uri"], "is_frame": True} for f in frames),
                 *(self.track_row(video, track_id, s) for track_id, s in tracks),
@@ -251,18 +307,10 @@ class LabelVideoStage(Stage):
                   for track_id, track_runs in runs.items() for run in track_runs),
                 video_row]
 
-    def frame_rows(self, faces: list[dict]) -> list[dict]:
+    def frame_rows(self, kept: list[tuple[int, dict]]) -> list[dict]:
         """The owned faces with video-wide track ids and smoothed probabilities, by track and time."""
-        if not faces:
+        if not kept:
             return []
-        column = {name: np.array([f[name] for f in faces]) for name in
-                  ("segment_index", "local_track", "timestamp_s", "owned")}
-        boxes = np.stack([f["bbox"] for f in faces])
-        mapping = tracking.join_tracks(column["segment_index"], column["local_track"], column["timestamp_s"], boxes,
-                                       column["owned"], min_iou=self.cfg.min_iou, max_lost_s=self.cfg.max_lost_s)
-        ids = tracking.video_track_ids(mapping, column["segment_index"], column["local_track"])
-        kept = [(int(track), face) for track, face in zip(ids, faces) if face["owned"]]
-        kept.sort(key=lambda item: (item[0], item[1]["timestamp_s"]))
         probs = np.stack([np.asarray(face["probabilities"], np.float32) for _, face in kept])
         smoothed = timeline.smooth_tracks([t for t, _ in kept], [f["timestamp_s"] for _, f in kept], probs,
                                           self.cfg.smooth_s)
@@ -272,6 +320,36 @@ class LabelVideoStage(Stage):
                            probabilities=p, smoothed=s, label=names[int(s.argmax())], confidence=float(s.max()),
                            segment_index=face["segment_index"])
                 for (track, face), p, s in zip(kept, probs, smoothed)]
+
+    def annotate(self, video: dict, segments: list[dict], frames: list[dict], stem: str) -> tuple[str, str]:
+        """The video's sampled frames again, with their faces drawn, as annotated/<stem>.mp4.
+        Returns its URI and '' or, where decoding stopped part-way, what stopped it (the frames
+        before are in the file); or '' and why there is no file. Never fails the video."""
+        uri = storage.join(self.cfg.run_uri, "annotated", stem + ".mp4")
+        marks = marks_by_time(frames)
+        with tempfile.TemporaryDirectory(prefix="fer-ray-annotate-") as folder:
+            local = os.path.join(folder, stem + ".mp4")
+            try:
+                written, stopped = self.draw_video(str(video["video_uri"]), float(segments[0]["start_s"]), marks,
+                                                   local)
+            except ANNOTATE_ERRORS as err:
+                return "", f"not annotated: {type(err).__name__}: {storage.first_line(err)}"
+            if not written:
+                return "", f"not annotated: {stopped or 'no frame decoded'}"
+            storage.upload_file(local, uri, self.cfg.retry)
+        return uri, f"annotated video stops early: {stopped}" if stopped else ""
+
+    def draw_video(self, video_uri: str, start_s: float, marks: dict, path: str) -> tuple[int, str]:
+        """Decode the frames the segments sampled, draw, encode: (frames written, '' or why it stopped)."""
+        with open_video(video_uri, self.cfg.retry) as source, H264Writer(path) as writer:
+            decoded = decode_segment(source, start_s, math.inf, self.cfg.fps, "rgb", self.cfg.preroll_s,
+                                     self.cfg.max_pixels)
+            try:
+                for time_s, image in annotated_frames(decoded, marks):
+                    writer.write(time_s, image)
+            except VideoError as err:  # a stream that fails part-way: keep the frames before
+                return writer.frames, err.message
+        return writer.frames, ""
 
     def track_row(self, video: dict, track_id: int, s: timeline.TrackSummary) -> dict:
         classes = self.cfg.class_names

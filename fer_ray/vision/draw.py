@@ -1,4 +1,5 @@
-"""Contact sheets of aligned faces with their landmarks, for eyeballing a run."""
+"""Pictures for eyeballing a run: contact sheets of aligned faces with their landmarks, and
+video frames with each tracked face's box, track id and label (label-videos --annotate)."""
 from __future__ import annotations
 
 import cv2
@@ -16,6 +17,10 @@ LANDMARK_GROUPS = (
 )
 CAPTION_HEIGHT = 14
 CAPTION_FONT_SCALE = 0.35
+# Box colours (RGB) by track id: saturated and far from mid grey, so a box stays visible on any
+# background and after H.264's colour subsampling; the caption's text is black or white by brightness.
+TRACK_COLOURS = ((0, 230, 0), (255, 0, 255), (0, 200, 255), (255, 220, 0), (255, 120, 0), (40, 80, 255),
+                 (255, 40, 40), (150, 255, 150))
 
 
 def contact_sheet(faces: list[np.ndarray], landmarks: list[np.ndarray],
@@ -76,3 +81,38 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise ValueError(f"cannot encode an image of shape {image.shape} as PNG")
     return buffer.tobytes()
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    return TRACK_COLOURS[int(track_id) % len(TRACK_COLOURS)]
+
+
+def face_caption(track_id: int, label: str, confidence: float) -> str:
+    return f"#{int(track_id)} {label} {float(confidence):.2f}"
+
+
+def draw_tracked_faces(image: np.ndarray, boxes, track_ids, captions: list[str]) -> np.ndarray:
+    """A copy of a grey or RGB frame, as RGB, with each face's box (x0, y0, x1, y1) in its
+    track's colour and its caption on a band of that colour above the box (inside the box
+    where the box touches the frame's top)."""
+    out = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
+    side = min(out.shape[:2])
+    thickness = max(2, round(side / 240))  # 2 px up to 480p, thicker on larger frames
+    scale = max(0.35, side / 720)
+    for box, track, caption in zip(np.asarray(boxes, np.float64).reshape(-1, 4), track_ids, captions, strict=True):
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        colour = track_colour(track)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
+        _draw_caption(out, caption, (x0, y0), colour, scale)
+    return out
+
+
+def _draw_caption(image: np.ndarray, caption: str, corner: tuple[int, int], colour, scale: float) -> None:
+    (width, height), baseline = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    band = height + baseline + 2
+    x0 = max(min(corner[0], image.shape[1] - width - 4), 0)  # inside the frame on the right too
+    y0 = corner[1] - band if corner[1] >= band else max(corner[1], 0)
+    cv2.rectangle(image, (x0, y0), (x0 + width + 3, y0 + band), colour, -1)
+    ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+    cv2.putText(image, caption, (x0 + 2, y0 + height + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1, cv2.LINE_AA)
+

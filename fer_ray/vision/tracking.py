@@ -132,6 +132,21 @@ def owned_rows(timestamps_s, segment_start_s, segment_end_s) -> np.ndarray:
     return (times >= np.asarray(segment_start_s, np.float64)) & (times < np.asarray(segment_end_s, np.float64))
 
 
+def best_of_each_track(track_ids, scores, eligible=None) -> np.ndarray:
+    """True on one row per track: its eligible row with the highest score (the first such row on
+    a tie); tracks without an eligible row get none. Picks the face that stands for a track."""
+    tracks = np.asarray(track_ids, np.int64).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    eligible = np.ones(len(tracks), bool) if eligible is None else np.asarray(eligible, bool).reshape(-1)
+    best = np.zeros(len(tracks), bool)
+    rows = np.flatnonzero(eligible)
+    # by track, then highest score, then row: the first row of each track's run is its best
+    order = rows[np.lexsort((rows, -scores[rows], tracks[rows]))]
+    firsts = np.r_[True, tracks[order][1:] != tracks[order][:-1]] if len(order) else np.zeros(0, bool)
+    best[order[firsts]] = True
+    return best
+
+
 def join_tracks(segment_index, local_track, timestamps_s, boxes, owned=None, *,
                 min_iou: float = 0.3, max_lost_s: float = 1.0) -> dict[tuple[int, int], int]:
     """{(segment_index, local_track): video-wide track id} for one video's rows.

@@ -11,7 +11,15 @@ import math
 import numpy as np
 import pytest
 
-from fer_ray.vision.tracking import iou, join_tracks, owned_rows, pairwise_iou, track_faces, video_track_ids
+from fer_ray.vision.tracking import (
+    best_of_each_track,
+    iou,
+    join_tracks,
+    owned_rows,
+    pairwise_iou,
+    track_faces,
+    video_track_ids,
+)
 
 FPS = 5
 SECONDS = 10
@@ -252,3 +260,17 @@ def test_a_track_seen_only_in_overlap_rows_is_numbered_last():
     owned = [True, True, False, False]
     mapping = join_tracks(segment, local, times, boxes, owned)
     assert mapping == {(0, 0): 0, (1, 0): 0, (1, 1): 1}
+
+
+def test_best_of_each_track_picks_the_highest_eligible_score():
+    tracks = [0, 0, 0, 1, 1, 2, 3, 3]
+    scores = [0.5, 0.9, 0.7, 0.8, 0.8, 0.99, 0.4, 0.6]
+    eligible = [True, True, True, True, True, False, True, True]
+    best = best_of_each_track(tracks, scores, eligible)
+    assert best.tolist() == [False, True, False, True, False, False, False, True]  # a tie: the first row
+    assert best_of_each_track(tracks, scores).tolist()[5]  # track 2 has one when its row counts
+    assert best_of_each_track([], []).tolist() == []
+    shuffled = np.random.default_rng(0).permutation(len(tracks))
+    again = best_of_each_track(np.array(tracks)[shuffled], np.array(scores)[shuffled], np.array(eligible)[shuffled])
+    assert sorted(np.array(tracks)[shuffled][again].tolist()) == [0, 1, 3]
+    assert sorted(np.array(scores)[shuffled][again].tolist()) == [0.6, 0.8, 0.9]
