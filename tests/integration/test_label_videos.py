@@ -4,7 +4,6 @@ cut into 2 s segments so every video spans several; local files and a rerun. The
 on the S3 test server, through `ray job submit`: tests/jobs/test_label_videos_job.py."""
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 from collections import Counter
@@ -37,7 +36,8 @@ def write_inputs(folder: pathlib.Path) -> pathlib.Path:
     expression = video_faces.expression_change(folder / "expression.mp4", change_s=CHANGE_S).read_bytes()
     video_faces.two_faces(folder / "two_faces.mp4")
     video_faces.no_face(folder / "empty.mp4")
-    (folder / "corrupt.mp4").write_bytes(os.urandom(6000))
+    # seeded: some random bytes read as a subtitle (lrc) container, which is another status
+    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "notes.txt").write_text("not a video")
     # random bytes over the frame data, past the first second: the video's one keyframe is at

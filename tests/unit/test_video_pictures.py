@@ -165,7 +165,8 @@ def test_a_video_that_cannot_be_read_is_not_annotated_and_says_why(two_seconds, 
     run = str(tmp_path / "run")
     assert annotate(run, str(two_seconds / "missing.mp4"))[0] == ""
     assert annotate(run, str(two_seconds / "missing.mp4"))[1].startswith("not annotated: FileNotFoundError")
-    (tmp_path / "noise.mp4").write_bytes(os.urandom(5000))
+    # seeded: some random bytes read as a subtitle (lrc) container, which is another status
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
     uri, error = annotate(run, str(tmp_path / "noise.mp4"))
     assert uri == "" and error.startswith("not annotated: not a readable video container")
     assert not os.path.exists(tmp_path / "run" / "annotated")
