@@ -116,14 +116,6 @@ def test_a_rerun_labels_only_the_changed_and_the_new_videos(committed, capsys):
         assert storage.exists(webvtt.replace("/webvtt/", "/timelines/")[:-4] + ".png")
 
 
-def test_restart_labels_every_video_again(committed):
-    videos, output = committed
-    assert label(videos, output, "--restart") == 0
-    after = check_each_video_once(output, {path.name for path in videos.iterdir()})
-    assert not any(video["carried"] for video in after.values())
-    assert summary_of(output)["videos_carried"] == 0
-
-
 def committed_units(output: str) -> int:
     """Write tasks Ray has committed in the output's unfinished runs."""
     root = storage.join(output, results.CHECKPOINTS_DIR)
@@ -182,3 +174,29 @@ def test_failed_runs_leave_the_committed_result_as_it_was(ray_cluster, s3_server
     assert not thread.is_alive() and outcome.get("code") == 1, outcome
     assert storage.read_bytes(marker) == before
     assert read_output(output, "frames").equals(frames)
+
+
+def test_the_probe_carries_an_object_only_while_its_etag_is_the_committed_one(s3_server, bucket, originals):
+    from fer_ray import schema
+    from fer_ray.config import PreprocessConfig, RetryConfig
+    from fer_ray.stages.base import rows_batch
+    from fer_ray.stages.video import ProbeStage, SegmentSettings
+
+    uri = f"{bucket}/resume-videos/probe/a.mp4"
+    storage.write_bytes(uri, (originals / "a.mp4").read_bytes())
+    fs, path = storage.resolve(uri)
+    with fs.open_input_file(path) as source:
+        etag = source.metadata()["ETag"].decode()
+    face = PreprocessConfig(layout="folder", input="unused", output="unused")
+    stage = ProbeStage(SegmentSettings(face, 5, 2, 0.5, 2, 10**8, 0.3, 1, RetryConfig()))
+
+    def probed(committed_etag: str) -> list[dict]:
+        row = schema.row(schema.VIDEO_INPUTS, video_uri=uri, size=1000, mtime_ns=1, carried=True,
+                         etag=committed_etag)
+        return stage(rows_batch([row])).to_pylist()
+
+    (same,) = probed(etag)
+    assert same["carried"] and same["segment_index"] == -1 and same["etag"] == etag and not same["status"]
+    other = probed('"another-object"')  # rewritten since: probed and cut into segments again
+    assert [r["segment_index"] for r in other] == [0, 1] and not any(r["carried"] for r in other)
+    assert {r["etag"] for r in other} == {etag}
