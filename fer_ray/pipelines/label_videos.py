@@ -201,9 +201,11 @@ def without_pixels(batch: dict) -> pa.Table:
 
 def video_counts(rows: dict, keep: dict) -> dict:
     videos = keep["videos"]
+    labelled_here = videos & ~rows["carried"].astype(bool)
     return {"inputs": int(videos.sum()), "frames": int(keep["frames"].sum()), "tracks": int(keep["tracks"].sum()),
             "label_runs": int(keep["segments"].sum()), "videos_carried": int(rows["carried"][videos].sum()),
             "frames_sampled": int(rows["frames_sampled"][videos].sum()),
+            "frames_decoded": int(rows["frames_sampled"][labelled_here].sum()),  # carried videos' were not
             "status": Counter(rows["status"][videos].tolist()),
             "dominant": Counter(d for d in rows["dominant"][videos].tolist() if d)}
 
@@ -211,11 +213,12 @@ def video_counts(rows: dict, keep: dict) -> dict:
 def make_summary(cfg: LabelVideosConfig, staged: runs.StagedRun, totals: dict, attempt: dict, state: dict) -> dict:
     summary = {"input": cfg.input, "output": cfg.output, "checkpoint": cfg.checkpoint, "fps": cfg.fps,
                "segment_s": cfg.segment_s, "classes": list(state["class_names"]), "inputs": 0, "frames": 0,
-               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "videos_carried": 0, "status": {}, "dominant": {},
+               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "frames_decoded": 0,
+               "videos_carried": 0, "status": {}, "dominant": {},
                **totals, **staged.report(), "units_run": attempt.get("inputs", 0)}
     elapsed = time.time() - staged.started
     summary["elapsed_s"] = round(elapsed, 2)
-    summary["frames_per_s"] = round(attempt.get("frames_sampled", 0) / elapsed, 2) if elapsed else 0.0
+    summary["frames_per_s"] = round(attempt.get("frames_decoded", 0) / elapsed, 2) if elapsed else 0.0
     for folder in (*FOLDERS, "webvtt", "timelines"):
         summary[f"{folder}_uri"] = staged.uri(folder)
     return summary

@@ -96,6 +96,7 @@ def test_a_rerun_labels_only_the_changed_and_the_new_videos(committed, capsys):
         "a.mp4": True, "b.mp4": True, "c.mp4": False, "d.mp4": False}
     summary = summary_of(output)
     assert summary["videos_carried"] == summary["units_carried"] == 2 and summary["inputs"] == 4
+    assert summary["frames_decoded"] == after["c.mp4"]["frames_sampled"] + after["d.mp4"]["frames_sampled"] > 0
     # the carried videos are what the committed run wrote, the changed one reflects its new content
     after_frames = rows_of(output, "frames")
     for name in ("a.mp4", "b.mp4"):
