@@ -17,6 +17,9 @@ def print_summary(summary: dict) -> None:
     print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('faces', 0)} faces "
           f"in {summary['elapsed_s']} s ({summary['images_per_s']} images/s)")
     print(run_line(summary))
+    if summary.get("videos_carried"):
+        print(f"  {summary['videos_carried']} videos unchanged since the committed run were carried over, "
+              f"not labelled again")
     print(f"  status: {status}")
     print(f"  faces by label: {json.dumps(summary.get('faces_by_label', {}))}")
     print(f"  faces by split: {json.dumps(summary.get('faces_by_split', {}))}")
@@ -74,6 +77,9 @@ def print_labelling(summary: dict) -> None:
           f"{summary.get('frames', 0)} faces in {summary.get('tracks', 0)} tracks, "
           f"{summary.get('label_runs', 0)} label runs in {summary['elapsed_s']} s")
     print(run_line(summary))
+    if summary.get("videos_carried"):
+        print(f"  {summary['videos_carried']} videos unchanged since the committed run were carried over, "
+              f"not labelled again")
     print(f"  status: {status}")
     print(f"  dominant expression per video: {json.dumps(summary.get('dominant', {}))}")
     for folder in ("videos", "frames", "tracks", "segments", "webvtt"):

@@ -287,6 +287,8 @@ VIDEOS = pa.schema([
     ("status", pa.string()),             # a VideoStatus (or a listing Status)
     ("error", pa.string()),              # '' when ok; where decoding stopped, for decode_error
     ("size", pa.int64()),                # bytes, as listed
+    ("mtime_ns", pa.int64()),            # modification time, as listed (0 when the store has none)
+    ("etag", pa.string()),               # the object's ETag ('' where the store has none: local files)
     ("codec", pa.string()),
     ("width", pa.int32()),               # as displayed (rotation applied)
     ("height", pa.int32()),
@@ -304,22 +306,28 @@ VIDEOS = pa.schema([
     ("annotated", pa.string()),          # URI of its annotated MP4 ('' if not asked for, or none written)
     ("annotate_error", pa.string()),     # why the annotated MP4 is missing or stops early ('' if fine)
     ("elapsed_s", pa.float64()),         # task seconds spent on the video (probe, segments, reduce)
+    ("carried", pa.bool_()),             # taken unchanged from the committed run, not labelled again
 ])
 
 # What label-videos lists on the driver, one row per listed name: status '' = to be probed;
-# annotate: the video gets an annotated MP4 (the first `annotate` videos of the listing).
-VIDEO_INPUTS = pa.schema([("video_uri", pa.string()), ("size", pa.int64()), ("status", pa.string()),
-                          ("error", pa.string()), ("annotate", pa.bool_())])
+# carried = the committed run labelled the same object with the same settings (its etag is
+# the committed one, checked again by the probe); annotate: the video gets an annotated MP4
+# (the first `annotate` videos of the listing).
+VIDEO_INPUTS = pa.schema([("video_uri", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+                          ("status", pa.string()), ("error", pa.string()), ("etag", pa.string()),
+                          ("carried", pa.bool_()), ("annotate", pa.bool_())])
 
 # Between the stages of label-videos: the rows of one video's segments. The probe emits one
 # row per segment (segment_index >= 0) or one row for an input that is no video
-# (segment_index -1, status set); the segment stage keeps that row (frames_sampled, status,
+# (segment_index -1, status set) or one row for a carried video (segment_index -1, carried:
+# the reduce takes its committed rows); the segment stage keeps that row (frames_sampled, status,
 # error, elapsed_s filled) and adds one row per face found (is_face), crops included. The
 # best face (highest det_score) of each local track keeps its crop as a PNG `thumbnail`
 # after the crops are dropped: the reduce shows one per video-wide track on the timeline.
 VIDEO_WORK_ROWS = pa.schema([
-    *[f for f in VIDEOS if f.name in ("video_uri", "status", "error", "size", "codec", "width", "height",
-                                      "duration_s", "fps", "n_segments", "frames_sampled", "elapsed_s")],
+    *[f for f in VIDEOS if f.name in ("video_uri", "status", "error", "size", "mtime_ns", "etag", "codec", "width",
+                                      "height", "duration_s", "fps", "n_segments", "frames_sampled", "elapsed_s",
+                                      "carried")],
     ("probe_s", pa.float64()),
     ("segment_index", pa.int32()),
     ("start_s", pa.float64()),           # the segment owns [start_s, end_s); end_s may be inf

@@ -232,6 +232,18 @@ def upload_file(local_path: str, uri: str, retry: RetryPolicy | None = None) -> 
     retrying(f"write {uri}", lambda: _write_once(fs, path, copy), retry)
 
 
+def copy_file(source_uri: str, uri: str, retry: RetryPolicy | None = None) -> None:
+    """Copy an object to `uri` in 1 MiB chunks (never whole in memory), visible whole as with
+    write_bytes."""
+    fs, path = resolve(uri)
+
+    def copy(out) -> None:
+        for data in read_chunks(source_uri, retry=retry):
+            out.write(data)
+
+    retrying(f"write {uri}", lambda: _write_once(fs, path, copy), retry)
+
+
 def _write_once(fs: pafs.FileSystem, path: str, write: Callable[[typing.BinaryIO], object]) -> None:
     fs.create_dir(posixpath.dirname(path), recursive=True)
     if isinstance(fs, pafs.S3FileSystem):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import ray.data
 from ray.data._internal.logical.interfaces import LogicalPlan
 
-from fer_ray import config, schema, storage
+from fer_ray import config, results, schema, storage
 from fer_ray.config import VIDEO_EXTENSIONS, ConfigError, LabelVideosConfig, PreprocessConfig
 from fer_ray.datasets import RowsDatasource
 from fer_ray.datasets.common import Lister
@@ -30,11 +30,18 @@ from fer_ray.pipelines.predict import preprocess_config
 from fer_ray.pipelines.synthesize import sort_shuffle
 from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
-from fer_ray.schema import VideoStatus
+from fer_ray.schema import Status, VideoStatus
 from fer_ray.stages.base import apply_group_stage, apply_stage
 from fer_ray.stages.classify import classifier_arrays, classify
 from fer_ray.stages.face import FaceStage
-from fer_ray.stages.video import LabelVideoStage, ProbeStage, ReduceSettings, SegmentSettings, SegmentStage
+from fer_ray.stages.video import (
+    CommittedRun,
+    LabelVideoStage,
+    ProbeStage,
+    ReduceSettings,
+    SegmentSettings,
+    SegmentStage,
+)
 
 JOB = "label-videos"
 FOLDERS = {name: Folder(flag, table_schema) for name, (flag, table_schema) in schema.VIDEO_FOLDERS.items()}
@@ -42,14 +49,17 @@ VIDEOS_PER_READ_TASK = 4  # probing is quick; small read tasks spread it over th
 ROWS_PER_FILE = 16384
 # Fields that change how the job runs, not what it writes (besides runs.EXECUTION_FIELDS).
 EXECUTION_FIELDS = ("classify_batch_size", "checkpoint", "detector_model", "landmark_model", "precision")
+# Statuses a rerun labels again even when the video is unchanged: the storage failed, not the video.
+RELABELLED = (Status.READ_ERROR,)
 
 
 def list_videos(input_uri: str, retry) -> tuple[list[dict], str]:
     """One row per listed name (or the one file given) and the listing's fingerprint."""
     if input_uri.lower().endswith(VIDEO_EXTENSIONS) and not storage.exists(storage.join(input_uri, ""), retry):
         fs, path = storage.resolve(input_uri)
-        size = fs.get_file_info(path).size or 0
-        return [schema.row(schema.VIDEO_INPUTS, video_uri=input_uri, size=size)], storage.file_fingerprint(input_uri)
+        info = storage.retrying(f"look up {input_uri}", lambda: fs.get_file_info(path), retry)
+        entry = storage.Listed(input_uri, info.size or 0, info.mtime_ns or 0)
+        return [input_row(entry)], storage.fingerprint([entry])
     lister = Lister(retry)
     rows = [input_row(entry) for entry in lister(input_uri)]
     if not rows:
@@ -59,13 +69,13 @@ def list_videos(input_uri: str, retry) -> tuple[list[dict], str]:
 
 def input_row(entry: storage.Listed) -> dict:
     """A listed name as an input: to be probed, or with the reason it is not a video."""
+    listed = {"video_uri": entry.uri, "size": entry.size, "mtime_ns": entry.mtime_ns}
     if entry.problem:
-        return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size, status=entry.problem,
-                          error=entry.error)
+        return schema.row(schema.VIDEO_INPUTS, **listed, status=entry.problem, error=entry.error)
     if not entry.uri.lower().endswith(VIDEO_EXTENSIONS):
-        return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size, status=VideoStatus.UNSUPPORTED,
+        return schema.row(schema.VIDEO_INPUTS, **listed, status=VideoStatus.UNSUPPORTED,
                           error=f"not a video file this job reads ({', '.join(VIDEO_EXTENSIONS)})")
-    return schema.row(schema.VIDEO_INPUTS, video_uri=entry.uri, size=entry.size)
+    return schema.row(schema.VIDEO_INPUTS, **listed)
 
 
 def mark_annotated(rows: list[dict], count: int) -> list[dict]:
@@ -103,6 +113,7 @@ def run(cfg: LabelVideosConfig) -> dict:
     staged = runs.plan(JOB, cfg.output, run_settings(cfg, path, face_cfg), fingerprint, cfg.restart, cfg.retry)
     if staged.up_to_date:
         return runs.committed_summary(staged)
+    committed = carry_over(staged, rows)
     start_ray()
     capacity = cluster_capacity()
     FaceStage.check_cluster(face_cfg, capacity)
@@ -112,7 +123,7 @@ def run(cfg: LabelVideosConfig) -> dict:
     sink = ShardSink(staged.uri(), face_bytes=0, folders=FOLDERS, count=video_counts,
                      rows_per_file=cfg.rows_per_file or ROWS_PER_FILE, retry=cfg.retry)
     with sort_shuffle():
-        sink.write_dataset(runs.checkpointed(staged, labelled(cfg, face_cfg, rows, path, state, staged),
+        sink.write_dataset(runs.checkpointed(staged, labelled(cfg, face_cfg, rows, path, state, staged, committed),
                                              "video_uri"))
     totals = runs.finish_counts(staged, len(rows))
     summary = make_summary(cfg, staged, totals, sink.totals, state)
@@ -121,8 +132,35 @@ def run(cfg: LabelVideosConfig) -> dict:
     return summary
 
 
+def carry_over(staged: runs.StagedRun, rows: list[dict]) -> CommittedRun | None:
+    """Mark the inputs the committed run labelled as they are now (same name, size and
+    modification time; the probe checks the ETag) with the same settings: their rows are
+    taken from it, not computed again. Returns the committed run's files to take them from."""
+    commit = runs.seed_source(staged)
+    if commit is None or not commit.files.get("videos"):
+        return None
+    table = results.arrow_dataset(commit.uris("videos")).to_table()
+    if "mtime_ns" not in table.column_names:  # written before videos/ recorded the object
+        return None
+    labelled_before = {r["video_uri"]: r for r in table.to_pylist() if r["status"] not in RELABELLED}
+    for row in rows:
+        before = labelled_before.get(row["video_uri"])
+        if not row["status"] and before and (before["size"], before["mtime_ns"]) == (row["size"], row["mtime_ns"]) \
+                and was_annotated(before) == row["annotate"]:
+            row.update(carried=True, etag=before["etag"])
+    staged.units_carried, staged.units_listed = sum(r["carried"] for r in rows), len(rows)
+    staged.unit_name = "videos"
+    return CommittedRun(commit.run_uri(), {folder: tuple(commit.uris(folder)) for folder in FOLDERS})
+
+
+def was_annotated(committed_row: dict) -> bool:
+    """Whether the committed run was asked for the video's annotated MP4 (a video that is now
+    among the first `annotate` of the listing, or no longer, is labelled again)."""
+    return bool(committed_row.get("annotated") or committed_row.get("annotate_error"))
+
+
 def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict], path: str, state: dict,
-             staged: runs.StagedRun) -> ray.data.Dataset:
+             staged: runs.StagedRun, committed: CommittedRun | None) -> ray.data.Dataset:
     """The whole pipeline, lazily: probe, segments, classify, per-video reduce."""
     settings = SegmentSettings(face_cfg, cfg.fps, cfg.segment_s, cfg.overlap_s, cfg.preroll_s, cfg.max_pixels,
                                cfg.min_iou, cfg.max_lost_s, cfg.retry)
@@ -141,7 +179,7 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
                   batch_size=cfg.classify_batch_size)
     ds = ds.map_batches(without_pixels, batch_format="numpy", num_cpus=LIGHT_CPUS)
     reduce = ReduceSettings(staged.uri(), tuple(state["class_names"]), cfg.smooth_s, cfg.min_run_s, cfg.min_iou,
-                            cfg.max_lost_s, cfg.retry, cfg.fps, cfg.preroll_s, cfg.max_pixels)
+                            cfg.max_lost_s, cfg.retry, cfg.fps, cfg.preroll_s, cfg.max_pixels, committed)
     return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce)
 
 
@@ -171,10 +209,12 @@ def without_pixels(batch: dict) -> pa.Table:
 
 def video_counts(rows: dict, keep: dict) -> dict:
     videos = keep["videos"]
+    labelled_here = videos & ~rows["carried"].astype(bool)
     return {"inputs": int(videos.sum()), "frames": int(keep["frames"].sum()), "tracks": int(keep["tracks"].sum()),
-            "label_runs": int(keep["segments"].sum()),
+            "label_runs": int(keep["segments"].sum()), "videos_carried": int(rows["carried"][videos].sum()),
             "frames_sampled": int(rows["frames_sampled"][videos].sum()),
             "annotated": int((rows["annotated"][videos] != "").sum()),
+            "frames_decoded": int(rows["frames_sampled"][labelled_here].sum()),  # carried videos' were not
             "status": Counter(rows["status"][videos].tolist()),
             "dominant": Counter(d for d in rows["dominant"][videos].tolist() if d)}
 
@@ -182,11 +222,12 @@ def video_counts(rows: dict, keep: dict) -> dict:
 def make_summary(cfg: LabelVideosConfig, staged: runs.StagedRun, totals: dict, attempt: dict, state: dict) -> dict:
     summary = {"input": cfg.input, "output": cfg.output, "checkpoint": cfg.checkpoint, "fps": cfg.fps,
                "segment_s": cfg.segment_s, "classes": list(state["class_names"]), "inputs": 0, "frames": 0,
-               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "annotated": 0, "status": {}, "dominant": {},
+               "tracks": 0, "label_runs": 0, "frames_sampled": 0, "frames_decoded": 0, "annotated": 0,
+               "videos_carried": 0, "status": {}, "dominant": {},
                **totals, **staged.report(), "units_run": attempt.get("inputs", 0)}
     elapsed = time.time() - staged.started
     summary["elapsed_s"] = round(elapsed, 2)
-    summary["frames_per_s"] = round(attempt.get("frames_sampled", 0) / elapsed, 2) if elapsed else 0.0
+    summary["frames_per_s"] = round(attempt.get("frames_decoded", 0) / elapsed, 2) if elapsed else 0.0
     for folder in (*FOLDERS, "webvtt", "timelines"):
         summary[f"{folder}_uri"] = staged.uri(folder)
     summary["annotated_uri"] = staged.uri("annotated") if cfg.annotate else ""

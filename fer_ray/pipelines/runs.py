@@ -15,6 +15,12 @@ when a job starts:
   - otherwise                      -> a new run, and it says what changed
 `restart` forces a new run under a fresh id. Either way the previous commit stays
 readable until this run commits.
+
+A new run may be seeded from the committed one (`seed_source`): when that is a run of the
+same job with the same result settings, only its input differs, and a job may carry over
+the units whose input is unchanged instead of computing them again (label-videos does,
+per video). The carried rows are copied into the new run, so the commit that supersedes
+the old run still lists only files of its own.
 """
 from __future__ import annotations
 
@@ -60,6 +66,9 @@ class StagedRun:
     retry: RetryConfig
     units_skipped: int = 0
     started: float = 0.0
+    units_carried: int = 0  # inputs unchanged since the committed run, taken from it
+    units_listed: int = 0
+    unit_name: str = "inputs"
 
     def uri(self, *parts: str) -> str:
         return results.run_uri(self.output, self.id, *parts)
@@ -78,7 +87,8 @@ class StagedRun:
         return CHECKPOINT_FILTER_CPUS if self.units_skipped else 0
 
     def report(self) -> dict:
-        return {"run": self.id, "run_state": self.state, "units_skipped": self.units_skipped}
+        return {"run": self.id, "run_state": self.state, "units_skipped": self.units_skipped,
+                "units_carried": self.units_carried}
 
 
 def result_settings(cfg) -> dict:
@@ -116,6 +126,34 @@ def plan(job: str, output: str, settings: dict, fingerprint: str, restart: bool 
     return staged
 
 
+def seed_source(run: StagedRun) -> results.Commit | None:
+    """The committed run this run may carry unchanged inputs over from: a run of the same job
+    with the same result settings (so only the input differs). None for a restart, which
+    computes everything again."""
+    if run.state in (RESTARTED, UP_TO_DATE):
+        return None
+    commit = results.read_commit(run.output)
+    if commit is None or commit.job != run.job or commit.run == run.id:
+        return None
+    previous = committed_identity(commit, run.retry)
+    if previous is None or previous.get("settings") != _as_json(run.identity["settings"]):
+        return None
+    return commit
+
+
+def committed_identity(commit: results.Commit, retry: RetryConfig | None = None) -> dict | None:
+    """The committed run's identity (its run.json), None when it records none."""
+    try:
+        return json.loads(storage.read_bytes(commit.run_uri(RUN_FILE), retry))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _as_json(value):
+    """`value` as run.json holds it (tuples as lists, other objects as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def committed_units(run: StagedRun) -> int:
     """How many inputs earlier attempts of the run wrote and committed: the inputs counted
     by the write tasks whose checkpoint Ray committed (a pending one does not count)."""
@@ -151,6 +189,17 @@ def begin(run: StagedRun, cfg_yaml: str) -> None:
 
 
 def describe(run: StagedRun) -> str:
+    return describe_state(run) + carried_note(run)
+
+
+def carried_note(run: StagedRun) -> str:
+    if not run.units_carried:
+        return ""
+    return (f"; {run.units_carried} of {run.units_listed} {run.unit_name} unchanged since the committed run "
+            f"are carried over")
+
+
+def describe_state(run: StagedRun) -> str:
     where = f"{run.job} run {run.id} in {run.output}"
     if run.state == RESUMED:
         return f"resuming {where}: {run.units_skipped} inputs already committed are skipped"
@@ -165,9 +214,8 @@ def describe(run: StagedRun) -> str:
 
 def changes_since(commit: results.Commit, identity: dict) -> str:
     """What differs from the committed run's identity: settings by name, or the input."""
-    try:
-        previous = json.loads(storage.read_bytes(commit.run_uri(RUN_FILE)))
-    except (FileNotFoundError, ValueError):
+    previous = committed_identity(commit)
+    if previous is None:
         return "the committed run records no identity"
     changed = [f"{path}: {old!r} -> {new!r}" for path, (old, new) in
                sorted(_differences(previous.get("settings", {}), identity["settings"]).items())]

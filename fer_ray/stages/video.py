@@ -22,8 +22,9 @@ import av
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from fer_ray import schema, storage
+from fer_ray import results, schema, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
 from fer_ray.plots import timeline_png
 from fer_ray.schema import Status, VideoStatus
@@ -56,9 +57,17 @@ class SegmentSettings:
 
 
 @dataclass(frozen=True)
+class CommittedRun:
+    """The committed run that carried videos are taken from: its prefix and its files per folder."""
+    run_uri: str
+    files: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
 class ReduceSettings:
-    """What the per-video reduce needs: where the run writes, the label settings, and how the
-    segments decoded (an annotated video decodes the same frames again)."""
+    """What the per-video reduce needs: where the run writes, the label settings, how the
+    segments decoded (an annotated video decodes the same frames again), and the committed run
+    to take carried videos from (None when nothing is carried)."""
     run_uri: str
     class_names: tuple[str, ...]
     smooth_s: float
@@ -69,6 +78,7 @@ class ReduceSettings:
     fps: float = 5.0
     preroll_s: float = 2.0
     max_pixels: int = 40_000_000
+    committed: CommittedRun | None = None
 
 
 def open_video(uri: str, retry: RetryConfig):
@@ -81,11 +91,19 @@ def work_row(**values) -> dict:
     return schema.row(schema.VIDEO_WORK_ROWS, **values)
 
 
+def object_etag(source) -> str:
+    """The object's ETag (an S3 file has it from the open); '' where the store has none."""
+    value = (source.metadata() or {}).get("ETag", b"")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 # ---------------------------------------------------------------- probe and plan
 
 class ProbeStage(Stage):
     """Input rows (video_uri, size, status: '' = to be probed) -> one row per time segment of
-    each video, or the input's own row (segment_index -1) with the reason it is not one."""
+    each video, or the input's own row (segment_index -1) with the reason it is not one, or
+    (segment_index -1, carried) for a video the committed run labelled: same ETag, if the
+    store has them, as the committed run saw."""
     num_cpus = 0.25  # reads a header and decodes one frame
     batch_size = 1
 
@@ -96,12 +114,16 @@ class ProbeStage(Stage):
         return schema.table_from_rows(out, schema.VIDEO_WORK_ROWS)
 
     def segments(self, row: dict) -> list[dict]:
-        base = {"video_uri": str(row["video_uri"]), "size": int(row["size"]), "annotate": bool(row["annotate"])}
+        base = {"video_uri": str(row["video_uri"]), "size": int(row["size"]), "mtime_ns": int(row["mtime_ns"]),
+                "annotate": bool(row["annotate"])}
         if row["status"]:
             return [work_row(**base, status=str(row["status"]), error=str(row["error"]))]
         started = time.time()
         try:
             with open_video(base["video_uri"], self.cfg.retry) as source:
+                base["etag"] = object_etag(source)
+                if row["carried"] and base["etag"] == str(row["etag"]):
+                    return [work_row(**base, carried=True)]
                 info = probe(source, self.cfg.max_pixels)
         except VideoError as err:
             return [work_row(**base, status=err.status, error=err.message, probe_s=time.time() - started)]
@@ -267,7 +289,9 @@ class LabelVideoStage(Stage):
         rows = batch_rows(batch)
         segments = sorted((r for r in rows if not r["is_face"]), key=lambda r: int(r["segment_index"]))
         video = segments[0]
-        if int(video["segment_index"]) < 0:  # no video: its one row says why
+        if video["carried"]:
+            out = self.carry(str(video["video_uri"]))
+        elif int(video["segment_index"]) < 0:  # no video: its one row says why
             out = [self.video_row(video, [], started)]
         else:
             out = self.label(video, segments, [r for r in rows if r["is_face"]], started)
@@ -289,8 +313,8 @@ class LabelVideoStage(Stage):
         storage.write_bytes(uri, timeline.webvtt(runs).encode(), self.cfg.retry)
         picture = timeline_png(curves, classes, title=posixpath.basename(str(video["video_uri"])),
                                thumbnails=thumbnails(kept) or None)
+        storage.write_bytes(timeline_uri(uri), picture, self.cfg.retry)
         stem = name[:-len(".vtt")]
-        storage.write_bytes(storage.join(self.cfg.run_uri, "timelines", stem + ".png"), picture, self.cfg.retry)
         annotated, annotate_error = self.annotate(video, segments, frames, stem) if video["annotate"] else ("", "")
         summary = timeline.summarize_video([s for _, s in tracks], classes)
         stopped = next((s for s in segments if s["status"]), None)
@@ -360,7 +384,48 @@ class LabelVideoStage(Stage):
 
     def video_row(self, video: dict, segments: list[dict], started: float, **values) -> dict:
         spent = float(video["probe_s"]) + sum(float(s["elapsed_s"]) for s in segments) + time.time() - started
-        keep = ("video_uri", "status", "error", "size", "codec", "width", "height", "duration_s", "fps", "n_segments")
+        keep = ("video_uri", "status", "error", "size", "mtime_ns", "etag", "codec", "width", "height", "duration_s",
+                "fps", "n_segments")
         return output_row(**{name: video[name] for name in keep}, classes=list(self.cfg.class_names),
                           frames_sampled=sum(int(s["frames_sampled"]) for s in segments),
                           elapsed_s=spent, is_video=True, **values)
+
+    def carry(self, video_uri: str) -> list[dict]:
+        """A video the committed run labelled: its rows of every folder, read from that run's
+        files, and its WebVTT and timeline copied into this run (the committed run is removed
+        once this one commits), the videos/ row pointing at the copies."""
+        committed = self.cfg.committed
+        out = []
+        for folder, (flag, _) in schema.VIDEO_FOLDERS.items():
+            for row in committed_rows(committed.files[folder], video_uri):
+                if folder == "videos":
+                    row = {**row, "carried": True, "webvtt": self.copy_files(row["webvtt"], "webvtt"),
+                           "annotated": self.copy_files(row.get("annotated", ""), "annotated")}
+                out.append(output_row(**row, **{flag: True}))
+        return out
+
+    def copy_files(self, uri: str, folder: str) -> str:
+        """Copy a carried video's file of a folder (webvtt/ with its timeline PNG, annotated/) into
+        this run; its new URI. (By name: the committed run may have spelt the output otherwise,
+        file:// or a slash.)"""
+        if not uri:
+            return ""
+        name = posixpath.basename(uri)
+        old, new = (storage.join(run, folder, name) for run in (self.cfg.committed.run_uri, self.cfg.run_uri))
+        copies = [(old, new), (timeline_uri(old), timeline_uri(new))] if folder == "webvtt" else [(old, new)]
+        for source, target in copies:
+            storage.copy_file(source, target, self.cfg.retry)
+        return new
+
+
+def timeline_uri(webvtt_uri: str) -> str:
+    """The timeline PNG beside a video's WebVTT file."""
+    folder, name = posixpath.split(posixpath.dirname(webvtt_uri))[0], posixpath.basename(webvtt_uri)
+    return storage.join(folder, "timelines", name[:-len(".vtt")] + ".png")
+
+
+def committed_rows(files: tuple[str, ...], video_uri: str) -> list[dict]:
+    """One video's rows of a committed folder (no files: none)."""
+    if not files:
+        return []
+    return results.arrow_dataset(list(files)).to_table(filter=pc.field("video_uri") == video_uri).to_pylist()
