@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from fer_ray import storage
@@ -112,3 +113,16 @@ def test_an_output_under_a_file_is_not_writable(tmp_path):
     assert "is a file" in storage.check_writable(str(tmp_path / "f" / "out"))
     assert storage.check_writable(str(tmp_path / "new" / "out")) is None
     assert not (tmp_path / "new").exists()  # checking touches nothing
+
+
+def test_upload_and_copy_write_whole_files_in_chunks(tmp_path):
+    payload = np.random.default_rng(0).integers(0, 256, 3 * (1 << 20) + 17, dtype=np.uint8).tobytes()
+    local = tmp_path / "big.bin"
+    local.write_bytes(payload)
+    storage.upload_file(str(local), str(tmp_path / "a" / "uploaded.bin"))
+    storage.copy_file(str(tmp_path / "a" / "uploaded.bin"), str(tmp_path / "b" / "copied.bin"))
+    assert (tmp_path / "b" / "copied.bin").read_bytes() == payload == (tmp_path / "a" / "uploaded.bin").read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]  # no temp file left beside them
+    with pytest.raises(FileNotFoundError):
+        storage.copy_file(str(tmp_path / "missing.bin"), str(tmp_path / "c.bin"))
+    assert not (tmp_path / "c.bin").exists()
