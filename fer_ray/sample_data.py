@@ -50,10 +50,10 @@ folder/<class folder>/<image>
     Surprised/no_face_coffee.jpg (skimage.data.coffee(): no face, for the no_face path).
     38 files.
 videos/one_face.mp4, two_faces.mp4, no_face.mp4, corrupt.mp4 and expected.json
-    short H.264 MP4s at 8 fps (fer_ray.sample_videos): one face (JAFFE-style subject MK)
-    neutral, happy from 2 s, surprise from 4 s (6 s, 240x160); two faces drifting towards
-    each other, one surprise then happy from 3 s, the other neutral then sad from 2.5 s
-    (6 s, 320x160); a moving grey ramp with no face (3 s); 6,000 random bytes named .mp4.
+    short H.264 MP4s at 8 fps (fer_ray.sample_videos): one face (JAFFE-style subject YM)
+    happy, surprise from 2 s, happy again from 4 s (6 s, 240x160); two faces drifting towards
+    each other, one (UY) surprise then happy from 3 s, the other (NM) happy then surprise
+    from 2.5 s (6 s, 320x160); a moving grey ramp with no face (3 s); 6,000 random bytes named .mp4.
     expected.json states each video's status and each face's subject, start box, label
     runs and change times, for checking a labelling. The same for every seed but the
     faces' identities; `scale` does not apply. 5 files.
