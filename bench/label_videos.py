@@ -9,7 +9,8 @@ detector, dlib landmarks, a square margin crop, 64 px grey), sampling --fps fram
                 order, takes every k-th (k = round(video fps / --fps)) and runs the same face
                 extractor's detector, landmarker and crop and the same classify stage on it,
                 one frame and one face at a time (no tracking, no outputs written). Same
-                decoder threading as ours; OpenCV and torch keep their default threads.
+                decoder threading as ours; OpenCV keeps its default threads, torch gets
+                --serial-threads (1: a serial loop on one core; 0 = torch's default).
 Scenarios: one long video, and many short ones (synthetic faces of fer_ray.vision.synthetic_face
 moving over a grey background, expression changing every few seconds, H.264 at 25 fps). Rounds
 alternate (a) and (b) and the medians are reported (a shared machine drifts within minutes).
@@ -301,16 +302,17 @@ class ProcessSampler(threading.Thread):
 def memory(args, tmp: Path, folders: dict) -> None:
     rows = {name: run_ours(folders[name], str(tmp / f"out-{name}"), args, period_s=0.05,
                            segment_s=args.memory_segment_s) for name in ("memory-short", "memory-long")}
-    mib = {name: (row["peak_rss"]["driver"] / 2**20, row["peak_rss"]["segment actors"] / 2**20)
-           for name, row in rows.items()}
+    mib = {name: (row["peak_rss"]["driver"] / 2**20, row["peak_rss"]["segment actors"] / 2**20,
+                  row["peak_rss"]["classify actor"] / 2**20) for name, row in rows.items()}
     for name, row in rows.items():
         print(f"  {name}: {row['segments']} segments of {args.memory_segment_s:g} s, {row['sampled']} frames sampled; "
               "peak RSS " + ", ".join(f"{role} {rss / 2**20:.0f} MiB" for role, rss in sorted(row["peak_rss"].items())))
-    (short_driver, short_actor), (long_driver, long_actor) = mib["memory-short"], mib["memory-long"]
+    (short_driver, short_actor, short_classify), (long_driver, long_actor, long_classify) = mib.values()
     print(f"memory ({args.memory_s:g} s vs {4 * args.memory_s:g} s of {args.width}x{args.height} video): "
           f"driver peak short={short_driver:.0f} MiB long={long_driver:.0f} MiB; "
           f"segment actor peak short={short_actor:.0f} MiB long={long_actor:.0f} MiB "
-          f"(growth {100 * (long_actor - short_actor) / max(short_actor, 1):+.1f}%)")
+          f"(growth {100 * (long_actor - short_actor) / max(short_actor, 1):+.1f}%); "
+          f"classify actor peak short={short_classify:.0f} MiB long={long_classify:.0f} MiB")
 
 
 # ------------------------------------------------------------------ main
@@ -328,8 +330,13 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second of video")
     parser.add_argument("--segment-s", type=float, default=60.0, help="the job's segment length")
     parser.add_argument("--workers", type=int, default=0, help="the job's segment actors (0 = one per CPU)")
+    parser.add_argument("--serial-threads", type=int, default=1,
+                        help="torch threads of the serial loop (0 = torch's default: one per core; a "
+                             "one-face forward gains little from two, and they spin when others load the machine)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b); medians kept")
-    parser.add_argument("--memory-s", type=float, default=30.0, help="memory: the short video's seconds (long = 4x)")
+    parser.add_argument("--memory-s", type=float, default=60.0,
+                        help="memory: the short video's seconds (long = 4x); its faces should fill one classify "
+                             "batch (256), or the classify actor's peak grows up to the batch size")
     parser.add_argument("--memory-segment-s", type=float, default=10.0, help="memory: the job's segment length")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--memory-only", action="store_true", help="only the memory measurement")
@@ -342,6 +349,8 @@ def main() -> None:
         warm = run_ours(folders["warm-up"], str(tmp / "out-warm-up"), args)  # Ray's idle workers import once
         print(f"warm-up (4 s video, first run): {warm['wall']:.1f} s wall, {sum(warm['cpu'].values()):.1f} CPU-s",
               flush=True)
+        if args.serial_threads:
+            torch.set_num_threads(args.serial_threads)  # this process only: Ray's actors set their own
         labeller = SerialLabeller(job_config(tmp, "-", args))
         again = run_ours(folders["warm-up"], str(tmp / "out-warm-up-2"), args)
         print(f"start-up of a run (the same 4 s video again): {again['wall']:.1f} s wall, "
