@@ -26,7 +26,6 @@ import pyarrow.compute as pc
 
 from fer_ray import results, schema, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
-from fer_ray.plots import timeline_png
 from fer_ray.schema import Status, VideoStatus
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision import timeline, tracking
@@ -311,6 +310,10 @@ class LabelVideoStage(Stage):
         name = vtt_name(str(video["video_uri"]))
         uri = storage.join(self.cfg.run_uri, "webvtt", name)
         storage.write_bytes(uri, timeline.webvtt(runs).encode(), self.cfg.retry)
+        # imported here, not at the top: the segment actors import this module and never draw,
+        # and matplotlib would add about half a CPU-second to each one's start (bench/label_videos.py)
+        from fer_ray.plots import timeline_png
+
         picture = timeline_png(curves, classes, title=posixpath.basename(str(video["video_uri"])),
                                thumbnails=thumbnails(kept) or None)
         storage.write_bytes(timeline_uri(uri), picture, self.cfg.retry)
