@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fer_ray import cli, results, storage
@@ -123,32 +124,49 @@ def test_a_rerun_labels_only_the_changed_and_the_new_videos(committed, capsys):
     assert not any(after[name]["annotated"] for name in ("b.mp4", "c.mp4", "d.mp4"))
 
 
-def committed_units(output: str) -> int:
-    """Write tasks Ray has committed in the output's unfinished runs."""
-    root = storage.join(output, results.CHECKPOINTS_DIR)
-    return sum(1 for uri in storage.list_files(root) if not uri.endswith(".pending.parquet")) if (
-        storage.exists(root)) else 0
+def segment_actors() -> list[psutil.Process]:
+    """The segment stage's Ray actors on this machine (their process title names the stage)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("ray::") and "SegmentStage" in cmdline[0]:
+            found.append(process)
+    return found
 
 
 def test_a_killed_run_resumes_to_every_video_labelled_once(ray_cluster, originals, tmp_path):
+    """The driver is killed once the segment actors work: every video's decoding, the per-video
+    reduce and all writes are still ahead (waiting for a committed video instead would race
+    the end of a run this small, whose writes all come after the reduce)."""
     videos, output = copy_of(originals, tmp_path), str(tmp_path / "out")
-    for k in range(3):  # more videos: more write tasks, so the kill falls between two of them
+    for k in range(3):
         shutil.copy(originals / "c.mp4", videos / f"more-{k}.mp4")
     args = ["label-videos", "--input", str(videos), "--output", output, *ARGS, "--rows-per-file", "1"]
+    earlier = {process.pid for process in segment_actors()}  # an earlier run's, if not gone yet
     driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], cwd=WORKTREE, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
     try:
-        wait_for(lambda: committed_units(output) >= 1 or driver.poll() is not None, 300, "a committed video")
+        wait_for(lambda: {p.pid for p in segment_actors()} - earlier or driver.poll() is not None, 300,
+                 "this run's segment actors")
+        assert driver.poll() is None, "the run ended before the segment actors were seen"
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert committed_units(output) >= 1 and not storage.exists(storage.join(output, results.COMMIT_FILE))
+    assert storage.exists(run_file_of_uncommitted(output)) and not storage.exists(
+        storage.join(output, results.COMMIT_FILE))
     assert label(videos, output, "--rows-per-file", "1") == 0
     summary = summary_of(output)
-    assert summary["run_state"] == "resumed" and summary["units_skipped"] > 0
+    assert summary["run_state"] == "resumed"  # the killed run's staged directory is taken up again
     assert summary["units_skipped"] + summary["units_run"] == summary["inputs"] == 6
     check_each_video_once(output, {path.name for path in videos.iterdir()})
+
+
+def run_file_of_uncommitted(output: str) -> str:
+    """The run.json of the one run staged under the output."""
+    (run,) = storage.list_dirs(storage.join(output, "runs"))
+    return storage.join(output, "runs", run, "run.json")
 
 
 def test_failed_runs_leave_the_committed_result_as_it_was(ray_cluster, s3_server, bucket, originals, capsys):
