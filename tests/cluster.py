@@ -208,6 +208,17 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stage_actors(stage: str) -> list[psutil.Process]:
+    """The Ray actors of one stage class on this machine (their process title names it,
+    e.g. ray::MapWorker(MapBatches(FaceStage)))."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline and cmdline[0].startswith("ray::") and stage in cmdline[0]:
+            found.append(process)
+    return found
+
+
 def train_workers() -> list[psutil.Process]:
     """Ray Train's worker actors on this machine (their process title names the actor)."""
     found = []

@@ -13,18 +13,17 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 
 from fer_ray import cli, results, storage
 from tests import video_faces
-from tests.cluster import wait_for
+from tests.cluster import stage_actors, wait_for
 from tests.integration.helpers import read_output, run_file
 
 pytestmark = pytest.mark.integration
 
 ARGS = ["--checkpoint", "pretrained", "--segment-s", "2", "--fps", "5", "--annotate", "1"]  # a.mp4 annotated
-WORKTREE = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,16 +123,6 @@ def test_a_rerun_labels_only_the_changed_and_the_new_videos(committed, capsys):
     assert not any(after[name]["annotated"] for name in ("b.mp4", "c.mp4", "d.mp4"))
 
 
-def segment_actors() -> list[psutil.Process]:
-    """The segment stage's Ray actors on this machine (their process title names the stage)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if cmdline and cmdline[0].startswith("ray::") and "SegmentStage" in cmdline[0]:
-            found.append(process)
-    return found
-
-
 def test_a_killed_run_resumes_to_every_video_labelled_once(ray_cluster, originals, tmp_path):
     """The driver is killed once the segment actors work: every video's decoding, the per-video
     reduce and all writes are still ahead (waiting for a committed video instead would race
@@ -142,12 +131,12 @@ def test_a_killed_run_resumes_to_every_video_labelled_once(ray_cluster, original
     for k in range(3):
         shutil.copy(originals / "c.mp4", videos / f"more-{k}.mp4")
     args = ["label-videos", "--input", str(videos), "--output", output, *ARGS, "--rows-per-file", "1"]
-    earlier = {process.pid for process in segment_actors()}  # an earlier run's, if not gone yet
-    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], cwd=WORKTREE, start_new_session=True,
+    earlier = {process.pid for process in stage_actors("SegmentStage")}  # an earlier run's, if not gone yet
+    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], cwd=ROOT, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
     try:
-        wait_for(lambda: {p.pid for p in segment_actors()} - earlier or driver.poll() is not None, 300,
+        wait_for(lambda: {p.pid for p in stage_actors("SegmentStage")} - earlier or driver.poll() is not None, 300,
                  "this run's segment actors")
         assert driver.poll() is None, "the run ended before the segment actors were seen"
     finally:

@@ -9,11 +9,10 @@ import subprocess
 import sys
 import threading
 
-import psutil
 import pytest
 
 from fer_ray import cli, results, storage
-from tests.cluster import wait_for
+from tests.cluster import stage_actors, wait_for
 from tests.integration.helpers import read_output, run_file, run_preprocess
 
 pytestmark = pytest.mark.integration
@@ -133,15 +132,6 @@ def test_a_killed_run_is_never_read_and_resumes_to_the_uninterrupted_result(samp
     assert not storage.exists(storage.join(output, results.CHECKPOINTS_DIR))  # dropped by the commit
 
 
-def face_actors() -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if cmdline and cmdline[0].startswith("ray::") and "FaceStage" in cmdline[0]:
-            found.append(process)
-    return found
-
-
 def test_a_face_actor_killed_mid_run_loses_no_input(sample, reference, tmp_path):
     output = str(tmp_path / "out")
     outcome = {}
@@ -149,7 +139,7 @@ def test_a_face_actor_killed_mid_run_loses_no_input(sample, reference, tmp_path)
         "jaffe", str(sample / "jaffe"), output, rows_per_file=SMALL_FILES)), daemon=True)
     driver.start()
     wait_for(lambda: committed_units(output) >= 1 or not driver.is_alive(), 300, "a committed unit")
-    victims = face_actors()
+    victims = stage_actors("FaceStage")
     assert victims and driver.is_alive()
     victims[0].kill()
     driver.join(timeout=600)
