@@ -169,6 +169,42 @@ class VideoStatus(DescribedStatus):
     DECODE_ERROR = "decode_error", "decoding failed part-way (corrupt or truncated): frames before the failure are kept"
 
 
+# `clips/`: one row per clip of a video dataset (issue 23): `clip_length` frames evenly spaced
+# in time over the video (or a configured window), each aligned by the face stage with the
+# image settings, the subject's face followed by the tracker (its largest track). A frame
+# where that face was lost keeps a blank crop and `valid` False, never dropped, so every clip
+# has exactly T frames. Frames are raw uint8 bytes, row-major (T, h, w, c), shape in
+# `frame_shape`; `clip_array` decodes. Landmarks are T x 68 x 2 crop pixels (NaN where not valid).
+CLIPS = pa.schema([
+    ("clip_id", pa.string()),            # stable hash of dataset + source key (+ window)
+    ("dataset", pa.string()),
+    ("source_uri", pa.string()),
+    ("subject", pa.string()),
+    ("split", pa.string()),              # train | val | test, by subject
+    ("label", pa.int16()),               # canonical 8-class index, -1 unknown
+    ("label_name", pa.string()),
+    ("clip_length", pa.int16()),         # T
+    ("frames", pa.binary()),             # T aligned crops, uint8, row-major (T, h, w, c)
+    ("frame_shape", pa.list_(pa.int32(), 4)),  # (T, h, w, c)
+    ("landmarks", pa.list_(pa.float32())),     # T * 68 * 2, crop pixels, NaN where not valid
+    ("timestamps_s", pa.list_(pa.float64())),  # presentation time of each frame
+    ("frame_indices", pa.list_(pa.int32())),   # nominal index of each frame
+    ("valid", pa.list_(pa.bool_())),     # the tracked face was found on that frame
+    ("n_valid", pa.int16()),
+    ("repeated", pa.bool_()),            # the video had fewer than T frames: frames repeat
+    ("track_id", pa.int32()),            # the followed track within the video
+    ("detector", pa.string()),
+    ("landmarker", pa.string()),
+    ("duration_s", pa.float64()),        # of the video, as probed
+    ("fps", pa.float64()),               # the stream's average frame rate, as probed
+])
+
+
+def clip_array(frames: bytes, shape) -> np.ndarray:
+    """A clip as a (T, h, w, c) uint8 array."""
+    return np.frombuffer(frames, dtype=np.uint8).reshape(*(int(v) for v in shape))
+
+
 # What the synthesis stage emits: every mixed/ column plus the manifest's own, for each fused
 # face and each input face; is_mixed / is_manifest say which rows go to mixed/ and manifest/.
 MIXED_ROWS = pa.schema([
