@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 
-from fer_ray import config, logs
+from fer_ray import config, logs, storage
 from fer_ray.config import (
     ConfigError,
     LabelVideosConfig,
@@ -265,6 +265,7 @@ def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
     return code
 
 
+STORAGE_DOWN = "storage still unreachable; the run can be resumed by running it again"
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -274,6 +275,11 @@ def failure_line(command: str, err: BaseException, run_log: logs.RunLog) -> str:
     err = root_cause(err)
     lines = ANSI_CODES.sub("", str(err)).strip().splitlines()
     message = f": {config.shorten(lines[0], FAILURE_MESSAGE_CHARS)}" if lines else ""
+    # Our retries gave up, or an outage hit I/O outside them (Ray Data's own checkpoint files):
+    # either way the same words, the hint first so that shortening cannot cut it
+    if isinstance(err, storage.StorageUnavailable) or storage.is_transient(err):
+        return (f"fer-ray {command}: failed: {STORAGE_DOWN}; last error: {type(err).__name__}{message} "
+                f"{run_log.details()}")
     return f"fer-ray {command}: failed: {type(err).__name__}{message} {run_log.details()}"
 
 

@@ -12,6 +12,7 @@ resumable per video and committed as the other jobs' (pipelines.runs).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections import Counter
@@ -163,7 +164,7 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
              staged: runs.StagedRun, committed: CommittedRun | None) -> ray.data.Dataset:
     """The whole pipeline, lazily: probe, segments, classify, per-video reduce."""
     settings = SegmentSettings(face_cfg, cfg.fps, cfg.segment_s, cfg.overlap_s, cfg.preroll_s, cfg.max_pixels,
-                               cfg.min_iou, cfg.max_lost_s, cfg.retry)
+                               cfg.min_iou, cfg.max_lost_s, cfg.retry, cfg.detect_every_s)
     ds = ray.data.read_datasource(RowsDatasource(rows, schema.VIDEO_INPUTS, VIDEOS_PER_READ_TASK),
                                   num_cpus=LIGHT_CPUS)
     ds = apply_stage(ds, ProbeStage, settings)
@@ -173,11 +174,10 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
     workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus, gpu_shares_taken=1)
     ds = apply_stage(ds, SegmentStage, settings, workers=workers, num_gpus=cfg.num_gpus)
     face = face_cfg.face
-    ds = ds.map_batches(classifier_inputs, fn_args=((face.size, face.size, face.channels),), batch_format="numpy",
-                        num_cpus=LIGHT_CPUS)
     ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus,
-                  batch_size=cfg.classify_batch_size)
-    ds = ds.map_batches(without_pixels, batch_format="numpy", num_cpus=LIGHT_CPUS)
+                  batch_size=cfg.classify_batch_size,
+                  prepare=functools.partial(classifier_inputs, face_shape=(face.size, face.size, face.channels)),
+                  finish=without_pixels)
     reduce = ReduceSettings(staged.uri(), tuple(state["class_names"]), cfg.smooth_s, cfg.min_run_s, cfg.min_iou,
                             cfg.max_lost_s, cfg.retry, cfg.fps, cfg.preroll_s, cfg.max_pixels, committed)
     return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce)

@@ -8,6 +8,7 @@ and error, with empty probabilities, so nothing silently disappears.
 """
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import time
@@ -82,7 +83,7 @@ def output_rows(batch: dict, class_names: tuple[str, ...]) -> pa.Table:
     columns["label"] = np.where(has_face, names[batch.pop("prediction")], "")
     columns["confidence"] = np.where(has_face, probabilities.max(axis=1, initial=0.0), np.nan)
     columns.update({f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)})
-    bbox = np.asarray(batch["bbox"], np.float32).reshape(-1, 4)
+    bbox = np.asarray(list(batch["bbox"]), np.float32).reshape(-1, 4)  # rows of a 2-D array, or arrays
     columns.update({f"bbox_{name}": bbox[:, i] for i, name in enumerate(("x0", "y0", "x1", "y1"))})
     columns["is_manifest"] = np.asarray(batch["is_manifest"], bool)
     return pa.table({name: pa.array(list(v) if v.dtype == object else v) for name, v in columns.items()})
@@ -169,13 +170,11 @@ def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, 
     ds = apply_stage(ds, FaceStage, face_cfg, workers=workers, batch_size=cfg.batch_size, num_gpus=cfg.num_gpus)
     ds = ds.filter(lambda row: row["is_face"] or row["is_manifest"], num_cpus=LIGHT_CPUS)
     face = face_cfg.face
-    ds = ds.map_batches(model_inputs, fn_args=((face.size, face.size, face.channels),), batch_format="numpy",
-                        num_cpus=LIGHT_CPUS)
     # One classifier actor, light beside the face actors (one forward pass per batch of crops);
     # on GPUs it holds one GPU share, as a face actor does.
-    ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus)
-    return ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]),), batch_format="numpy",
-                          num_cpus=LIGHT_CPUS)
+    return classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus,
+                    prepare=functools.partial(model_inputs, face_shape=(face.size, face.size, face.channels)),
+                    finish=functools.partial(output_rows, class_names=tuple(state["class_names"])))
 
 
 def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:

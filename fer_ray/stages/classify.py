@@ -6,6 +6,7 @@ the checkpoint and its model (no Ray Train in the actor).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import ray.data
@@ -23,9 +24,14 @@ from fer_ray.stages.base import Stage, apply_stage
 @dataclass(frozen=True)
 class ClassifySettings:
     """What a classify actor is built from: the checkpoint, and the device its model runs on
-    ("cuda" in an actor given a GPU share)."""
+    ("cuda" in an actor given a GPU share). `prepare` (rows -> the 'image' and 'landmarks'
+    arrays and the rest) and `finish` (classified batch -> output rows), when given, run in the
+    actor around each forward pass: a pipeline's light conversions then need no Ray tasks of
+    their own (each task-based step costs scheduling and an object-store round trip per block)."""
     checkpoint: str
     device: str = "cpu"
+    prepare: Callable[[dict], dict] | None = None
+    finish: Callable[[dict], Any] | None = None
 
 
 class ClassifyStage(Stage):
@@ -49,8 +55,14 @@ class ClassifyStage(Stage):
         norm = {key: value.numpy() for key, value in state["norm"].items()}
         self.batcher = Batcher(spec, norm, device, spec.input_size or 100)
 
+    def __call__(self, batch: dict):
+        if self.cfg.prepare is not None:
+            batch = self.cfg.prepare(batch)
+        out = self.classified(batch)
+        return out if self.cfg.finish is None else self.cfg.finish(out)
+
     @torch.no_grad()
-    def __call__(self, batch: dict) -> dict:
+    def classified(self, batch: dict) -> dict:
         tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in ("image", "landmarks")}
         inputs = (channels_last(value) for value in self.batcher.inputs(tensors))
         logits = self.model(*inputs).float()
@@ -76,10 +88,13 @@ def channels_last(value: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
-             num_cpus: float | None = None, num_gpus: float = 0.0, batch_size: int | None = None) -> ray.data.Dataset:
+             num_cpus: float | None = None, num_gpus: float = 0.0, batch_size: int | None = None,
+             prepare: Callable[[dict], dict] | None = None, finish: Callable[[dict], Any] | None = None,
+             ) -> ray.data.Dataset:
     """workers=0: one actor per CPU but one (Ray Data lists Parquet files with a whole-CPU
     task, which a pool holding every CPU would starve forever), or with num_gpus > 0 as many
-    as the GPUs hold, each holding that share of a GPU and running its model there."""
-    settings = ClassifySettings(checkpoint_uri, "cuda" if num_gpus > 0 else "cpu")
+    as the GPUs hold, each holding that share of a GPU and running its model there.
+    `prepare` and `finish` as in ClassifySettings."""
+    settings = ClassifySettings(checkpoint_uri, "cuda" if num_gpus > 0 else "cpu", prepare, finish)
     return apply_stage(ds, ClassifyStage, settings, workers=actor_pool_size(workers, num_gpus, reserved_cpus=1),
                        num_cpus=num_cpus, num_gpus=num_gpus, batch_size=batch_size)

@@ -53,6 +53,7 @@ class SegmentSettings:
     min_iou: float
     max_lost_s: float
     retry: RetryConfig
+    detect_every_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,11 @@ class SegmentStage(Stage):
         self.detector = face.resolved_detector("folder")
         self.extractor = FaceExtractor(face, self.detector, cfg.face.device)
         self.color = "gray" if face.color == "gray" and self.detector in GREY_DETECTORS else "rgb"
+        # Detectors that take one frame at a time search near the faces they follow between whole
+        # frames; network detectors search whole frames in batches (cheap on their device).
+        extractor_detector = self.extractor.detector
+        self.follows = cfg.detect_every_s > 0 and extractor_detector is not None \
+            and not hasattr(extractor_detector, "detect_many")
 
     def __call__(self, batch: dict) -> pa.Table:
         out = []
@@ -174,9 +180,11 @@ class SegmentStage(Stage):
             with open_video(str(row["video_uri"]), self.cfg.retry) as source:
                 frames = decode_segment(source, decode_from, end, self.cfg.fps, self.color,
                                         self.cfg.preroll_s, self.cfg.max_pixels)
+                follower = tracking.FaceFollower(self.cfg.detect_every_s, self.cfg.max_lost_s, self.cfg.min_iou) \
+                    if self.follows else None
                 for chunk in chunked(frames, self.cfg.face.batch_size):
                     sampled += sum(frame.timestamp_s >= start for frame in chunk)
-                    faces.extend(self.faces_of(chunk))
+                    faces.extend(self.faces_of(chunk, follower))
         except VideoError as err:
             status, error = err.status, f"segment {index} [{start:.3f} s, {end:.3f} s): {err.message}"
         except (FileNotFoundError, PermissionError) as err:
@@ -189,8 +197,17 @@ class SegmentStage(Stage):
                    "elapsed_s": time.time() - started}
         return [segment, *({**row, **face} for face in faces)]
 
-    def faces_of(self, frames: list) -> list[dict]:
-        found = self.extractor.extract_many([frame.image for frame in frames])
+    def faces_of(self, frames: list, follower: tracking.FaceFollower | None = None) -> list[dict]:
+        """The faces of a chunk of frames: in one call, or frame by frame where a follower
+        says where to search (each frame's search depends on the faces of the one before)."""
+        if follower is None:
+            found = self.extractor.extract_many([frame.image for frame in frames])
+        else:
+            found = []
+            for frame in frames:
+                faces = self.extractor.extract_many([frame.image], [follower.search(frame.timestamp_s)])[0]
+                follower.saw(frame.timestamp_s, [face.bbox for face in faces])
+                found.append(faces)
         return [{"is_face": True, "timestamp_s": frame.timestamp_s, "frame_index": frame.frame_index,
                  "bbox": face.bbox, "landmarks": face.landmarks.reshape(-1), "det_score": face.det_score,
                  "face": np.ascontiguousarray(face.face).tobytes(),

@@ -13,7 +13,7 @@ import numpy as np
 
 from fer_ray.config import FaceConfig
 from fer_ray.vision.align import align_face
-from fer_ray.vision.detect import create_detector, detect_many, full_image_box
+from fer_ray.vision.detect import create_detector, detect_many, detect_near, full_image_box
 from fer_ray.vision.landmarks import create_landmarker, landmarks_many
 
 
@@ -53,16 +53,26 @@ class FaceExtractor:
         """All faces in a grey or RGB uint8 image, largest first; [] if none."""
         return self.extract_many([image])[0]
 
-    def extract_many(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """The faces of each image (see extract)."""
+    def extract_many(self, images: list[np.ndarray], expected: list | None = None) -> list[list[Face]]:
+        """The faces of each image (see extract). `expected`, per image, is None (search the
+        whole image) or the (N, 4) boxes where faces are expected (a video's tracks): only
+        faces near those are searched for (detect.detect_near)."""
         found = [full_image_box(image) for image in images] if self.detector is None \
-            else detect_many(self.detector, images)
+            else self._detect(images, expected or [None] * len(images))
         if self.cfg.largest_only:
             found = [(boxes[:1], scores[:1]) for boxes, scores in found]
         points = landmarks_many(self.landmarker, images, [boxes for boxes, _ in found])
         return [[self._align(image, box, float(score), landmarks)
                  for box, score, landmarks in zip(boxes, scores, image_points)]
                 for image, (boxes, scores), image_points in zip(images, found, points)]
+
+    def _detect(self, images: list[np.ndarray], expected: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        whole = [i for i, boxes in enumerate(expected) if boxes is None]
+        found = dict(zip(whole, detect_many(self.detector, [images[i] for i in whole])))
+        for i, boxes in enumerate(expected):
+            if boxes is not None:
+                found[i] = detect_near(self.detector, images[i], boxes, self.cfg.min_face_size)
+        return [found[i] for i in range(len(images))]
 
     def _align(self, image: np.ndarray, box: np.ndarray, score: float,
                landmarks: np.ndarray) -> Face:

@@ -118,6 +118,35 @@ def track_faces(timestamps_s, boxes, *, min_iou: float = 0.3, max_lost_s: float 
     return ids
 
 
+class FaceFollower:
+    """Where a video's next sampled frame needs a face search: the whole frame every `every_s`
+    seconds of video (a new face is found there), and in between only near the faces seen in
+    the last `max_lost_s` seconds (detect.detect_near), a fraction of the cost. Frames must come
+    in time order; `every_s` 0 searches every frame whole."""
+
+    def __init__(self, every_s: float, max_lost_s: float, same_face_iou: float = 0.3):
+        self.every_s, self.max_lost_s, self.same_face_iou = every_s, max_lost_s, same_face_iou
+        self.last_whole = -np.inf
+        self.seen: list[tuple[float, np.ndarray]] = []  # (time, box), oldest first
+
+    def search(self, now: float) -> np.ndarray | None:
+        """None: search the whole frame at `now`; else the (N, 4) boxes to search near (N may
+        be 0: no face was seen lately, so there is nothing to search until the next whole frame)."""
+        if self.every_s <= 0 or now - self.last_whole >= self.every_s - TIME_EPS:
+            self.last_whole = now
+            return None
+        self.seen = [(t, box) for t, box in self.seen if now - t <= self.max_lost_s + TIME_EPS]
+        expected: list[np.ndarray] = []
+        for _, box in reversed(self.seen):  # newest first: a face's latest box stands for it
+            if all(iou(box, kept) < self.same_face_iou for kept in expected):
+                expected.append(box)
+        return np.array(expected, np.float32).reshape(-1, 4)
+
+    def saw(self, now: float, boxes) -> None:
+        """The faces found on the frame at `now`."""
+        self.seen.extend((now, np.asarray(box, np.float32)) for box in np.asarray(boxes).reshape(-1, 4))
+
+
 def frames_in_time_order(times: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped by equal timestamp, frames in time order, rows in input order."""
     order = np.argsort(times, kind="stable")

@@ -145,6 +145,19 @@ def test_failure_message_is_its_first_line_shortened(capsys, log_dir, monkeypatc
     assert failure_of(err)[0] == "RuntimeError"
 
 
+def test_a_storage_outage_outside_our_retries_says_so_in_its_one_line(capsys, log_dir, monkeypatch):
+    # what Ray Data's own checkpoint I/O raises when S3 is down (pyarrow's message)
+    def outage(*args, **kwargs):
+        raise OSError("When getting information for key 'run/_checkpoints/x' in bucket 'b': AWS Error "
+                      "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Couldn't connect to server")
+
+    monkeypatch.setattr(sample_data, "write_sample_data", outage)
+    code, _, err = run(capsys, "sample-data", "--output", "unused")
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"fer-ray sample-data: failed: {cli.STORAGE_DOWN}; last error: OSError: When getting"), err
+    assert "(details: " in err
+
+
 def test_a_real_process_gets_the_same_one_line(tmp_path, blocked_output):
     env = {**os.environ, logs.LOG_DIR_ENV: str(tmp_path / "logs"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "fer_ray.cli", "sample-data", "--output", blocked_output],

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fer_ray.config import DETECTORS
-from fer_ray.vision.detect import create_detector, full_image_box
+from fer_ray.vision.detect import create_detector, detect_near, full_image_box
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,3 +97,34 @@ def test_full_image_box():
     np.testing.assert_array_equal(boxes, [[0, 0, 40, 48]])
     np.testing.assert_array_equal(scores, [1.0])
     assert boxes.dtype == np.float32 and scores.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["haar", "dlib_hog"])
+def test_detect_near_finds_the_face_a_whole_search_finds(name, astronaut):
+    detector = create_detector(name)
+    whole = detector.detect(astronaut)[0][0]
+    moved = whole + np.array([12, -8, 12, -8], np.float32)  # where the tracker last saw it
+    boxes, scores = detect_near(detector, astronaut, moved[None])
+    assert boxes.shape == (1, 4) and scores.shape == (1,)
+    assert iou(boxes[0], whole) > 0.7
+
+
+def test_detect_near_searches_only_near_the_expected_boxes(two_faces, haar_detector):
+    whole, _ = haar_detector.detect(two_faces)  # the large face on the left, the small one on the right
+    near_small, _ = detect_near(haar_detector, two_faces, whole[1:2])
+    assert len(near_small) == 1 and iou(near_small[0], whole[1]) > 0.7
+    assert len(detect_near(haar_detector, two_faces, np.zeros((0, 4)))[0]) == 0
+    both, _ = detect_near(haar_detector, two_faces, whole[::-1])
+    assert len(both) == 2 and both[0, 0] < 400 <= both[1, 0]  # largest first, as `detect`
+
+
+def test_detect_near_reports_one_face_once(astronaut, haar_detector):
+    box = haar_detector.detect(astronaut)[0][0]
+    twice = np.stack([box, box + 6])  # two followed boxes of one face: overlapping windows
+    boxes, _ = detect_near(haar_detector, astronaut, twice)
+    assert len(boxes) == 1
+
+
+def test_detect_near_keeps_the_min_face_size(astronaut, haar_detector):
+    box = haar_detector.detect(astronaut)[0][0]
+    assert len(detect_near(haar_detector, astronaut, box[None], min_face_size=int(box[2] - box[0]) + 50)[0]) == 0

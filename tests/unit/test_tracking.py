@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fer_ray.vision.tracking import (
+    FaceFollower,
     best_of_each_track,
     iou,
     join_tracks,
@@ -274,3 +275,33 @@ def test_best_of_each_track_picks_the_highest_eligible_score():
     again = best_of_each_track(np.array(tracks)[shuffled], np.array(scores)[shuffled], np.array(eligible)[shuffled])
     assert sorted(np.array(tracks)[shuffled][again].tolist()) == [0, 1, 3]
     assert sorted(np.array(scores)[shuffled][again].tolist()) == [0.6, 0.8, 0.9]
+
+
+def test_a_follower_searches_whole_frames_at_its_interval_and_near_faces_between():
+    follower = FaceFollower(every_s=1.0, max_lost_s=0.5)
+    assert follower.search(0.0) is None  # the first frame is searched whole
+    follower.saw(0.0, [[10, 10, 50, 50], [100, 10, 140, 50]])
+    near = follower.search(0.2)
+    assert near.shape == (2, 4)
+    follower.saw(0.2, [[12, 10, 52, 50]])  # the second face was not found near its box
+    near = follower.search(0.4)  # its box of 0.0 is still within max_lost_s; the first face once
+    assert [list(box) for box in near] == [[12, 10, 52, 50], [100, 10, 140, 50]]
+    follower.saw(0.4, [])
+    near = follower.search(0.6)  # 0.0 is now lost longer than max_lost_s
+    assert [list(box) for box in near] == [[12, 10, 52, 50]]
+    assert follower.search(1.0) is None  # a whole frame again: a face that entered is found here
+
+
+def test_a_follower_with_nothing_seen_searches_nothing_until_the_next_whole_frame():
+    follower = FaceFollower(every_s=1.0, max_lost_s=1.0)
+    assert follower.search(0.0) is None
+    follower.saw(0.0, np.zeros((0, 4)))
+    assert follower.search(0.5).shape == (0, 4)
+    assert follower.search(1.2) is None
+
+
+def test_a_follower_of_interval_zero_searches_every_frame_whole():
+    follower = FaceFollower(every_s=0.0, max_lost_s=1.0)
+    for now in (0.0, 0.2, 0.4):
+        assert follower.search(now) is None
+        follower.saw(now, [[0, 0, 10, 10]])
