@@ -16,9 +16,10 @@ TIMELINE_MAX_TRACKS = 8  # a video's timeline shows its longest tracks, this man
 THUMBNAIL_RATIO = 7  # a timeline panel is this many times as wide as its face thumbnail
 
 
-def figure(width: float, height: float) -> Figure:
-    """A Figure bound to the Agg canvas, without going through pyplot."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A Figure bound to the Agg canvas, without going through pyplot. `layout` None: margins
+    set by the caller (constrained layout measures every label: a third of a small plot's time)."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -42,8 +43,13 @@ def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: 
     With `thumbnails` (id -> grey or RGB uint8 face), each panel has its track's face at its left
     (a blank square for a track without one), in a narrow column of its own."""
     shown = sorted(tracks, key=lambda t: -len(tracks[t][0]))[:TIMELINE_MAX_TRACKS] or []
-    fig = figure(9, 1.2 + 1.6 * max(len(shown), 1))
     rows = max(len(shown), 1)
+    height = 1.2 + 1.6 * rows
+    # drawn once per video by the labelling job: fixed margins (in inches, as the height grows)
+    fig = figure(9, height, layout=None)
+    # wspace: room for the panels' tick labels and "track N" between the faces and the panels
+    fig.subplots_adjust(left=0.01 if thumbnails is not None else 0.08, right=0.98, top=1 - 0.45 / height,
+                        bottom=0.55 / height, hspace=0.3, wspace=0.16)
     if thumbnails is None:
         axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     else:
