@@ -323,8 +323,10 @@ def short_lengths(count: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=("both", "long", "short"), default="both")
-    parser.add_argument("--long-s", type=float, default=240.0, help="seconds of the long video")
-    parser.add_argument("--short", type=int, default=24, help="number of short videos (5-10 s each)")
+    # 15 minutes of video in each scenario: a run's start-up (actors importing torch, OpenCV and
+    # dlib and loading their models, about 10 CPU-s) is paid once per run, as on an archive
+    parser.add_argument("--long-s", type=float, default=900.0, help="seconds of the long video")
+    parser.add_argument("--short", type=int, default=120, help="number of short videos (5-10 s each)")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second of video")
