@@ -17,6 +17,7 @@ import json
 import time
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import ray.data
 from ray.data._internal.logical.interfaces import LogicalPlan
@@ -43,6 +44,7 @@ from fer_ray.stages.video import (
     SegmentSettings,
     SegmentStage,
 )
+from fer_ray.vision import tracking
 
 JOB = "label-videos"
 FOLDERS = {name: Folder(flag, table_schema) for name, (flag, table_schema) in schema.VIDEO_FOLDERS.items()}
@@ -173,14 +175,22 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
     ds = one_row_per_block(ds)
     workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus, gpu_shares_taken=1)
     ds = apply_stage(ds, SegmentStage, settings, workers=workers, num_gpus=cfg.num_gpus)
-    face = face_cfg.face
+    face, clip_length = face_cfg.face, clip_length_of(state)
+    # a clip model's windows follow a track through its segment: one segment per batch
     ds = classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus,
-                  batch_size=cfg.classify_batch_size,
-                  prepare=functools.partial(classifier_inputs, face_shape=(face.size, face.size, face.channels)),
+                  batch_size=cfg.classify_batch_size, whole_blocks=bool(clip_length),
+                  prepare=functools.partial(classifier_inputs, face_shape=(face.size, face.size, face.channels),
+                                            clip_length=clip_length),
                   finish=without_pixels)
     reduce = ReduceSettings(staged.uri(), tuple(state["class_names"]), cfg.smooth_s, cfg.min_run_s, cfg.min_iou,
                             cfg.max_lost_s, cfg.retry, cfg.fps, cfg.preroll_s, cfg.max_pixels, committed)
     return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce)
+
+
+def clip_length_of(state: dict) -> int:
+    """T of a clip checkpoint (the clip length it was trained on), 0 for an image model."""
+    spec = state.get("spec", {})
+    return int(spec.get("clip_length", 0)) if spec.get("needs_clips") else 0
 
 
 def one_row_per_block(ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -192,12 +202,23 @@ def one_row_per_block(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ray.data.Dataset._from_parent(ds, LogicalPlan(light, ds.context))
 
 
-def classifier_inputs(batch: dict, face_shape: tuple[int, int, int]) -> dict:
+def classifier_inputs(batch: dict, face_shape: tuple[int, int, int], clip_length: int = 0) -> dict:
     """Segment-stage rows -> the classify stage's arrays; rows without a face (the segment rows)
-    carry a blank crop. The crop's landmarks are kept as they are for frames/."""
+    carry a blank crop. The crop's landmarks are kept as they are for frames/. For a clip model
+    (clip_length T > 0) each face gets the 'clip' of the T latest crops of its track in its
+    segment, ending at it (a batch is one whole segment: classify_clip_windows)."""
     arrays = classifier_arrays(batch["face"], batch["face_shape"], batch["is_face"], batch["landmarks"], face_shape)
+    if clip_length:
+        arrays["clip"] = arrays.pop("image")[clip_windows(batch, clip_length)]
     rest = {key: value for key, value in batch.items() if key not in ("face", "face_shape")}
     return {**rest, **arrays, "crop_landmarks": batch["landmarks"]}
+
+
+def clip_windows(batch: dict, clip_length: int) -> np.ndarray:
+    """(n, T) rows of each row's window: faces by their local track, other rows alone."""
+    keys = [(video, segment, track if face else -1 - row) for row, (video, segment, track, face) in enumerate(
+        zip(batch["video_uri"], batch["segment_index"], batch["local_track"], batch["is_face"]))]
+    return tracking.track_windows(keys, batch["timestamp_s"], clip_length)
 
 
 def without_pixels(batch: dict) -> pa.Table:

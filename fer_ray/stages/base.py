@@ -32,14 +32,15 @@ class Stage:
 
 def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: int = 0,
                 batch_size: int | None = None, num_gpus: float | None = None,
-                num_cpus: float | None = None) -> ray.data.Dataset:
+                num_cpus: float | None = None, whole_blocks: bool = False) -> ray.data.Dataset:
     """Map a stage over a dataset: a pool of `workers` actors for model stages, tasks otherwise.
+    whole_blocks: each block is one batch, whatever its size (batch_size is ignored).
 
     num_gpus and num_cpus override the stage's own needs (a stage whose models can run on
     either; a stage that is light in one pipeline); a GPU pool defaults to as many actors as
     the cluster's GPUs hold."""
     gpus = stage_cls.num_gpus if num_gpus is None else num_gpus
-    kwargs = dict(batch_size=batch_size or stage_cls.batch_size, batch_format="numpy",
+    kwargs = dict(batch_size=None if whole_blocks else batch_size or stage_cls.batch_size, batch_format="numpy",
                   num_cpus=stage_cls.num_cpus if num_cpus is None else num_cpus, num_gpus=gpus)
     if not stage_cls.is_actor:
         # Cheap to build (no model): plain tasks, which Ray can fuse with neighbouring maps.

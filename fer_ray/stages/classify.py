@@ -90,11 +90,12 @@ def channels_last(value: torch.Tensor | None) -> torch.Tensor | None:
 def classify(ds: ray.data.Dataset, checkpoint_uri: str, workers: int = 0,
              num_cpus: float | None = None, num_gpus: float = 0.0, batch_size: int | None = None,
              prepare: Callable[[dict], dict] | None = None, finish: Callable[[dict], Any] | None = None,
-             ) -> ray.data.Dataset:
+             whole_blocks: bool = False) -> ray.data.Dataset:
     """workers=0: one actor per CPU but one (Ray Data lists Parquet files with a whole-CPU
     task, which a pool holding every CPU would starve forever), or with num_gpus > 0 as many
     as the GPUs hold, each holding that share of a GPU and running its model there.
-    `prepare` and `finish` as in ClassifySettings."""
+    `prepare` and `finish` as in ClassifySettings; whole_blocks: each block is one batch
+    (`batch_size` is ignored), for rows that must be seen together."""
     settings = ClassifySettings(checkpoint_uri, "cuda" if num_gpus > 0 else "cpu", prepare, finish)
     return apply_stage(ds, ClassifyStage, settings, workers=actor_pool_size(workers, num_gpus, reserved_cpus=1),
-                       num_cpus=num_cpus, num_gpus=num_gpus, batch_size=batch_size)
+                       num_cpus=num_cpus, num_gpus=num_gpus, batch_size=batch_size, whole_blocks=whole_blocks)

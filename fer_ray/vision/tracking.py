@@ -147,6 +147,24 @@ class FaceFollower:
         self.seen.extend((now, np.asarray(box, np.float32)) for box in np.asarray(boxes).reshape(-1, 4))
 
 
+def track_windows(track_keys, timestamps_s, length: int) -> np.ndarray:
+    """(n, length) row indices: for each row, the `length` latest rows of its track up to and
+    including it, oldest first; a track's first rows repeat its first row where fewer came
+    before (a clip model classifies each face from the window that ends at it). `track_keys`
+    (n,) are hashable per row (e.g. video, segment, local track); rows may come in any order."""
+    times = np.asarray(timestamps_s, np.float64).reshape(-1)
+    keys = list(track_keys)
+    windows = np.zeros((len(times), length), np.int64)
+    tracks: dict = {}
+    for row in np.argsort(times, kind="stable"):
+        tracks.setdefault(keys[row], []).append(int(row))
+    for rows in tracks.values():
+        padded = [rows[0]] * (length - 1) + rows
+        for k, row in enumerate(rows):
+            windows[row] = padded[k:k + length]
+    return windows
+
+
 def frames_in_time_order(times: np.ndarray) -> list[np.ndarray]:
     """Row indices grouped by equal timestamp, frames in time order, rows in input order."""
     order = np.argsort(times, kind="stable")

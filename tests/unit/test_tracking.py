@@ -19,6 +19,7 @@ from fer_ray.vision.tracking import (
     owned_rows,
     pairwise_iou,
     track_faces,
+    track_windows,
     video_track_ids,
 )
 
@@ -305,3 +306,15 @@ def test_a_follower_of_interval_zero_searches_every_frame_whole():
     for now in (0.0, 0.2, 0.4):
         assert follower.search(now) is None
         follower.saw(now, [[0, 0, 10, 10]])
+
+
+def test_track_windows_end_at_each_face_and_stay_in_its_track():
+    keys = ["a", "b", "a", "a", "b", "a"]
+    times = [0.0, 0.0, 0.2, 0.4, 0.2, 0.6]
+    windows = track_windows(keys, times, 3)
+    assert windows.tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 2], [0, 2, 3], [1, 1, 4], [2, 3, 5]]
+
+
+def test_track_windows_follow_time_not_row_order():
+    windows = track_windows(["t"] * 3, [0.4, 0.0, 0.2], 2)
+    assert windows.tolist() == [[2, 0], [1, 1], [1, 2]]
