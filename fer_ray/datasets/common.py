@@ -74,7 +74,8 @@ def parent_name(uri: str, levels: int = 1) -> str:
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 # Statuses of listed names that are never read as inputs.
-NOT_INPUTS = (Status.UNSUPPORTED_FORMAT, Status.BAD_NAME, Status.DANGLING_LINK, Status.NOT_FOLLOWED, Status.NOT_A_FILE)
+NOT_INPUTS = (Status.UNSUPPORTED_FORMAT, Status.BAD_NAME, Status.DANGLING_LINK, Status.NOT_FOLLOWED, Status.NOT_A_FILE,
+              Status.NO_VIDEOS)
 
 
 class Lister:
