@@ -202,7 +202,7 @@ def first_box_per_track(frames: list[dict]) -> dict[str, dict[int, list[float]]]
 # ---------------------------------------------------------------- the BAUM-2-style archive
 
 BAUM2_CLASSES = ("happy", "surprise", "sad", "anger")  # what the sample's clips show
-BAUM2_SUBJECTS = 8  # per unit of scale
+BAUM2_SUBJECTS = 10  # per unit of scale
 BAUM2_RATE = 23  # BAUM-2's frame rate
 BAUM2_SIZE = (160, 120)  # width, height: small frames, a quick ingest
 BAUM2_LEVELS = 12  # intensity steps drawn per clip: frames of one step are the same drawing

@@ -81,10 +81,11 @@ BAUM2_BAD_INPUTS = {"S002/avi/090.avi": "empty label file", "S004/avi/091.avi": 
 @pytest.fixture(scope="session")
 def baum2_clips(bucket, ray_cluster):
     """The BAUM-2-style sample archive (`fer-ray sample-data`) on S3 with BAUM2_BAD_INPUTS, preprocessed
-    on Ray into clips/ (16 frames, 48 px grey, subject-disjoint split): (output URI, summary). The
-    training tests train the clip families on it."""
+    on Ray into clips/ (16 frames, 48 px grey): (output URI, summary). Split by subject 0.6/0.2/0.2, so
+    that 2 of the 10 subjects (8 clips) are held out for testing and 2 for validation: the training
+    tests train the clip families on it."""
     from fer_ray import storage
-    from fer_ray.config import PreprocessConfig
+    from fer_ray.config import PreprocessConfig, SplitConfig
     from fer_ray.pipelines import preprocess
     from fer_ray.sample_data import write_sample_data
 
@@ -97,7 +98,8 @@ def baum2_clips(bucket, ray_cluster):
     for name, data in extras.items():
         storage.write_bytes(f"{raw}/{name}", data)
     output = f"{bucket}/clips/baum2"
-    return output, preprocess.run(PreprocessConfig(layout="baum2", input=raw, output=output))
+    cfg = PreprocessConfig(layout="baum2", input=raw, output=output, split=SplitConfig(train=0.6, val=0.2, test=0.2))
+    return output, preprocess.run(cfg)
 
 
 @dataclass
