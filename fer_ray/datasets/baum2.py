@@ -41,19 +41,16 @@ def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
     paths = {entry.uri: parts_of(entry.uri, cfg.input) for entry in entries}
     label_files = {label_key(p[0], p[2]): uri for uri, p in paths.items() if is_label_file(p)}
     clip_keys = {label_key(p[0], p[2]) for p in paths.values() if is_clip(p)}
-    rows = []
+    clips, others = [], []  # only clips take part in the split: a stray file is nobody's
     for entry in entries:
         parts = paths[entry.uri]
         if entry.problem:
-            rows.append(unusable_row(entry, DATASET))
+            others.append(unusable_row(entry, DATASET))
         elif is_clip(parts):
-            rows.append(clip_row(entry.uri, parts[0], label_files.get(label_key(parts[0], parts[2]))))
-        elif is_label_file(parts) and label_key(parts[0], parts[2]) in clip_keys:
-            continue  # read as its clip's label
-        else:
-            rows.append(other_row(entry.uri, parts))
-    rows.extend(no_videos_rows(cfg.input, paths.values()))
-    return with_splits(rows, cfg.split)
+            clips.append(clip_row(entry.uri, parts[0], label_files.get(label_key(parts[0], parts[2]))))
+        elif not (is_label_file(parts) and label_key(parts[0], parts[2]) in clip_keys):  # else read as a label
+            others.append(other_row(entry.uri, parts))
+    return with_splits(clips, cfg.split) + others + no_videos_rows(cfg.input, paths.values())
 
 
 def clip_row(uri: str, subject: str, label_uri: str | None) -> dict:

@@ -130,6 +130,8 @@ def test_baum2_listing_accounts_for_every_name(tmp_path):
     assert rows["S001/avi/001.avi"]["sidecar"].endswith("S001/emotion/001.txt")
     assert rows["S001/avi/001.avi"]["subject"] == "S001" and "emotion" in rows["S005"]["error"]
     assert "S001/emotion/002.txt" in rows["S001/avi/002.AVI"]["error"]
+    # only clips take part in the subject split: stray files would count as subjects of their own
+    assert rows["S002/emotion/007.txt"]["split"] == rows["S005"]["split"] == rows["readme.txt"]["split"] == ""
     split_of = {}
     for row in rows.values():
         if row["subject"] and not row["status"]:
