@@ -49,15 +49,21 @@ def clip_id(dataset: str, source_uri: str, start_s: float, end_s: float) -> str:
     return hashlib.sha1(f"{dataset}|{source_uri}{window}".encode()).hexdigest()[:20]
 
 
-def clip_window(info: VideoInfo, cfg: PreprocessConfig, source) -> tuple[float, float]:
+def video_span(info: VideoInfo, cfg: PreprocessConfig, source) -> tuple[float, float]:
+    """Where the video starts and ends in presentation time (its last frame read where the
+    container states no duration)."""
+    end = info.start_s + info.duration_s if info.duration_s else last_frame_end(source, cfg)
+    return info.start_s, end
+
+
+def clip_window(video_start: float, video_end: float, cfg: PreprocessConfig) -> tuple[float, float]:
     """[start, end) in presentation time: the configured window within the video."""
-    video_end = info.start_s + info.duration_s if info.duration_s else last_frame_end(source, cfg)
-    start = info.start_s + cfg.clip_start_s
-    end = min(video_end, info.start_s + cfg.clip_end_s) if cfg.clip_end_s else video_end
+    start = video_start + cfg.clip_start_s
+    end = min(video_end, video_start + cfg.clip_end_s) if cfg.clip_end_s else video_end
     if not start < end:
         raise ClipProblem(Status.EMPTY_WINDOW, f"window [{cfg.clip_start_s:g} s, {cfg.clip_end_s or 'end'}) "
                                                f"lies outside the video, which ends at "
-                                               f"{video_end - info.start_s:.3f} s")
+                                               f"{video_end - video_start:.3f} s")
     return start, end
 
 
@@ -115,7 +121,8 @@ class ClipStage(Stage):
         try:
             with open_video(out["source_uri"], cfg.retry) as source:
                 info = probe(source, cfg.face.max_pixels)
-                start, end = clip_window(info, cfg, source)
+                video_start, video_end = video_span(info, cfg, source)
+                start, end = clip_window(video_start, video_end, cfg)
                 frames = decode_nearest(source, clip_times(start, end, cfg.clip_length), self.color, PREROLL_S,
                                         cfg.face.max_pixels)
             out.update(self.follow_face(frames))
@@ -129,7 +136,7 @@ class ClipStage(Stage):
             out.update(status=Status.FACE_ERROR, error=f"{type(err).__name__}: {err}"[:500])
             return
         out.update(clip_id=clip_id(out["dataset"], out["source_uri"], cfg.clip_start_s, cfg.clip_end_s),
-                   duration_s=end - start if not info.duration_s else info.duration_s,
+                   duration_s=video_end - video_start,
                    fps=float(info.average_rate) if info.average_rate else math.nan)
         out.update(clip_status(out["n_valid"], cfg.clip_length, cfg.min_valid_frames, out["track_id"]))
 
