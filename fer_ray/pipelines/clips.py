@@ -84,7 +84,7 @@ def make_summary(cfg: PreprocessConfig, staged: runs.StagedRun, totals: dict, at
     elapsed = time.time() - staged.started
     ran = attempt.get("inputs", 0)
     return {"layout": cfg.layout, "input": cfg.input, "output": cfg.output, "clip_length": cfg.clip_length,
-            "inputs": 0, "clips": 0, "faces": 0, "valid_frames": 0, "repeated": 0, **totals, **staged.report(),
+            "inputs": 0, "clips": 0, "valid_frames": 0, "repeated": 0, **totals, **staged.report(),
             "units_run": ran, "elapsed_s": round(elapsed, 2),
             "clips_per_s": round(ran / elapsed, 2) if elapsed else 0.0,
             "clips_uri": staged.uri("clips"), "manifest_uri": staged.uri("manifest"),
