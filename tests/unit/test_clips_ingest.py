@@ -2,6 +2,7 @@
 two video layouts' listings, film strips, and the clip stage called directly on local videos."""
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -274,3 +275,34 @@ def test_clip_fields_are_checked_before_any_work():
         with pytest.raises(ConfigError, match=words):
             PreprocessConfig(layout="baum2", input="/in", output="/out", **fields).validate()
     assert PreprocessConfig(clip_length=12, min_valid_fraction=0.5).min_valid_frames == 6
+
+
+# ------------------------------------------------------------------ the sample archive
+
+def test_sample_clips_are_small_avis_whose_expression_unfolds():
+    import av
+
+    from fer_ray.sample_videos import BAUM2_RATE, baum2_clip
+
+    data = baum2_clip("S002", "001", "surprise")
+    assert data == baum2_clip("S002", "001", "surprise")  # the same bytes for the same seed
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("mpeg4", 160, 120)
+        assert stream.average_rate == BAUM2_RATE
+        frames = [frame.to_ndarray(format="gray").astype(np.float32) for frame in container.decode(stream)]
+    assert BAUM2_RATE <= len(frames) <= 2 * BAUM2_RATE  # 1-2 s
+    start_change = np.abs(frames[1] - frames[0]).mean()  # neutral at the start: only drift
+    whole_change = np.abs(frames[-1] - frames[0]).mean()  # neutral to the peak
+    assert whole_change > 2 * start_change
+
+
+def test_sample_archive_lists_every_subject_and_class():
+    from fer_ray.sample_videos import BAUM2_CLASSES, baum2_clips
+
+    clips = baum2_clips()
+    subjects = {subject for subject, _, _ in clips}
+    assert len(subjects) == 10 and len(clips) == 44
+    for subject in subjects:
+        assert {name for s, _, name in clips if s == subject} == set(BAUM2_CLASSES)
+    assert len(baum2_clips(scale=2)) == 84  # 20 subjects, the first twice
