@@ -17,7 +17,9 @@ import yaml
 
 from fer_ray import storage
 
-LAYOUTS = ("fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder")
+IMAGE_LAYOUTS = ("fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder")
+VIDEO_LAYOUTS = ("baum2", "video_folder")  # preprocessed into clips/, not faces/
+LAYOUTS = IMAGE_LAYOUTS + VIDEO_LAYOUTS
 CROP_LAYOUTS = ("fer2013", "affectnet")  # already face crops: detection skipped by default
 DETECTORS = ("auto", "none", "haar", "dlib_hog", "yunet", "sfd", "blazeface")
 LANDMARKERS = ("dlib", "fan", "fan3d")
@@ -152,7 +154,14 @@ class PreprocessConfig:
     ckplus_peak_frames: int = opt(3, "CK+: the last N frames of a labelled sequence carry its label")
     ckplus_neutral_first: bool = opt(True, "CK+: the first frame of a sequence is labelled neutral")
     limit: int = opt(0, "process only the first N inputs (0 = all); for trials")
-    contact_sheet_faces: int = opt(64, "faces on the contact sheet")
+    contact_sheet_faces: int = opt(64, "faces on the contact sheet (video layouts: clips, one film strip each, "
+                                       "at most 16)")
+    clip_length: int = opt(16, "video layouts: frames per clip, evenly spaced in presentation time over the "
+                               "window; a video with fewer frames repeats frames (the row's `repeated`)")
+    clip_start_s: float = opt(0.0, "video layouts: the window starts this many seconds into the video")
+    clip_end_s: float = opt(0.0, "video layouts: the window ends this many seconds into the video (0 = its end)")
+    min_valid_fraction: float = opt(0.5, "video layouts: a clip whose followed face is found on fewer than this "
+                                         "share of its frames gets status too_few_valid and no clips/ row")
     restart: bool = opt(False, RESTART_HELP)
     rows_per_file: int = opt(0, "at least this many rows per faces/ file (Ray may join blocks), the unit a "
                                 "resumed run skips; 0 = files of about 16 MiB")
@@ -168,9 +177,28 @@ class PreprocessConfig:
         self.face.validate()
         self.split.validate()
         self.retry.validate()
+        self.validate_clips()
         if self.face.precision != "fp32" and not self.num_gpus:
             raise ConfigError(f"face.precision: {show(self.face.precision)} needs a GPU (num_gpus > 0); "
                               "use fp32 on CPU")
+
+    def validate_clips(self) -> None:
+        if isinstance(self.clip_length, bool) or not isinstance(self.clip_length, int) or self.clip_length < 1:
+            raise ConfigError(f"clip_length: {show(self.clip_length)} must be a whole number of frames >= 1")
+        for name in ("clip_start_s", "clip_end_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}: {show(value)} must be a finite number of seconds >= 0")
+        if self.clip_end_s and self.clip_end_s <= self.clip_start_s:
+            raise ConfigError(f"clip_end_s: {show(self.clip_end_s)} must be after clip_start_s "
+                              f"({show(self.clip_start_s)}), or 0 for the end of the video")
+        if not (isinstance(self.min_valid_fraction, numbers.Real) and 0 <= self.min_valid_fraction <= 1):
+            raise ConfigError(f"min_valid_fraction: {show(self.min_valid_fraction)} must be between 0 and 1")
+
+    @property
+    def min_valid_frames(self) -> int:
+        """Valid frames a clip needs to be kept (at least one)."""
+        return max(1, math.ceil(self.min_valid_fraction * self.clip_length - 1e-9))
 
     @property
     def device(self) -> str:

@@ -5,6 +5,7 @@ Canonical order is AffectNet's, so AffectNet labels need no mapping.
 from __future__ import annotations
 
 import itertools
+import math
 
 CANONICAL = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 UNKNOWN = -1
@@ -62,3 +63,21 @@ def mixed_index(primary: str, secondary: str) -> int:
 def mixed_pair(index: int) -> tuple[str, str]:
     """The (primary, secondary) pair of a mixed-class index."""
     return MIXED_PAIRS[index]
+
+
+def parse_ckplus_code(text: str) -> tuple[int, str]:
+    """(canonical label, '') from the text of a CK+ / BAUM-2 emotion file, or (UNKNOWN, why not).
+
+    The file holds one number in CK+ coding, as CK+ writes it (`   6.0000000e+00`) or as a
+    bare integer (`6`): the whole number is parsed (reading only its first character, as
+    seed 001 did, takes ` ` for the float form and `1` for 10)."""
+    stripped = text.strip()
+    if not stripped:
+        return UNKNOWN, "emotion file is empty"
+    try:
+        code = float(stripped)
+    except ValueError:
+        return UNKNOWN, f"emotion file holds {stripped[:40]!r}, not a number"
+    if not math.isfinite(code) or code != int(code) or not 0 <= code < len(CKPLUS):
+        return UNKNOWN, f"emotion code {stripped[:40]} outside CK+ coding 0-{len(CKPLUS) - 1}"
+    return CANONICAL_INDEX[CKPLUS[int(code)]], ""

@@ -13,6 +13,9 @@ def run_line(summary: dict) -> str:
 
 
 def print_summary(summary: dict) -> None:
+    if "clips_uri" in summary:
+        print_clips_summary(summary)
+        return
     status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
     print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('faces', 0)} faces "
           f"in {summary['elapsed_s']} s ({summary['images_per_s']} images/s)")
@@ -24,6 +27,20 @@ def print_summary(summary: dict) -> None:
     print(f"  faces by label: {json.dumps(summary.get('faces_by_label', {}))}")
     print(f"  faces by split: {json.dumps(summary.get('faces_by_split', {}))}")
     print(f"  faces: {summary['faces_uri']}\n  manifest: {summary['manifest_uri']}\n"
+          f"  contact sheet: {summary['contact_sheet_uri']}")
+
+
+def print_clips_summary(summary: dict) -> None:
+    """A video layout's preprocess: clips instead of faces."""
+    status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
+    print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('clips', 0)} clips of "
+          f"{summary['clip_length']} frames in {summary['elapsed_s']} s ({summary['clips_per_s']} clips/s)")
+    print(run_line(summary))
+    print(f"  status: {status}")
+    print(f"  clips by label: {json.dumps(summary.get('clips_by_label', {}))}")
+    print(f"  clips by split: {json.dumps(summary.get('clips_by_split', {}))}; {summary.get('valid_frames', 0)} "
+          f"valid frames; {summary.get('repeated', 0)} clips with repeated frames")
+    print(f"  clips: {summary['clips_uri']}\n  manifest: {summary['manifest_uri']}\n"
           f"  contact sheet: {summary['contact_sheet_uri']}")
 
 
@@ -67,8 +84,9 @@ def print_report(report: dict, max_classes: int = 10) -> None:
 def print_totals(summaries: list[dict]) -> None:
     print("\nlayout      inputs  faces  ok   images/s  contact sheet")
     for s in summaries:
-        print(f"{s['layout']:10s} {s.get('inputs', 0):6d} {s.get('faces', 0):6d} "
-              f"{s.get('status', {}).get('ok', 0):4d} {s['images_per_s']:9.1f}  {s['contact_sheet_uri']}")
+        rate = s.get("images_per_s", s.get("clips_per_s", 0.0))  # a video layout counts clips
+        print(f"{s['layout']:10s} {s.get('inputs', 0):6d} {s.get('faces', s.get('clips', 0)):6d} "
+              f"{s.get('status', {}).get('ok', 0):4d} {rate:9.1f}  {s['contact_sheet_uri']}")
 
 
 def print_labelling(summary: dict) -> None:

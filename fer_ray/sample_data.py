@@ -58,6 +58,15 @@ videos/one_face.mp4, two_faces.mp4, no_face.mp4, corrupt.mp4 and expected.json
     runs and change times, for checking a labelling. The same for every seed but the
     faces' identities; `scale` does not apply. 5 files.
 
+baum2/S###/avi/NNN.avi and baum2/S###/emotion/NNN.txt
+    a BAUM-2-style archive (fer_ray.sample_videos.baum2_archive): 10 subjects (S001-S010; 10 x
+    scale) each showing happy, surprise, sad and anger once (S001 twice: 12 clips), 160x120
+    MPEG-4 AVIs of 1-2 s at 23 fps in which a drawn face unfolds from neutral to the peak of
+    its expression (onset and apex vary per clip). Label files in CK+ coding, alternately as
+    CK+ writes them (`   5.0000000e+00`) and as bare integers (`5`). S005/avi/003.avi has no
+    label file (missing_annotation); S003/avi/099.avi is 6,000 random bytes (not_a_video).
+    45 clip names (44 clips and the broken one), 89 files for scale 1.
+
 About 10 MB and 15-20 s on 2 cores for scale 1. Lossless layouts (PNG, TIFF) are drawn
 without sensor noise, which would triple their size; JPEG and CSV faces have it.
 """
@@ -285,7 +294,12 @@ def _videos(seed: int, scale: int, pool) -> Files:
     return sample_videos.sample_videos(seed)
 
 
+def _baum2(seed: int, scale: int, pool) -> Files:
+    """The BAUM-2-style archive (see fer_ray.sample_videos.baum2_archive)."""
+    return sample_videos.baum2_archive(seed, scale, pool)
+
+
 LAYOUTS: dict[str, Callable[[int, int, ThreadPoolExecutor], Files]] = {
     "fer2013": _fer2013, "affectnet": _affectnet, "jaffe": _jaffe,
-    "ckplus": _ckplus, "mpi": _mpi, "folder": _folder, "videos": _videos,
+    "ckplus": _ckplus, "mpi": _mpi, "folder": _folder, "videos": _videos, "baum2": _baum2,
 }

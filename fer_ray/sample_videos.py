@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
 import av
 import numpy as np
 
+from fer_ray import labels
 from fer_ray.schema import VideoStatus
 from fer_ray.vision.synthetic_face import draw_face, identity_for
 
@@ -195,3 +197,97 @@ def first_box_per_track(frames: list[dict]) -> dict[str, dict[int, list[float]]]
         if row["track_id"] not in tracks or row["timestamp_s"] < tracks[row["track_id"]][0]:
             tracks[row["track_id"]] = (row["timestamp_s"], row["bbox"])
     return {name: {track: box for track, (_, box) in tracks.items()} for name, tracks in boxes.items()}
+
+
+# ---------------------------------------------------------------- the BAUM-2-style archive
+
+BAUM2_CLASSES = ("happy", "surprise", "sad", "anger")  # what the sample's clips show
+BAUM2_SUBJECTS = 10  # per unit of scale
+BAUM2_RATE = 23  # BAUM-2's frame rate
+BAUM2_SIZE = (160, 120)  # width, height: small frames, a quick ingest
+BAUM2_LEVELS = 12  # intensity steps drawn per clip: frames of one step are the same drawing
+AVI_BIT_RATE = 600_000  # FFmpeg's default (200 kb/s) leaves blocks on a 160x120 face
+BAUM2_BROKEN = "S003/avi/099.avi"  # random bytes under a clip name, with a label file
+BAUM2_UNLABELLED = "S005/avi/003.avi"  # a clip whose label file is missing
+
+
+def baum2_clips(seed: int = 0, scale: int = 1) -> list[tuple[str, str, int]]:
+    """(subject, clip stem, class) of every sample clip: each subject shows every class once,
+    the first subject twice (BAUM-2's clips per subject are uneven)."""
+    clips = []
+    for number in range(1, BAUM2_SUBJECTS * scale + 1):
+        subject = f"S{number:03d}"
+        takes = 2 if number == 1 else 1
+        expressions = [name for _ in range(takes) for name in BAUM2_CLASSES]
+        clips += [(subject, f"{k + 1:03d}", name) for k, name in enumerate(expressions)]
+    return clips
+
+
+def unfolding(n: int, count: int, onset: float, apex: float) -> float:
+    """Expression intensity of frame n of `count`: neutral until `onset` (a share of the
+    clip), rising smoothly to the peak at `apex`, held after; in BAUM2_LEVELS steps."""
+    share = n / max(count - 1, 1)
+    rise = float(np.clip((share - onset) / (apex - onset), 0.0, 1.0))
+    return round(rise * rise * (3 - 2 * rise) * BAUM2_LEVELS) / BAUM2_LEVELS
+
+
+def baum2_clip(subject: str, stem: str, expression: str, seed: int = 0) -> bytes:
+    """One clip as an AVI (MPEG-4 Part 2, as many BAUM-2 clips): 1-2 s at 23 fps, a face whose
+    expression unfolds from neutral to its peak, drifting a little."""
+    rng = np.random.default_rng([seed, zlib.crc32(f"baum2/{subject}/{stem}".encode())])
+    count = int(rng.integers(BAUM2_RATE, 2 * BAUM2_RATE + 1))
+    onset, apex = rng.uniform(0.05, 0.25), rng.uniform(0.55, 0.8)
+    take = int(rng.integers(1 << 30))
+    drift = rng.uniform(-0.3, 0.3)
+    identity = identity_for(f"baum2-{subject}", seed)
+    drawn: dict[float, np.ndarray] = {}
+
+    def frame(n: int) -> np.ndarray:
+        level = unfolding(n, count, onset, apex)
+        if level not in drawn:  # the same take (pose, light) at every level: only the expression moves
+            drawn[level], _ = draw_face(expression, identity, BAUM2_SIZE[1], color=True, width=BAUM2_SIZE[0],
+                                        rng=np.random.default_rng(take), face_scale=0.9, intensity=level,
+                                        noise=0.0)
+        return np.roll(drawn[level], int(round(n * drift)), axis=1)
+
+    return encode_avi((frame(n) for n in range(count)), BAUM2_RATE)
+
+
+def encode_avi(frames: Iterable[np.ndarray], rate: int) -> bytes:
+    """MPEG-4 Part 2 in AVI, in memory: frame n (RGB) is shown at n / rate seconds."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="avi") as container:
+        stream = None
+        for image in frames:
+            if stream is None:
+                stream = container.add_stream("mpeg4", rate=rate)
+                stream.bit_rate = AVI_BIT_RATE
+                stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+                stream.codec_context.thread_count = 1
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def label_text(class_name: str, float_form: bool) -> bytes:
+    """A BAUM-2 label file: the CK+ code as CK+ writes it, or as a bare integer."""
+    code = labels.CKPLUS.index(class_name)
+    return (f"{float(code):16.7e}\n" if float_form else f"{code}\n").encode()
+
+
+def baum2_archive(seed: int = 0, scale: int = 1, pool=None) -> list[tuple[str, bytes]]:
+    """(path, bytes) of the BAUM-2-style sample: <subject>/avi/<clip>.avi and
+    <subject>/emotion/<clip>.txt (both label forms, alternating), one clip without its label
+    file and one broken clip (random bytes)."""
+    clips = baum2_clips(seed, scale)
+    mapper = pool.map if pool is not None else map
+    videos = list(mapper(lambda clip: baum2_clip(*clip, seed=seed), clips))
+    files = []
+    for k, ((subject, stem, expression), video) in enumerate(zip(clips, videos)):
+        files.append((f"{subject}/avi/{stem}.avi", video))
+        if f"{subject}/avi/{stem}.avi" != BAUM2_UNLABELLED:
+            files.append((f"{subject}/emotion/{stem}.txt", label_text(expression, float_form=k % 2 == 0)))
+    junk = np.random.default_rng([seed, CORRUPT_BYTES, 2]).integers(0, 256, CORRUPT_BYTES, dtype=np.uint8)
+    files.append((BAUM2_BROKEN, junk.tobytes()))
+    files.append((BAUM2_BROKEN.replace("/avi/", "/emotion/").replace(".avi", ".txt"), label_text("happy", True)))
+    return files

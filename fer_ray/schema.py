@@ -98,7 +98,8 @@ class Status(DescribedStatus):
     BAD_PIXELS = "bad_pixels", "FER2013 row whose pixels are not 2304 numbers in 0..255"
     BAD_LABEL = "bad_label", "label missing, not a number or out of range for the dataset's coding"
     UNKNOWN_CLASS = "unknown_class", "folder/class name not in the synonym table"
-    MISSING_ANNOTATION = "missing_annotation", "AffectNet image without its _exp.npy annotation"
+    MISSING_ANNOTATION = ("missing_annotation",
+                          "an input without its annotation file (AffectNet's _exp.npy, BAUM-2's emotion/<clip>.txt)")
     READ_ERROR = "read_error", "the input could not be read from storage"
     FACE_ERROR = "face_error", "face detection, landmarks or alignment failed on this input"
     SKIPPED = "skipped", "listed but deliberately not used (CK+ frames between the first and the peak)"
@@ -108,6 +109,10 @@ class Status(DescribedStatus):
     NOT_FOLLOWED = ("not_followed",
                     "a link to a directory: links to directories are not followed (no loops, no file twice)")
     NOT_A_FILE = "not_a_file", "a pipe, socket or device, or a name whose metadata cannot be read"
+    NO_VIDEOS = "no_videos", "a BAUM-2 subject folder without an avi/ folder of clips (the row names the folder)"
+    TOO_FEW_VALID = ("too_few_valid",
+                     "the followed face was found on fewer than min_valid_fraction of the clip's frames: no clips/ row")
+    EMPTY_WINDOW = "empty_window", "the clip window (clip_start_s, clip_end_s) holds no frame of this video"
 
 
 # `mixed/`: fused faces. The faces/ columns keep their meaning for the fused face (face,
@@ -200,6 +205,15 @@ CLIPS = pa.schema([
 ])
 
 
+# What the clip stage emits: every clips/ column plus the manifest's own, one row per input;
+# is_clip says whether it also goes to clips/ (is_manifest is always True).
+CLIP_ROWS = pa.schema([
+    *CLIPS,
+    ("status", pa.string()), ("error", pa.string()), ("n_faces", pa.int32()),
+    ("is_clip", pa.bool_()), ("is_manifest", pa.bool_()),
+])
+
+
 def clip_array(frames: bytes, shape) -> np.ndarray:
     """A clip as a (T, h, w, c) uint8 array."""
     return np.frombuffer(frames, dtype=np.uint8).reshape(*(int(v) for v in shape))
@@ -236,6 +250,8 @@ def default(field: pa.Field):
     kind = field.type
     if pa.types.is_fixed_size_list(kind):
         return np.zeros(kind.list_size, kind.value_type.to_pandas_dtype())
+    if pa.types.is_list(kind):
+        return ()
     if pa.types.is_string(kind):
         return ""
     if pa.types.is_binary(kind):

@@ -71,6 +71,37 @@ def fer_shards(bucket, ray_cluster):
     return output
 
 
+# Bad inputs added to the BAUM-2-style sample on S3, beside its own broken clip and missing label
+# file; they take clips of subjects that are there already, so the subject split is the sample's.
+BAUM2_BAD_INPUTS = {"S002/avi/090.avi": "empty label file", "S004/avi/091.avi": "label 9: out of range",
+                    "S006/avi/092.avi": "0-byte video", "S099/emotion/001.txt": "a subject folder without avi/",
+                    "readme.txt": "not a clip"}
+
+
+@pytest.fixture(scope="session")
+def baum2_clips(bucket, ray_cluster):
+    """The BAUM-2-style sample archive (`fer-ray sample-data`) on S3 with BAUM2_BAD_INPUTS, preprocessed
+    on Ray into clips/ (16 frames, 48 px grey): (output URI, summary). Split by subject 0.6/0.2/0.2, so
+    that 2 of the 10 subjects (8 clips) are held out for testing and 2 for validation: the training
+    tests train the clip families on it."""
+    from fer_ray import storage
+    from fer_ray.config import PreprocessConfig, SplitConfig
+    from fer_ray.pipelines import preprocess
+    from fer_ray.sample_data import write_sample_data
+
+    raw = f"{bucket}/clips-raw/baum2"
+    write_sample_data(f"{bucket}/clips-raw", layouts=("baum2",))
+    clip = storage.read_bytes(f"{raw}/S001/avi/001.avi")
+    extras = {"S002/avi/090.avi": clip, "S002/emotion/090.txt": b"", "S004/avi/091.avi": clip,
+              "S004/emotion/091.txt": b"9\n", "S006/avi/092.avi": b"", "S006/emotion/092.txt": b"3\n",
+              "S099/emotion/001.txt": b"5\n", "readme.txt": b"BAUM-2 sample\n"}
+    for name, data in extras.items():
+        storage.write_bytes(f"{raw}/{name}", data)
+    output = f"{bucket}/clips/baum2"
+    cfg = PreprocessConfig(layout="baum2", input=raw, output=output, split=SplitConfig(train=0.6, val=0.2, test=0.2))
+    return output, preprocess.run(cfg)
+
+
 @dataclass
 class JobRun:
     """A `ray job submit` that succeeded: its arguments, output URI and printed output."""

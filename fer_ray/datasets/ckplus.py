@@ -58,13 +58,8 @@ def annotate(row: dict, read) -> None:
     """Label a peak frame from its sequence's emotion file (one float, CK+ coding)."""
     if not row["sidecar"]:
         return
-    text = read(row["sidecar"]).decode("ascii", "replace").strip()
-    try:
-        code = float(text)
-    except ValueError:
-        row["status"], row["error"] = Status.BAD_LABEL, f"emotion file holds {text[:40]!r}, not a number"
+    label, error = labels.parse_ckplus_code(read(row["sidecar"]).decode("ascii", "replace"))
+    if error:
+        row["status"], row["error"] = Status.BAD_LABEL, error
         return
-    if code != int(code) or not 0 <= code < len(labels.CKPLUS):
-        row["status"], row["error"] = Status.BAD_LABEL, f"emotion code {code} outside CK+ coding 0-7"
-        return
-    row["label"] = labels.CANONICAL_INDEX[labels.CKPLUS[int(code)]]
+    row["label"] = label

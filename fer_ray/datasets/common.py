@@ -74,7 +74,8 @@ def parent_name(uri: str, levels: int = 1) -> str:
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 # Statuses of listed names that are never read as inputs.
-NOT_INPUTS = (Status.UNSUPPORTED_FORMAT, Status.BAD_NAME, Status.DANGLING_LINK, Status.NOT_FOLLOWED, Status.NOT_A_FILE)
+NOT_INPUTS = (Status.UNSUPPORTED_FORMAT, Status.BAD_NAME, Status.DANGLING_LINK, Status.NOT_FOLLOWED, Status.NOT_A_FILE,
+              Status.NO_VIDEOS)
 
 
 class Lister:
@@ -99,13 +100,14 @@ def listed_rows(entries: list[storage.Listed], dataset: str, image_row) -> list[
     return [unusable_row(entry, dataset) or image_row(entry.uri) for entry in entries]
 
 
-def unusable_row(entry: storage.Listed, dataset: str) -> dict | None:
-    """The input row of a listed name that cannot be an image input (a dangling link, a
-    name that is not UTF-8, a file of another format), with its status; None otherwise.
+def unusable_row(entry: storage.Listed, dataset: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+                 kind: str = "an image") -> dict | None:
+    """The input row of a listed name that cannot be an input (a dangling link, a name that
+    is not UTF-8, a file without one of `extensions`), with its status; None otherwise.
     Every listed name becomes exactly one input, so every one is in the manifest."""
     if entry.problem:
         return input_row(entry.uri, dataset, status=entry.problem, error=entry.error)
-    if not entry.uri.lower().endswith(IMAGE_EXTENSIONS):
+    if not entry.uri.lower().endswith(extensions):
         return input_row(entry.uri, dataset, status=Status.UNSUPPORTED_FORMAT,
-                         error=f"not an image file this job reads ({', '.join(IMAGE_EXTENSIONS)})")
+                         error=f"not {kind} file this job reads ({', '.join(extensions)})")
     return None

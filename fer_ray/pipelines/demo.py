@@ -1,11 +1,11 @@
-"""The README's main job: sample data in every layout -> preprocess each, synthesize, train and
-sweep, and label the sample videos, on local Ray."""
+"""The README's main job: sample data in every layout -> preprocess each (the BAUM-2-style
+archive into clips), synthesize, train and sweep, and label the sample videos, on local Ray."""
 from __future__ import annotations
 
 import json
 
 from fer_ray import storage
-from fer_ray.config import LAYOUTS, PreprocessConfig
+from fer_ray.config import IMAGE_LAYOUTS, PreprocessConfig
 from fer_ray.pipelines import preprocess
 from fer_ray.report import print_report, print_summary, print_sweep, print_synthesis, print_totals
 from fer_ray.runtime import start_ray
@@ -31,11 +31,12 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
     write_sample_data(data)
     start_ray()
     summaries = []
-    for layout in LAYOUTS:
+    for layout in IMAGE_LAYOUTS:
         cfg = PreprocessConfig(layout=layout, input=sample_input(data, layout),
                                output=storage.join(output, "out", layout), workers=workers)
         summaries.append(preprocess.run(cfg))
         print_summary(summaries[-1])
+    summaries.append(preprocess_sample_clips(output, data, workers))
     print_totals(summaries)
     mixed = synthesize_mixed(output)
     if train:
@@ -43,6 +44,15 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
         train_mixed(output, mixed)
     label_sample_videos(output, data, workers)
     return summaries
+
+
+def preprocess_sample_clips(output: str, data: str, workers: int = 0) -> dict:
+    """The BAUM-2-style sample archive -> clips/ of 16 frames (film strips on its contact sheet)."""
+    print(f"\npreprocessing the BAUM-2-style sample archive {sample_input(data, 'baum2')} into clips")
+    summary = preprocess.run(PreprocessConfig(layout="baum2", input=sample_input(data, "baum2"),
+                                              output=storage.join(output, "out", "baum2"), workers=workers))
+    print_summary(summary)
+    return summary
 
 
 def synthesize_mixed(output: str) -> str:

@@ -44,7 +44,12 @@ def check(cfg: PreprocessConfig) -> Inputs:
 
 
 def run(cfg: PreprocessConfig) -> dict:
-    """Run the whole job; returns the summary (also written to the run's `_summary.json`)."""
+    """Run the whole job; returns the summary (also written to the run's `_summary.json`).
+    A video layout goes to pipelines.clips (clips/ instead of faces/)."""
+    if cfg.layout in config.VIDEO_LAYOUTS:
+        from fer_ray.pipelines import clips
+
+        return clips.run(cfg)
     inputs = check(cfg)
     staged = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint,
                        cfg.restart, cfg.retry)

@@ -74,6 +74,40 @@ def _grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
     return sheet
 
 
+INVALID_COLOUR = (255, 0, 0)  # RGB: the cross and frame of a clip frame where the face was lost
+
+
+def film_strips(clips: list[np.ndarray], valid: list[np.ndarray], captions: list[str], scale: int = 2) -> np.ndarray:
+    """RGB uint8 sheet with one film strip per clip: its T frames ((T, h, w, c) uint8, c = 1
+    or 3) in a row, upscaled by `scale`; a frame that is not valid is dimmed, crossed and framed
+    in red; the caption (label, subject, split) underneath."""
+    if not clips:
+        raise ValueError("film_strips: no clips to draw")
+    strips = [_strip(clip, mask, caption, scale) for clip, mask, caption in zip(clips, valid, captions, strict=True)]
+    return _grid(strips, 1)
+
+
+def _strip(clip: np.ndarray, valid: np.ndarray, caption: str, scale: int) -> np.ndarray:
+    frames = [_film_frame(frame, bool(ok), scale) for frame, ok in zip(clip, valid, strict=True)]
+    row = np.hstack([np.pad(f, ((0, 0), (0, 2), (0, 0))) for f in frames])  # a dark gap between frames
+    band = np.zeros((CAPTION_HEIGHT, row.shape[1], 3), np.uint8)
+    cv2.putText(band, _fit(caption, row.shape[1]), (2, CAPTION_HEIGHT - 4), cv2.FONT_HERSHEY_SIMPLEX,
+                CAPTION_FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([row, band])
+
+
+def _film_frame(frame: np.ndarray, valid: bool, scale: int) -> np.ndarray:
+    rgb = np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
+    big = cv2.resize(np.ascontiguousarray(rgb), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    if not valid:
+        big = (big // 3).astype(np.uint8)
+        h, w = big.shape[:2]
+        cv2.line(big, (0, 0), (w - 1, h - 1), INVALID_COLOUR, max(1, scale))
+        cv2.line(big, (w - 1, 0), (0, h - 1), INVALID_COLOUR, max(1, scale))
+        cv2.rectangle(big, (0, 0), (w - 1, h - 1), INVALID_COLOUR, max(1, scale))
+    return big
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of a grey (H,W) or RGB (H,W,3) uint8 image."""
     bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

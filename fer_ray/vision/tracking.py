@@ -309,3 +309,15 @@ def union(parent: list[int], a: int, b: int) -> None:
     root_a, root_b = find(parent, a), find(parent, b)
     if root_a != root_b:
         parent[max(root_a, root_b)] = min(root_a, root_b)
+
+
+def largest_track(track_ids, boxes) -> int:
+    """The track with the most faces (ties: the larger mean box area, then the lower id): the
+    face a clip follows, rather than demanding exactly one face per frame as seed 001 did.
+    -1 when there is no face."""
+    ids = np.asarray(track_ids, np.int64).reshape(-1)
+    if ids.size == 0:
+        return -1
+    areas = area(np.asarray(boxes, np.float64).reshape(-1, 4))
+    candidates = np.unique(ids)
+    return int(max(candidates, key=lambda t: (np.sum(ids == t), areas[ids == t].mean(), -t)))

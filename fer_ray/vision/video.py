@@ -142,6 +142,93 @@ def decode_segment(source: Source, start_s: float, end_s: float, fps: float, col
             _check_not_cut_short(stream, time, end_s)
 
 
+def clip_times(start_s: float, end_s: float, length: int) -> np.ndarray:
+    """`length` times evenly spaced over [start_s, end_s): start_s + k * span / length, as seed
+    001's frames 0, step, 2 step ... but in presentation time, so variable frame rate cannot skew them."""
+    if not (length >= 1 and start_s < end_s and math.isfinite(end_s)):
+        raise ValueError(f"clip_times: need length >= 1 and a finite window, got {length}, [{start_s}, {end_s})")
+    return start_s + (end_s - start_s) * np.arange(length) / length
+
+
+def nearest_frames(frame_times, targets) -> np.ndarray:
+    """For each target time, the position in `frame_times` (ascending presentation times) of
+    the frame shown nearest to it; ties go to the earlier frame. Fewer frames than targets
+    give repeated positions."""
+    times = np.asarray(frame_times, np.float64)
+    if times.size == 0:
+        raise ValueError("nearest_frames: no frames")
+    targets = np.asarray(targets, np.float64)
+    after = np.clip(np.searchsorted(times, targets, side="left"), 0, len(times) - 1)
+    before = np.clip(after - 1, 0, len(times) - 1)
+    earlier_is_nearer = np.abs(targets - times[before]) <= np.abs(times[after] - targets)
+    return np.where(earlier_is_nearer, before, after)
+
+
+def decode_nearest(source: Source, targets, color: str = "rgb", preroll_s: float = 2.0,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> list[DecodedFrame]:
+    """For each target time (ascending), the frame nearest to it (as `nearest_frames` picks),
+    decoded in one sequential pass from the keyframe before the first target; only the picked
+    frames are converted, each once (a frame nearest to several targets is repeated). Raises
+    VideoError as `decode_segment` does; a decode failing part-way raises too (a clip needs
+    every one of its frames)."""
+    targets = [float(t) for t in targets]
+    _check_arguments(targets[0], math.inf, 0, color, preroll_s)
+    with _opened(source, max_pixels) as (container, stream):
+        stream.thread_type = "AUTO"
+        start_index = stream.start_time or 0
+        picker = _NearestPicker(targets, lambda frame: DecodedFrame(
+            frame.time, _nominal_index(frame.time - float(start_index * stream.time_base), stream),
+            _to_array(frame, color)))
+        for frame in _frames_covering(container, stream, targets[0], targets[0] - preroll_s):
+            if picker.see(frame):
+                break
+        return picker.finish()
+
+
+class _NearestPicker:
+    """Streams frames in presentation order, holding only the previous one, and picks the
+    nearest frame for each target (ties: the earlier), converting each picked frame once."""
+
+    def __init__(self, targets: list[float], convert):
+        self.targets, self.convert = targets, convert
+        self.picked: list[DecodedFrame] = []
+        self.previous = self.previous_converted = None
+
+    def see(self, frame) -> bool:
+        """Take the next frame; True once every target has its frame."""
+        converted = None
+        while len(self.picked) < len(self.targets) and frame.time >= self.targets[len(self.picked)]:
+            target = self.targets[len(self.picked)]
+            if self.previous is not None and target - self.previous.time <= frame.time - target:
+                self.picked.append(self._previous())
+            else:
+                converted = converted or self.convert(frame)
+                self.picked.append(converted)
+        self.previous, self.previous_converted = frame, converted
+        return len(self.picked) == len(self.targets)
+
+    def _previous(self) -> DecodedFrame:
+        if self.previous_converted is None:
+            self.previous_converted = self.convert(self.previous)
+        return self.previous_converted
+
+    def finish(self) -> list[DecodedFrame]:
+        """Targets after the last frame take the last frame."""
+        if self.previous is None:
+            raise VideoError(VideoStatus.NO_FRAMES, "no frame at or after the clip's start")
+        while len(self.picked) < len(self.targets):
+            self.picked.append(self._previous())
+        return self.picked
+
+
+def frame_times(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[float]:
+    """Every frame's presentation time, in order, without converting a frame: for a video
+    whose container states no duration, to know where it ends."""
+    with _opened(source, max_pixels) as (container, stream):
+        stream.thread_type = "AUTO"
+        return [frame.time for frame in _decoded(container, stream)]
+
+
 class SlotSampler:
     """Keeps the first frame of each absolute time slot of 1/fps s; fps == 0 keeps all."""
 

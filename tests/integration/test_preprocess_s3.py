@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fer_ray import schema, storage
-from fer_ray.config import LAYOUTS
+from fer_ray.config import IMAGE_LAYOUTS
 from fer_ray.pipelines.demo import sample_input
 from tests.integration.helpers import read_output, run_preprocess
 
@@ -39,7 +39,7 @@ def count_inputs(s3_server, input_uri: str) -> int:
     return sum(k.lower().endswith(IMAGE_SUFFIXES) for k in keys)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", IMAGE_LAYOUTS)  # video layouts: test_clips_ingest.py
 def test_layout_from_s3_end_to_end(layout, sample_s3, bucket, s3_server):
     input_uri = sample_input(sample_s3, layout)
     output = f"{bucket}/out/{layout}"

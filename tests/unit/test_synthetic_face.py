@@ -133,7 +133,7 @@ def files_under(path: Path) -> list[Path]:
 
 def test_summary_matches_the_files_written(sample):
     root, written = sample
-    assert set(written) == {"fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder", "videos"}
+    assert set(written) == {"fer2013", "affectnet", "jaffe", "ckplus", "mpi", "folder", "videos", "baum2"}
     for layout, info in written.items():
         assert info["uri"] == str(root / layout)
         assert info["files"] == len(files_under(root / layout))
