@@ -116,7 +116,7 @@ def scan(cfg: TrainConfig) -> DataInfo:
             raise ConfigError(f"data: no rows with a {label_set} label in split {split!r} of "
                               f"{cfg.data} (splits present: {_present(table)})")
     if data_folder(cfg) == CLIPS:
-        clip_length, face_shape = _clip_shape(files, cfg.data)
+        clip_length, face_shape = clip_shape(files, cfg.data)
         info = DataInfo(files, class_names, counts, face_shape, clip_length)
     else:
         info = DataInfo(files, class_names, counts, _first_face_shape(files))
@@ -145,7 +145,7 @@ def _first_face_shape(files: list[str]) -> tuple[int, int, int]:
     return (0, 0, 0)
 
 
-def _clip_shape(files: list[str], data: str) -> tuple[int, tuple[int, int, int]]:
+def clip_shape(files: list[str], data: str) -> tuple[int, tuple[int, int, int]]:
     """(T, (h, w, c)) of the clips: one shape for all (a batch stacks them), read from the
     small frame_shape column of every row."""
     column = results.arrow_dataset(files).to_table(columns=["frame_shape"])["frame_shape"].combine_chunks()
@@ -232,9 +232,13 @@ def clip_arrays(batch: dict, label_set: str) -> dict:
     """
     labels = to_label_set(batch["label"].astype(np.int64), label_set)
     keep = labels >= 0
-    shape = tuple(int(v) for v in batch["frame_shape"][0]) if len(labels) else (0, 0, 0, 1)
-    clips = _pixels(batch["frames"][keep], shape)
-    return {"clip": np.ascontiguousarray(clips.transpose(0, 1, 4, 2, 3)), "label": labels[keep]}
+    return {"clip": clip_pixels(batch["frames"][keep], batch["frame_shape"][keep]), "label": labels[keep]}
+
+
+def clip_pixels(frames, frame_shapes) -> np.ndarray:
+    """clips/ frames (raw bytes, (T, h, w, c) each) -> uint8 (B, T, C, H, W)."""
+    shape = tuple(int(v) for v in frame_shapes[0]) if len(frames) else (0, 0, 0, 1)
+    return np.ascontiguousarray(_pixels(frames, shape).transpose(0, 1, 4, 2, 3))
 
 
 def read_split(info: DataInfo, label_set: str, split: str) -> ray.data.Dataset:

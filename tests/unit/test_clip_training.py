@@ -4,6 +4,7 @@ a clip family given image shards or an image family given clips."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -11,13 +12,14 @@ import pytest
 import torch
 
 from fer_ray import results
-from fer_ray.config import ConfigError, TrainConfig
+from fer_ray.config import ConfigError, TrainConfig, TuneConfig
 from fer_ray.labels import BASIC7, CANONICAL
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import create_model, get_spec
 from fer_ray.models.inputs import Batcher
+from fer_ray.pipelines.export import run_export
 from fer_ray.schema import FACES
-from fer_ray.training import data
+from fer_ray.training import data, sweep
 from fer_ray.training.augment import augment
 from tests.clip_shards import clip_row, clip_table, write_clip_shards
 
@@ -189,3 +191,32 @@ def test_clip_labels_are_canonical():
     table = clip_table(subjects=5, takes=1, frames=8, classes=("surprise",))
     assert set(table["label"].to_pylist()) == {CANONICAL.index("surprise")}
     assert set(table["split"].to_pylist()) == {"train", "val", "test"}
+
+
+def test_a_sweep_over_the_clip_families_checks_out_and_refuses_image_shards(outputs, tmp_path):
+    clips, faces = outputs
+    sweep_cfg = TuneConfig(models="cnn_lstm,c3d", trials=2,
+                           train=TrainConfig(data=clips, output=str(tmp_path / "sweep"), fc_size=32))
+    sweep.check(sweep_cfg)  # every family against the data, as `fer-ray tune` does before any Ray work
+    with pytest.raises(ConfigError, match=r"model 'cnn_lstm' trains on clips/"):
+        sweep.check(dataclasses.replace(sweep_cfg, train=dataclasses.replace(sweep_cfg.train, data=faces)))
+
+
+def test_an_exported_16_frame_c3d_round_trips(tmp_path):
+    """`fer-ray export` of a c3d checkpoint built for 16 frames (not the family's default 12):
+    TorchScript and ONNX are checked against it inside run_export, and the TorchScript file
+    gives the checkpoint model's probabilities on raw 0-255 clips."""
+    cfg = TrainConfig(model="c3d", clip_length=16, **SMALL)
+    torch.manual_seed(2)
+    model = create_model("c3d", num_classes=len(BASIC7), **ckpt.architecture(cfg)).eval()
+    norm = {"mean": np.full((1, 48, 48), 110, np.float32), "std": np.full((1, 48, 48), 40, np.float32)}
+    ckpt.save(ckpt.make_checkpoint(model=model, optimizer=None, cfg_dict=dataclasses.asdict(cfg),
+                                   class_names=BASIC7, norm=norm, epoch=0, history=[]), str(tmp_path / "run"))
+    written = run_export(str(tmp_path / "run"), str(tmp_path / "export"))
+    manifest = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert manifest["inputs"] == [{"name": "clip", "shape": [-1, 16, 1, 48, 48], "dtype": "float32"}]
+    clip = torch.rand(3, 16, 1, 48, 48) * 255
+    with torch.no_grad():
+        expected = torch.softmax(model((clip - 110) / 40), dim=1)
+        exported = torch.jit.load(written["torchscript"])(clip)
+    assert torch.allclose(exported, expected, atol=1e-5)

@@ -1,0 +1,102 @@
+"""Clip families end to end on the S3 test server: cnn_lstm and c3d trained by the real Ray
+Train trainer on committed synthetic clips/ (tests/clip_shards.py), scored on held-out
+subjects, then evaluated and predicted on clips."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from fer_ray import storage
+from fer_ray.config import ConfigError, PredictConfig, TrainConfig
+from fer_ray.labels import BASIC7
+from fer_ray.models import checkpoint as ckpt
+from fer_ray.pipelines import predict
+from fer_ray.training import trainer
+from fer_ray.training.evaluate import evaluate
+from tests.clip_shards import CLASSES, write_clip_shards
+
+pytestmark = pytest.mark.integration
+FRAMES = 8  # the fewest c3d takes: the test is about the path, T=12/16 are unit-tested
+# 4 classes present: chance macro-F1 is about 0.25; "clearly above" is twice that.
+CHANCE = 1 / len(CLASSES)
+RECIPES = {
+    "cnn_lstm": {"epochs": 6, "lr": 2e-3},
+    "c3d": {"epochs": 6, "lr": 5e-4, "fc_size": 64},
+}
+
+
+@pytest.fixture(scope="module")
+def clip_data(bucket, ray_cluster):
+    """10 subjects (6 train, 2 val, 2 test) x 4 expressions x 2 takes of 8 frames."""
+    uri = f"{bucket}/clip-data/synthetic"
+    write_clip_shards(uri, subjects=10, takes=2, frames=FRAMES, seed=0)
+    return uri
+
+
+def clip_config(data: str, output: str, model: str, **overrides) -> TrainConfig:
+    return TrainConfig(**{"data": data, "output": output, "model": model, "batch_size": 8, "workers": 2,
+                          "cpus_per_worker": 0.5, "augment": 0.5, "seed": 0, "resume": False,
+                          **RECIPES[model], **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(clip_data, bucket):
+    """{family: (config, test report)} after one fixed-seed run of each."""
+    runs = {}
+    for model in RECIPES:
+        cfg = clip_config(clip_data, f"{bucket}/clip-runs/{model}", model)
+        runs[model] = cfg, trainer.run(cfg)
+    return runs
+
+
+@pytest.mark.parametrize("model", list(RECIPES))
+def test_clip_family_beats_chance_on_held_out_subjects(trained, model):
+    cfg, report = trained[model]
+    assert report["split"] == "test" and report["n"] == 2 * len(CLASSES) * 2  # 2 test subjects, all clips
+    assert report["macro_f1"] > 2 * CHANCE, (model, report["per_class_recall"], report["confusion"])
+    history = report["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("model", list(RECIPES))
+def test_clip_checkpoint_records_its_clip_length(trained, model):
+    cfg, _ = trained[model]
+    state = ckpt.load(cfg.output)
+    assert state["config"]["clip_length"] == FRAMES and state["spec"]["clip_length"] == FRAMES
+    assert state["model_name"] == model and state["class_names"] == list(BASIC7)
+    assert len(state["norm"]["mean"]) == 1 and tuple(state["norm"]["mean"].shape) == (1, 48, 48)
+    for name in ("metrics.json", "confusion.png", "learning_curve.png", "config.yaml"):
+        assert storage.exists(storage.join(cfg.output, name)), name
+
+
+def test_evaluate_a_clip_checkpoint_reproduces_its_test_report(trained, clip_data, bucket):
+    cfg, report = trained["c3d"]
+    again = evaluate(cfg.output, clip_data, "test", f"{bucket}/clip-eval/c3d")
+    assert again["model"] == "c3d" and again["n"] == report["n"]
+    assert again["confusion"] == report["confusion"]
+
+
+def test_predict_over_clips_gives_one_row_per_clip(trained, clip_data, tmp_path):
+    cfg, _ = trained["cnn_lstm"]
+    output = tmp_path / "clips.parquet"
+    summary = predict.run(PredictConfig(checkpoint=cfg.output, input=clip_data, output=str(output)))
+    table = pq.read_table(output)
+    assert summary["inputs"] == table.num_rows == 10 * len(CLASSES) * 2  # every clip, every split
+    assert {"clip_id", "source_uri", "subject", "split", "label", "confidence"} <= set(table.column_names)
+    probabilities = table.select([f"p_{name}" for name in BASIC7]).to_pandas().to_numpy()
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-4
+    assert set(table["label"].to_pylist()) <= set(BASIC7)
+    assert len(set(table["clip_id"].to_pylist())) == table.num_rows
+
+
+def test_predict_refuses_images_for_a_clip_checkpoint_and_clips_for_an_image_one(trained, clip_data, tmp_path):
+    cfg, _ = trained["c3d"]
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ConfigError, match="input: 'c3d' is a clip model: it predicts over the clips/ of a video "
+                                          "preprocess output, but .*images holds no committed fer-ray result"):
+        predict.run(PredictConfig(checkpoint=cfg.output, input=str(tmp_path / "images"),
+                                  output=str(tmp_path / "out.parquet")))
+    with pytest.raises(ConfigError, match=r"input: .* holds clips/ \(video clips\), but 'mini_xception' "
+                                          r"classifies faces in images; give a clip checkpoint \(c3d, cnn_lstm\)"):
+        predict.run(PredictConfig(checkpoint="pretrained", input=clip_data, output=str(tmp_path / "out.parquet")))
+    assert not (tmp_path / "out.parquet").exists()
