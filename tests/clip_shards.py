@@ -43,10 +43,13 @@ def clip_frames(expression: str, subject: str, frames: int, rng: np.random.Gener
     points = np.full((frames, N_VALUES // 2, 2), np.nan, np.float32)
     valid = np.ones(frames, bool)
     valid[list(invalid)] = False
+    # One take: pose, lighting and exposure are drawn once per clip (each frame redraws them
+    # from the same seed), so only the expression changes from frame to frame.
+    take_seed, angle = int(rng.integers(2**31)), rng.uniform(-3, 3)
     for t in np.flatnonzero(valid):
         intensity = t / max(frames - 1, 1)
-        image, landmarks = draw_face(expression, identity, size=SIDE, rng=rng, face_scale=1.6,
-                                     intensity=intensity, angle_deg=rng.uniform(-3, 3))
+        image, landmarks = draw_face(expression, identity, size=SIDE, rng=np.random.default_rng(take_seed),
+                                     face_scale=1.6, intensity=intensity, angle_deg=angle)
         crops[t, :, :, 0], points[t] = image, landmarks
     return crops, points, valid
 

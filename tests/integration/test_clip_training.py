@@ -19,9 +19,12 @@ pytestmark = pytest.mark.integration
 FRAMES = 8  # the fewest c3d takes: the test is about the path, T=12/16 are unit-tested
 # 4 classes present: chance macro-F1 is about 0.25; "clearly above" is twice that.
 CHANCE = 1 / len(CLASSES)
+# Found by a plain loop on the same clips: both learn within about 60 steps of 8 clips
+# without augmentation or dropout (each slows the first epochs several-fold; augmentation is
+# unit-tested). 2 workers x 4 clips = 8 clips a step, 6 steps an epoch.
 RECIPES = {
-    "cnn_lstm": {"epochs": 6, "lr": 2e-3},
-    "c3d": {"epochs": 6, "lr": 5e-4, "fc_size": 64},
+    "cnn_lstm": {"epochs": 10, "lr": 1e-3},
+    "c3d": {"epochs": 10, "lr": 1e-4, "fc_size": 64},
 }
 
 
@@ -34,8 +37,8 @@ def clip_data(bucket, ray_cluster):
 
 
 def clip_config(data: str, output: str, model: str, **overrides) -> TrainConfig:
-    return TrainConfig(**{"data": data, "output": output, "model": model, "batch_size": 8, "workers": 2,
-                          "cpus_per_worker": 0.5, "augment": 0.5, "seed": 0, "resume": False,
+    return TrainConfig(**{"data": data, "output": output, "model": model, "batch_size": 4, "workers": 2,
+                          "cpus_per_worker": 0.5, "augment": 0.0, "dropout": 0.0, "seed": 0, "resume": False,
                           **RECIPES[model], **overrides})
 
 
