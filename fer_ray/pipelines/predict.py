@@ -219,7 +219,8 @@ def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, 
                           num_cpus=LIGHT_CPUS)
 
 
-CLIP_KEEP = ("clip_id", "source_uri", "subject", "split")
+CLIP_COLUMNS = ("clip_id", "source_uri", "subject", "split")  # read from clips/ and kept
+CLIP_KEEP = (*CLIP_COLUMNS, "status")
 
 
 def clip_plan(cfg: PredictConfig, path: str, state: dict) -> Plan:
@@ -247,7 +248,7 @@ def clip_predictions(cfg: PredictConfig, files: list[str], path: str, state: dic
     """The clip pipeline, lazily: read clips/, classify (workers actors), one output row per clip."""
     fs, _ = storage.resolve(files[0])
     ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
-    ds = ds.select_columns([*CLIP_KEEP, "frames", "frame_shape"])
+    ds = ds.select_columns([*CLIP_COLUMNS, "frames", "frame_shape"])
     ds = ds.map_batches(clip_model_inputs, batch_format="numpy", num_cpus=LIGHT_CPUS)
     ds = classify(ds, path, workers=cfg.workers, num_gpus=cfg.num_gpus)
     return ds.map_batches(output_rows, fn_args=(tuple(state["class_names"]), CLIP_KEEP), batch_format="numpy",
@@ -257,7 +258,7 @@ def clip_predictions(cfg: PredictConfig, files: list[str], path: str, state: dic
 def clip_model_inputs(batch: dict) -> dict:
     """clips/ rows -> the classify stage's 'clip' (B, T, C, H, W), every clip kept (labelled or
     not), each counted once as an input with status ok."""
-    kept = {key: batch[key] for key in CLIP_KEEP}
+    kept = {key: batch[key] for key in CLIP_COLUMNS}
     ones = np.ones(len(batch["clip_id"]), bool)
     return {**kept, "clip": data.clip_pixels(batch["frames"], batch["frame_shape"]), "has_face": ones,
             "is_manifest": ones, "status": np.full(len(ones), str(Status.OK), dtype=object)}
