@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
-from fer_ray import results
+from fer_ray import config, results
 from fer_ray.config import ConfigError, TrainConfig, TuneConfig
 from fer_ray.labels import BASIC7, CANONICAL
 from fer_ray.models import checkpoint as ckpt
@@ -23,6 +24,7 @@ from fer_ray.training import data, sweep
 from fer_ray.training.augment import augment
 from tests.clip_shards import clip_row, clip_table, write_clip_shards
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL = {"fc_size": 32}  # c3d's 4096-wide FC layers are not what these tests check
 
 
@@ -220,3 +222,12 @@ def test_an_exported_16_frame_c3d_round_trips(tmp_path):
         expected = torch.softmax(model((clip - 110) / 40), dim=1)
         exported = torch.jit.load(written["torchscript"])(clip)
     assert torch.allclose(exported, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cnn_lstm", "c3d"])
+def test_seed_001_baum2_training_configs_load_and_validate(name):
+    cfg = TrainConfig()
+    config.load_yaml_file(cfg, str(ROOT / "configs" / "baum2_seed001" / f"{name}.yaml"))
+    cfg.data, cfg.output = "s3://bucket/baum2-clips", f"s3://bucket/runs/{name}"
+    cfg.validate()
+    assert (cfg.model, cfg.clip_length, cfg.label_set) == (name, 12, "canonical8")
