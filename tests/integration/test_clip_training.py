@@ -67,7 +67,7 @@ def trained(clip_data, tmp_path_factory):
 C3D_UNRELIABLE = pytest.mark.xfail(strict=False, reason=(
     "c3d (about 20M convolution weights, no normalisation layers) learns these 48 training clips "
     "unreliably: with 4 clips a worker a step it passed once and scored macro-F1 0.18 in another run "
-    "(2-worker batch order is not fixed); with 2 a step (this recipe) it passed the runs tried so far, "
+    "(2-worker batch order is not fixed); with 2 a step (this recipe) it passed both runs tried so far, "
     "too few to call it reliable"))
 
 
