@@ -112,7 +112,7 @@ def cmd_predict(args) -> int:
     from fer_ray.pipelines import predict
 
     summary = predict.run(build_config(PredictConfig, args))
-    print(f"{summary['inputs']} images -> {summary['rows']} rows in {summary['elapsed_s']} s: {summary['output']}")
+    print(f"{summary['inputs']} inputs -> {summary['rows']} rows in {summary['elapsed_s']} s: {summary['output']}")
     return 0
 
 

@@ -279,6 +279,10 @@ class TrainConfig:
     lr: float = opt(1e-3, "AdamW learning rate")
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     dropout: float = opt(-1.0, "dropout rate; < 0 = the family's default (resnet18, baseline_cnn have none)")
+    fc_size: int = opt(0, "width of c3d's two fully connected layers; 0 = the family's default (4096); "
+                          "other families ignore it")
+    clip_length: int = opt(0, "frames per clip (clip families); 0 = the clips' own length in the data, "
+                              "which must then match it; the checkpoint records it")
     augment: float = opt(1.0, "augmentation strength s: flip, rotation +-10*s deg, shift +-0.05*s side, "
                               "brightness/contrast; 0 = off")
     class_weighted: bool = opt(False, "weight the loss by inverse class frequency of the train split")
@@ -311,9 +315,13 @@ class TrainConfig:
             raise ConfigError(f"dropout: {show(self.dropout)} must be < 1")
         for name in ("train_split", "val_split", "test_split"):
             _choice(name, getattr(self, name), SPLITS)
-        if spec.needs_clips:
-            raise ConfigError(f"model: {show(self.model)} trains on clips/ shards, which the video "
-                              f"pipeline writes; image families: {', '.join(image_models())}")
+        for name in ("fc_size", "clip_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}: {show(value)} must be a whole number >= 0 (0 = default)")
+        if self.clip_length and not spec.needs_clips:
+            raise ConfigError(f"clip_length: {show(self.clip_length)} is for clip families "
+                              f"({', '.join(clip_models())}); {show(self.model)} takes single faces: leave it 0")
 
     @property
     def data_uris(self) -> list[str]:
@@ -536,6 +544,12 @@ def image_models() -> list[str]:
     from fer_ray.models import get_spec, list_models
 
     return [name for name in list_models() if not get_spec(name).needs_clips]
+
+
+def clip_models() -> list[str]:
+    from fer_ray.models import get_spec, list_models
+
+    return [name for name in list_models() if get_spec(name).needs_clips]
 
 
 def _required_uris(cfg, *names: str) -> None:

@@ -6,6 +6,7 @@ checkpoint never executes pickled code.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import posixpath
@@ -17,6 +18,7 @@ import torch
 from fer_ray import storage
 from fer_ray.config import ConfigError, TrainConfig, apply_dict
 from fer_ray.models import create_model, get_spec, pretrained
+from fer_ray.models.registry import ModelSpec
 
 FILENAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -33,7 +35,7 @@ def make_checkpoint(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer 
     return {
         "format_version": FORMAT_VERSION,
         "model_name": cfg_dict["model"],
-        "spec": get_spec(cfg_dict["model"]).to_dict(),
+        "spec": trained_spec(cfg_dict).to_dict(),
         "config": cfg_dict,
         "class_names": list(class_names),
         "norm": {key: torch.as_tensor(np.asarray(value, dtype=np.float32)) for key, value in norm.items()},
@@ -43,6 +45,19 @@ def make_checkpoint(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer 
         "history": history,
         "face": face or {},
     }
+
+
+def trained_spec(cfg_dict: dict) -> ModelSpec:
+    """The family's spec with the clip length the model was built for (the data's, which
+    the trainer puts in the config), so a clip checkpoint says which T it takes."""
+    spec = get_spec(cfg_dict["model"])
+    clip_length = cfg_dict.get("clip_length", 0)
+    return dataclasses.replace(spec, clip_length=clip_length) if spec.needs_clips and clip_length else spec
+
+
+def spec_of(checkpoint: dict) -> ModelSpec:
+    """The spec a checkpoint's model was trained with (clip length included)."""
+    return trained_spec(checkpoint["config"])
 
 
 def to_bytes(checkpoint: dict) -> bytes:
@@ -149,12 +164,18 @@ def build_model(checkpoint: dict, expect_family: str | None = None) -> torch.nn.
     if expect_family and expect_family != name:
         raise ConfigError(f"checkpoint: it holds a {name!r} model, not {expect_family!r}")
     cfg = config_of(checkpoint)
-    model = create_model(name, num_classes=len(checkpoint["class_names"]), dropout=cfg.dropout)
+    model = create_model(name, num_classes=len(checkpoint["class_names"]), **architecture(cfg))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:
         raise ConfigError(f"checkpoint: weights do not fit family {name!r}: {err}") from None
     return model.eval()
+
+
+def architecture(cfg: TrainConfig) -> dict:
+    """create_model's arguments, besides the family and classes, that shape the model: the
+    same for training and for every rebuild from a checkpoint."""
+    return {"dropout": cfg.dropout, "fc_size": cfg.fc_size, "clip_length": cfg.clip_length}
 
 
 def check(uri: str, expect_family: str = "") -> tuple[str, dict]:

@@ -21,7 +21,9 @@ class ModelSpec:
     """What a model family expects and predicts.
 
     input_size is the square image side in pixels (0 for landmark-only models);
-    clip_length is the number of frames per clip (0 for single images);
+    clip_length is the family's default number of frames per clip (0 for single images; a
+    model is built for the clip length of its data, which its checkpoint records), and
+    min_clip_length the fewest frames it can take;
     default_num_classes, when left at 0, is the size of the label set.
     """
     name: str
@@ -32,6 +34,7 @@ class ModelSpec:
     needs_landmarks: bool = False
     needs_clips: bool = False
     clip_length: int = 0
+    min_clip_length: int = 0
     default_num_classes: int = 0
     description: str = ""
 
@@ -106,13 +109,17 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, num_classes: int | None = None, dropout: float | None = None, **kw) -> torch.nn.Module:
+def create_model(name: str, num_classes: int | None = None, dropout: float | None = None, fc_size: int = 0,
+                 clip_length: int = 0, **kw) -> torch.nn.Module:
     """A freshly initialised model; num_classes defaults to the family's label set size.
 
-    dropout (when given and >= 0) reaches families whose builder has a dropout argument;
-    the others have no dropout layer to set, so a sweep over it leaves them unchanged.
+    dropout (when given and >= 0), fc_size and clip_length (when > 0) reach families whose
+    builder has that argument; the others have no such layer to set, so one config (or a
+    sweep) may name them for any family and leaves the others unchanged.
     """
     spec = get_spec(name)
-    if dropout is not None and dropout >= 0 and "dropout" in inspect.signature(spec.builder).parameters:
-        kw["dropout"] = dropout
+    takes = inspect.signature(spec.builder).parameters
+    options = {"dropout": dropout if dropout is not None and dropout >= 0 else None,
+               "fc_size": fc_size or None, "clip_length": clip_length or None}
+    kw.update({key: value for key, value in options.items() if value is not None and key in takes})
     return spec.builder(num_classes=num_classes or spec.default_num_classes, **kw)

@@ -6,14 +6,13 @@ import tempfile
 
 from fer_ray import storage
 from fer_ray.models import checkpoint as ckpt
-from fer_ray.models import get_spec
 from fer_ray.training.export import check_parity, export
 
 
 def run_export(checkpoint_uri: str, output: str) -> dict[str, str]:
     """{kind: URI} of the written files; raises if an export differs from the checkpoint."""
     state = ckpt.load(checkpoint_uri)
-    model, spec = ckpt.build_model(state), get_spec(state["model_name"])
+    model, spec = ckpt.build_model(state), ckpt.spec_of(state)
     mean, std = (state["norm"][key].numpy() if state["norm"] else [] for key in ("mean", "std"))
     written = {}
     with tempfile.TemporaryDirectory() as directory:

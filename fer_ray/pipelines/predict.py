@@ -5,6 +5,11 @@ overrides, and how many face actors on which devices.
 
 Every input image gets at least one row: images without a usable face keep their status
 and error, with empty probabilities, so nothing silently disappears.
+
+A clip checkpoint (cnn_lstm, c3d) predicts over the clips/ of a committed video preprocess
+output instead: one row per clip (clip_id, source_uri, subject, split, label, confidence,
+p_<class>), its frames already aligned by the ingest. Both kinds are a `Plan` (what is read,
+how the rows are made); writing one file or committed shards is the same for both.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import posixpath
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray.data
 
-from fer_ray import config, storage
+from fer_ray import config, results, storage
 from fer_ray.config import ConfigError, FaceConfig, PredictConfig, PreprocessConfig, RetryConfig, apply_dict
 from fer_ray.datasets import Inputs
 from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
@@ -30,9 +37,11 @@ from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
 from fer_ray.runtime import LIGHT_CPUS, Capacity, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
+from fer_ray.schema import Status
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.classify import classifier_arrays, classify
 from fer_ray.stages.face import FaceStage
+from fer_ray.training import data
 
 KEEP = ("source_uri", "face_index", "status", "error", "n_faces", "bbox", "det_score")
 FACE_OVERRIDES = ("detector", "detector_model", "landmark_model")  # PredictConfig fields of FaceConfig
@@ -71,20 +80,22 @@ def model_inputs(batch: dict, face_shape: tuple[int, int, int]) -> dict:
     return {**{key: batch[key] for key in (*KEEP, "is_manifest")}, "has_face": has_face, **arrays}
 
 
-def output_rows(batch: dict, class_names: tuple[str, ...]) -> pa.Table:
-    """One plain-Arrow row per face (or per input without one): probabilities as one column
-    per class (NaN where no face), the predicted label name, the box as four columns (CSV
-    holds no lists). `is_manifest` marks the one row of each input that counts it."""
+def output_rows(batch: dict, class_names: tuple[str, ...], keep: tuple[str, ...] = KEEP) -> pa.Table:
+    """One plain-Arrow row per face (or per input without one), or per clip: the `keep`
+    columns, probabilities as one column per class (NaN where no face), the predicted label
+    name, the box as four columns (CSV holds no lists; clips have none). `is_manifest`
+    marks the one row of each input that counts it."""
     has_face = np.asarray(batch.pop("has_face"), bool)
     probabilities = np.array(batch.pop("probabilities"), np.float32)  # a copy: batches are read-only
     probabilities[~has_face] = np.nan
     names = np.array(class_names, dtype=object)
-    columns = {key: batch[key] for key in KEEP if key != "bbox"}
+    columns = {key: batch[key] for key in keep if key != "bbox"}
     columns["label"] = np.where(has_face, names[batch.pop("prediction")], "")
     columns["confidence"] = np.where(has_face, probabilities.max(axis=1, initial=0.0), np.nan)
     columns.update({f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)})
-    bbox = np.asarray(list(batch["bbox"]), np.float32).reshape(-1, 4)  # rows of a 2-D array, or arrays
-    columns.update({f"bbox_{name}": bbox[:, i] for i, name in enumerate(("x0", "y0", "x1", "y1"))})
+    if "bbox" in keep:
+        bbox = np.asarray(list(batch["bbox"]), np.float32).reshape(-1, 4)  # rows of a 2-D array, or arrays
+        columns.update({f"bbox_{name}": bbox[:, i] for i, name in enumerate(("x0", "y0", "x1", "y1"))})
     columns["is_manifest"] = np.asarray(batch["is_manifest"], bool)
     return pa.table({name: pa.array(list(v) if v.dtype == object else v) for name, v in columns.items()})
 
@@ -105,17 +116,49 @@ def list_images(input_uri: str, retry: RetryConfig) -> Inputs:
     return Inputs(rows, len(rows), lister.fingerprint())
 
 
-def check(cfg: PredictConfig) -> tuple[str, dict, PreprocessConfig, Inputs]:
-    """Values, checkpoint, face settings, weights, input and output, before any Ray work."""
+@dataclass
+class Plan:
+    """What a predict run reads and how its output rows are made (faces in images, or clips)."""
+    inputs: Inputs
+    settings: dict  # what the result depends on besides its input (runs.plan)
+    id_column: str  # the row id a resumed directory output skips by
+    rows: Callable[[int], ray.data.Dataset]  # CPUs the run reserves -> the output rows, lazily
+    check_cluster: Callable[[Capacity], None]
+
+
+def check(cfg: PredictConfig) -> Plan:
+    """Values, checkpoint, face settings (or clips), weights, input and output, before any Ray work."""
     cfg.validate()
     path, state = ckpt.check(cfg.checkpoint)
-    face_cfg = preprocess_config(state, cfg)
-    FaceStage.check_weights(face_cfg)
+    if ckpt.spec_of(state).needs_clips:
+        return clip_plan(cfg, path, state)
+    return face_plan(cfg, path, state)
+
+
+def check_input_output(cfg: PredictConfig) -> None:
     problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")
     runs.check_output(cfg.input, cfg.output, is_file=cfg.output_format != "shards")
-    return path, state, face_cfg, list_images(cfg.input, cfg.retry)
+
+
+def face_plan(cfg: PredictConfig, path: str, state: dict) -> Plan:
+    face_cfg = preprocess_config(state, cfg)
+    FaceStage.check_weights(face_cfg)
+    check_input_output(cfg)
+    refuse_clips(cfg, state)
+    inputs = list_images(cfg.input, cfg.retry)
+    return Plan(inputs, run_settings(path, face_cfg), "source_uri",
+                lambda reserved: predictions(cfg, face_cfg, inputs, path, state, reserved),
+                lambda capacity: check_cluster(cfg, face_cfg, capacity))
+
+
+def refuse_clips(cfg: PredictConfig, state: dict) -> None:
+    """An image checkpoint given a video preprocess output would read its Parquet files as images."""
+    commit = results.read_commit(cfg.input) if not cfg.input.lower().endswith(IMAGE_EXTENSIONS) else None
+    if commit is not None and data.CLIPS in commit.files:
+        raise ConfigError(f"input: {cfg.input} holds clips/ (video clips), but {state['model_name']!r} classifies "
+                          f"faces in images; give a clip checkpoint ({', '.join(config.clip_models())}) or images")
 
 
 def check_cluster(cfg: PredictConfig, face_cfg: PreprocessConfig, capacity: Capacity) -> None:
@@ -136,25 +179,23 @@ def run_settings(path: str, face_cfg: PreprocessConfig) -> dict:
 
 def run(cfg: PredictConfig) -> dict:
     """Run the whole job; returns the summary (a directory output also holds it as `_summary.json`)."""
-    path, state, face_cfg, inputs = check(cfg)
+    plan = check(cfg)
     if cfg.output_format != "shards":
         start_ray()
-        check_cluster(cfg, face_cfg, cluster_capacity())
+        plan.check_cluster(cluster_capacity())
         started = time.time()
-        counts = write_file(predictions(cfg, face_cfg, inputs, path, state), cfg.output, cfg.output_format)
+        counts = write_file(plan.rows(0), cfg.output, cfg.output_format)
         return {**counts, "output": cfg.output, "elapsed_s": round(time.time() - started, 2)}
-    staged = runs.plan("predict", cfg.output, run_settings(path, face_cfg), inputs.fingerprint, cfg.restart,
-                       cfg.retry)
+    staged = runs.plan("predict", cfg.output, plan.settings, plan.inputs.fingerprint, cfg.restart, cfg.retry)
     if staged.up_to_date:
         return runs.committed_summary(staged)
     start_ray()
-    check_cluster(cfg, face_cfg, cluster_capacity())
+    plan.check_cluster(cluster_capacity())
     runs.begin(staged, config.to_yaml(cfg))
     sink = ShardSink(staged.uri(), face_bytes=0, folders={"predictions": Folder(None, None)}, count=predict_counts,
                      rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    rows = predictions(cfg, face_cfg, inputs, path, state, staged.reserved_cpus)
-    sink.write_dataset(runs.checkpointed(staged, rows, "source_uri"))
-    summary = {**runs.finish_counts(staged, inputs.count), **staged.report(), "output": cfg.output,
+    sink.write_dataset(runs.checkpointed(staged, plan.rows(staged.reserved_cpus), plan.id_column))
+    summary = {**runs.finish_counts(staged, plan.inputs.count), **staged.report(), "output": cfg.output,
                "predictions_uri": staged.uri("predictions"), "elapsed_s": round(time.time() - staged.started, 2)}
     storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
     runs.publish(staged, ("predictions",))
@@ -175,6 +216,49 @@ def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, 
     return classify(ds, path, workers=1, num_cpus=LIGHT_CPUS, num_gpus=cfg.num_gpus,
                     prepare=functools.partial(model_inputs, face_shape=(face.size, face.size, face.channels)),
                     finish=functools.partial(output_rows, class_names=tuple(state["class_names"])))
+
+
+CLIP_COLUMNS = ("clip_id", "source_uri", "subject", "split")  # read from clips/ and kept
+CLIP_KEEP = (*CLIP_COLUMNS, "status")
+
+
+def clip_plan(cfg: PredictConfig, path: str, state: dict) -> Plan:
+    """Every clip of the input's committed clips/, checked against the checkpoint's frames and T."""
+    check_input_output(cfg)
+    commit = results.read_commit(cfg.input)
+    if commit is None or data.CLIPS not in commit.files:
+        held = ", ".join(f"{name}/" for name in commit.files) if commit else "no committed fer-ray result"
+        raise ConfigError(f"input: {state['model_name']!r} is a clip model: it predicts over the clips/ of a "
+                          f"video preprocess output, but {cfg.input} holds {held}; give such an output, or "
+                          f"an image checkpoint for images")
+    files = commit.uris(data.CLIPS)
+    trained = ckpt.config_of(state)
+    clip_length, frame_shape = data.clip_shape(files, cfg.input)
+    data.check_input(config.TrainConfig(data=cfg.input, model=trained.model, clip_length=trained.clip_length),
+                     data.DataInfo(files, (), {}, frame_shape, clip_length))
+    count = results.arrow_dataset(files).count_rows()
+    settings = {"checkpoint": path, "checkpoint_version": storage.file_fingerprint(path, cfg.retry)}
+    return Plan(Inputs(None, count, f"{commit.run}:{','.join(files)}"), settings, "clip_id",
+                lambda reserved: clip_predictions(cfg, files, path, state),
+                lambda capacity: check_classifier_gpu(0, cfg.num_gpus, capacity) if cfg.num_gpus > 0 else None)
+
+
+def clip_predictions(cfg: PredictConfig, files: list[str], path: str, state: dict) -> ray.data.Dataset:
+    """The clip pipeline, lazily: read clips/, classify (workers actors), one output row per clip."""
+    fs, _ = storage.resolve(files[0])
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
+    ds = ds.select_columns([*CLIP_COLUMNS, "frames", "frame_shape"])
+    return classify(ds, path, workers=cfg.workers, num_gpus=cfg.num_gpus, prepare=clip_model_inputs,
+                    finish=functools.partial(output_rows, class_names=tuple(state["class_names"]), keep=CLIP_KEEP))
+
+
+def clip_model_inputs(batch: dict) -> dict:
+    """clips/ rows -> the classify stage's 'clip' (B, T, C, H, W), every clip kept (labelled or
+    not), each counted once as an input with status ok."""
+    kept = {key: batch[key] for key in CLIP_COLUMNS}
+    ones = np.ones(len(batch["clip_id"]), bool)
+    return {**kept, "clip": data.clip_pixels(batch["frames"], batch["frame_shape"]), "has_face": ones,
+            "is_manifest": ones, "status": np.full(len(ones), str(Status.OK), dtype=object)}
 
 
 def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:

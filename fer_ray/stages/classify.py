@@ -34,8 +34,12 @@ class ClassifySettings:
     finish: Callable[[dict], Any] | None = None
 
 
+MODEL_INPUTS = ("image", "clip", "landmarks")
+
+
 class ClassifyStage(Stage):
-    """'image' uint8 (B, C, H, W) and 'landmarks' (B, 68, 2) -> 'probabilities' (B, K) and 'prediction'.
+    """'image' uint8 (B, C, H, W) or 'clip' (B, T, C, H, W), and 'landmarks' (B, 68, 2) ->
+    'probabilities' (B, K) and 'prediction'.
 
     Loads the checkpoint once per actor; one forward pass per batch, standardised with
     the normalisation stored in the checkpoint, in float32 on any device. Images and weights
@@ -50,7 +54,10 @@ class ClassifyStage(Stage):
         super().__init__(cfg)
         state = ckpt.load(cfg.checkpoint)
         device = torch.device(cfg.device)
-        self.model = ckpt.build_model(state).to(device, memory_format=torch.channels_last)
+        model = ckpt.build_model(state)
+        # channels-last is a 4-D layout: a model with 3-D convolutions (c3d) keeps its own
+        layout = torch.channels_last if all(p.dim() != 5 for p in model.parameters()) else torch.contiguous_format
+        self.model = model.to(device, memory_format=layout)
         spec = get_spec(state["model_name"])
         norm = {key: value.numpy() for key, value in state["norm"].items()}
         self.batcher = Batcher(spec, norm, device, spec.input_size or 100)
@@ -63,11 +70,11 @@ class ClassifyStage(Stage):
 
     @torch.no_grad()
     def classified(self, batch: dict) -> dict:
-        tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in ("image", "landmarks")}
+        tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in MODEL_INPUTS if key in batch}
         inputs = (channels_last(value) for value in self.batcher.inputs(tensors))
         logits = self.model(*inputs).float()
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()
-        out = {key: value for key, value in batch.items() if key not in ("image", "landmarks")}
+        out = {key: value for key, value in batch.items() if key not in MODEL_INPUTS}
         return {**out, "probabilities": probabilities, "prediction": probabilities.argmax(1)}
 
 

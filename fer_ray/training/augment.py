@@ -3,6 +3,9 @@
 Batches are float tensors: `images` (B, C, H, W) with values in 0..255 and `landmarks`
 (B, 68, 2) as (x, y) in crop pixels, dlib/iBUG order. Every geometric change applied to an
 image is applied to its landmarks too, so a landmark stays on the same facial feature.
+Clips (B, T, C, H, W) are augmented with their frames folded into the channels, so the
+T frames of a clip get one draw: the same flip, rotation, shift, brightness and contrast
+(a face that jumped or flickered between frames would be motion the video never had).
 
 Pixel convention: pixel i covers coordinate i (its centre), so a crop of side W spans
 0..W-1 and its centre is (W-1)/2. `grid_sample(align_corners=True)` uses the same
@@ -79,6 +82,8 @@ def augment(images: Tensor | None, landmarks: Tensor | None, strength: float,
         raise ValueError(f"strength must be >= 0, got {strength}")
     if strength == 0 or (images is None and landmarks is None):
         return images, landmarks
+    if images is not None and images.dim() == 5:
+        return augment_clips(images, landmarks, strength, generator)
     batch, height, width = _batch_geometry(images, landmarks, size)
     # One draw per sample whether or not images are present, so a seed gives the same
     # geometry to a landmark-only model as to an image model.
@@ -98,6 +103,17 @@ def augment(images: Tensor | None, landmarks: Tensor | None, strength: float,
         images = _photometric(images, brightness=sym[:, 3] * (MAX_BRIGHTNESS * strength),
                               contrast=1 + sym[:, 4] * (MAX_CONTRAST * strength))
     return images, landmarks
+
+
+def augment_clips(clips: Tensor, landmarks: Tensor | None, strength: float,
+                  generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+    """augment() of clips (B, T, C, H, W): T folded into the channels, one draw per clip.
+    The contrast pivot is then the mean of the whole clip, the same for all its frames."""
+    if landmarks is not None:
+        raise ValueError("augment: clips are augmented without landmarks (no clip family takes them)")
+    batch, frames, channels, height, width = clips.shape
+    folded, _ = augment(clips.reshape(batch, frames * channels, height, width), None, strength, generator)
+    return folded.reshape(batch, frames, channels, height, width), None
 
 
 def _batch_geometry(images: Tensor | None, landmarks: Tensor | None,

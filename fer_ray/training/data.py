@@ -1,8 +1,11 @@
 """Training data: preprocess/synthesis shards -> Ray Data datasets of model-ready arrays.
 
-Before any training starts, `scan` reads only the small columns (split, label, face
-shape) to check that every requested split has rows, that the faces fit the family's
-input, and to count classes (for class weights). Face bytes are decoded on the cluster.
+Image families read faces/ (mixed/ for the 42 mixed classes), clip families (cnn_lstm,
+c3d) read clips/ (one row per clip of a video dataset, schema.CLIPS). Before any training
+starts, `scan` reads only the small columns (split, label, face or frame shape) to check
+that the output holds what the family eats, that every requested split has rows, that
+the faces fit the family's input, and to count classes (for class weights). Pixel bytes
+are decoded on the cluster.
 """
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ import ray.data
 from ray.data.expressions import col
 
 from fer_ray import results, storage
-from fer_ray.config import ConfigError, TrainConfig, model_spec
+from fer_ray.config import ConfigError, TrainConfig, clip_models, image_models, model_spec
 from fer_ray.face68 import N_POINTS, N_VALUES
 from fer_ray.labels import CANONICAL, LABEL_SETS
 
 MIXED_SET = "mixed42"
+CLIPS = "clips"
+# What each training folder holds, for the error that names what the data has instead.
+FOLDERS = {"faces": "aligned face images", "mixed": "fused mixed-emotion faces", CLIPS: "video clips"}
 
 
 def label_lookup(label_set: str) -> np.ndarray:
@@ -33,28 +39,58 @@ def label_column(label_set: str) -> str:
     return "mixed_label" if label_set == MIXED_SET else "label"
 
 
+def data_folder(cfg: TrainConfig) -> str:
+    """The folder a family trains on: clips/ for clip families, else faces/ (mixed/ for 42 classes)."""
+    if model_spec(cfg.model).needs_clips:
+        return CLIPS
+    return "mixed" if cfg.resolved_label_set() == MIXED_SET else "faces"
+
+
 def shard_files(cfg: TrainConfig) -> list[str]:
-    """The committed shard files of every data URI: its faces/ (mixed/ for 42 classes).
+    """The committed shard files of every data URI in the family's folder (data_folder).
     An output without a commit (a run still going, or killed) is refused, never read."""
-    folder = "mixed" if cfg.resolved_label_set() == MIXED_SET else "faces"
+    folder = data_folder(cfg)
     files = []
     for uri in cfg.data_uris:
         problem = storage.check_readable(uri)
         if problem:
             raise ConfigError(f"data: {problem}")
-        files += results.committed(uri, "data", folder=folder).uris(folder)
+        commit = results.committed(uri, "data")
+        check_holds(cfg, uri, commit, folder)
+        files += commit.uris(folder)
     if len({storage.is_s3(uri) for uri in files}) > 1:
         raise ConfigError("data: all data URIs must be on one store (all s3:// or all local)")
     return files
 
 
+def check_holds(cfg: TrainConfig, uri: str, commit: results.Commit, folder: str) -> None:
+    """A clip family given image shards, or an image family given clips only, is told
+    (before any training) what it needs, what the output holds, and what to do."""
+    if folder in commit.files:
+        return
+    held = ", ".join(f"{name}/ ({what})" for name, what in FOLDERS.items() if name in commit.files)
+    if folder == CLIPS:
+        advice = (f"preprocess a video layout (baum2, video_folder) to get clips/, or train an image family "
+                  f"({', '.join(image_models())})")
+    else:
+        advice = f"train a clip family ({', '.join(clip_models())}) on clips/, or preprocess an image layout"
+    raise ConfigError(f"data: model {cfg.model!r} trains on {folder}/ ({FOLDERS[folder]}), but the "
+                      f"{commit.job} result at {uri} holds {held or 'no training shards'}; {advice}")
+
+
 @dataclasses.dataclass
 class DataInfo:
-    """What the checks found: files, per-split class counts, face shape."""
+    """What the checks found: files, per-split class counts, face (or frame) shape and, for
+    clips/, the clip length T (0 for single faces)."""
     files: list[str]
     class_names: tuple[str, ...]
     counts: dict[str, list[int]]  # split -> samples per class (in the label set)
     face_shape: tuple[int, int, int]
+    clip_length: int = 0
+
+    @property
+    def is_clips(self) -> bool:
+        return self.clip_length > 0
 
     def class_weights(self, split: str) -> list[float]:
         """Inverse frequency, normalised so a balanced set has every weight 1; unseen classes 0."""
@@ -79,7 +115,11 @@ def scan(cfg: TrainConfig) -> DataInfo:
         if sum(per_class) == 0:
             raise ConfigError(f"data: no rows with a {label_set} label in split {split!r} of "
                               f"{cfg.data} (splits present: {_present(table)})")
-    info = DataInfo(files, class_names, counts, _first_face_shape(files))
+    if data_folder(cfg) == CLIPS:
+        clip_length, face_shape = clip_shape(files, cfg.data)
+        info = DataInfo(files, class_names, counts, face_shape, clip_length)
+    else:
+        info = DataInfo(files, class_names, counts, _first_face_shape(files))
     check_input(cfg, info)
     return info
 
@@ -105,18 +145,45 @@ def _first_face_shape(files: list[str]) -> tuple[int, int, int]:
     return (0, 0, 0)
 
 
+def clip_shape(files: list[str], data: str) -> tuple[int, tuple[int, int, int]]:
+    """(T, (h, w, c)) of the clips: one shape for all (a batch stacks them), read from the
+    small frame_shape column of every row."""
+    column = results.arrow_dataset(files).to_table(columns=["frame_shape"])["frame_shape"].combine_chunks()
+    shapes = np.unique(column.flatten().to_numpy().reshape(-1, 4), axis=0)
+    if len(shapes) != 1:
+        listed = [tuple(int(v) for v in shape) for shape in shapes[:4]]
+        raise ConfigError(f"data: the clips in {data} have {len(shapes)} shapes (T, h, w, c): {listed}; "
+                          f"preprocess them with one clip_length and size")
+    frames, height, width, channels = (int(v) for v in shapes[0])
+    return frames, (height, width, channels)
+
+
 def check_input(cfg: TrainConfig, info: DataInfo) -> None:
-    """The faces must be what the family eats: side and channels (landmark-only: anything)."""
+    """The faces (or each frame of the clips) must be what the family eats: side and
+    channels (landmark-only: anything); clips must have the length the config asks for
+    and the family can take."""
     spec = model_spec(cfg.model)
     if not spec.input_size:
         return
     height, width, channels = info.face_shape
+    what = "frames of the clips" if info.is_clips else "faces"
     if (height, width, channels) != (spec.input_size, spec.input_size, spec.channels):
         colour = "rgb" if spec.channels == 3 else "gray"
         raise ConfigError(
-            f"data: faces in {cfg.data} are {height}x{width}x{channels}, but model "
+            f"data: {what} in {cfg.data} are {height}x{width}x{channels}, but model "
             f"{cfg.model!r} expects {spec.input_size}x{spec.input_size}x{spec.channels}; preprocess "
-            f"with --size {spec.input_size} --color {colour}, or pick a family for these faces")
+            f"with --size {spec.input_size} --color {colour}, or pick a family for these {what}")
+    if info.is_clips:
+        check_clip_length(cfg, info.clip_length, spec)
+
+
+def check_clip_length(cfg: TrainConfig, frames: int, spec) -> None:
+    if cfg.clip_length and cfg.clip_length != frames:
+        raise ConfigError(f"clip_length: {cfg.clip_length}, but the clips in {cfg.data} have {frames} frames; "
+                          f"set clip_length 0 (the data's) or preprocess with clip_length {cfg.clip_length}")
+    if frames < spec.min_clip_length:
+        raise ConfigError(f"data: the clips in {cfg.data} have {frames} frames, but model {cfg.model!r} needs at "
+                          f"least {spec.min_clip_length}; preprocess with a longer clip_length")
 
 
 def to_label_set(labels: np.ndarray, label_set: str) -> np.ndarray:
@@ -128,6 +195,12 @@ def to_label_set(labels: np.ndarray, label_set: str) -> np.ndarray:
     return np.where(valid, lookup[np.clip(labels, 0, len(CANONICAL) - 1)], -1)
 
 
+def _pixels(column, shape: tuple[int, ...]) -> np.ndarray:
+    """Raw uint8 byte rows -> one array (rows, *shape)."""
+    arrays = [np.frombuffer(value, dtype=np.uint8) for value in column]
+    return np.stack(arrays).reshape(-1, *shape) if arrays else np.zeros((0, *shape), np.uint8)
+
+
 def to_arrays(batch: dict, label_set: str) -> dict:
     """Parquet rows -> 'image' uint8 (B, C, H, W), 'landmarks' float32 (B, 68, 2), 'label' int64.
 
@@ -137,8 +210,7 @@ def to_arrays(batch: dict, label_set: str) -> dict:
     labels = to_label_set(batch[label_column(label_set)].astype(np.int64), label_set)
     keep = labels >= 0
     shape = tuple(int(v) for v in batch["face_shape"][0]) if len(labels) else (0, 0, 1)
-    faces = [np.frombuffer(face, dtype=np.uint8) for face in batch["face"][keep]]
-    images = np.stack(faces).reshape(-1, *shape) if faces else np.zeros((0, *shape), np.uint8)
+    images = _pixels(batch["face"][keep], shape)
     landmarks = np.stack(batch["landmarks"][keep]) if keep.any() else np.zeros((0, N_VALUES))
     return {
         "image": np.ascontiguousarray(images.transpose(0, 3, 1, 2)),
@@ -147,31 +219,65 @@ def to_arrays(batch: dict, label_set: str) -> dict:
     }
 
 
+def clip_arrays(batch: dict, label_set: str) -> dict:
+    """clips/ rows -> 'clip' uint8 (B, T, C, H, W) and 'label' int64; rows outside the label
+    set are dropped, as for faces.
+
+    Frames where the tracked face was lost (valid False) stay in, as the blank crops the
+    ingest wrote: every clip keeps its T frames at their times, which is what both families
+    assume (the LSTM steps and C3D's temporal kernels are positions in time); filling them
+    with a neighbour would invent a face, and a mask is an input neither family has. The
+    blank frames count in the normalisation statistics like any frame, so training and
+    evaluation standardise them the same way. Landmarks are not read: no clip family takes them.
+    """
+    labels = to_label_set(batch["label"].astype(np.int64), label_set)
+    keep = labels >= 0
+    return {"clip": clip_pixels(batch["frames"][keep], batch["frame_shape"][keep]), "label": labels[keep]}
+
+
+def clip_pixels(frames, frame_shapes) -> np.ndarray:
+    """clips/ frames (raw bytes, (T, h, w, c) each) -> uint8 (B, T, C, H, W)."""
+    shape = tuple(int(v) for v in frame_shapes[0]) if len(frames) else (0, 0, 0, 1)
+    return np.ascontiguousarray(_pixels(frames, shape).transpose(0, 1, 4, 2, 3))
+
+
 def read_split(info: DataInfo, label_set: str, split: str) -> ray.data.Dataset:
     """The rows of one split as model-ready arrays (lazy; runs on the cluster)."""
     fs, _ = storage.resolve(info.files[0])
-    columns = ["face", "face_shape", "landmarks", "split", label_column(label_set)]
+    if info.is_clips:
+        columns, convert = ["frames", "frame_shape", "split", "label"], clip_arrays
+    else:
+        columns, convert = ["face", "face_shape", "landmarks", "split", label_column(label_set)], to_arrays
     ds = ray.data.read_parquet([storage.resolve(f)[1] for f in info.files], filesystem=fs).select_columns(columns)
     ds = ds.filter(expr=col("split") == split)
-    return ds.map_batches(to_arrays, fn_args=(label_set,), batch_format="numpy")
+    return ds.map_batches(convert, fn_args=(label_set,), batch_format="numpy")
+
+
+def pixel_key(batch: dict) -> str:
+    return "clip" if "clip" in batch else "image"
 
 
 def pixel_moments(batch: dict) -> dict:
-    """Per-pixel count, sum and sum of squares of a batch's images (float64, flattened)."""
-    images = batch["image"].astype(np.float64)
+    """Per-pixel count, sum and sum of squares of a batch's images, or of every frame of its
+    clips (float64, flattened to C*H*W)."""
+    pixels = batch[pixel_key(batch)]
+    images = pixels.reshape(-1, int(np.prod(pixels.shape[-3:]))).astype(np.float64)
     return {"n": np.array([len(images)]),
             "sum": images.sum(axis=0).reshape(1, -1),
             "sumsq": np.square(images).sum(axis=0).reshape(1, -1)}
 
 
-def normalisation(ds: ray.data.Dataset, face_shape: tuple[int, int, int]) -> dict:
-    """Per-pixel mean and std images (C, H, W) of a split, summed from per-batch partials.
+def normalisation(ds: ray.data.Dataset, face_shape: tuple[int, int, int], clip_length: int = 0) -> dict:
+    """Per-pixel mean and std images (C, H, W) of a split (over every frame of clips), summed
+    from per-batch partials.
 
-    The driver only receives one small row per batch, never the images.
+    The driver only receives one small row per batch, never the images; a batch holds about
+    1024 images or frames, so a float64 copy of it stays small.
     """
     height, width, channels = face_shape
     total, sums, squares = 0, 0.0, 0.0
-    for part in ds.map_batches(pixel_moments, batch_format="numpy", batch_size=1024).iter_batches(
+    batch_size = max(1, 1024 // max(clip_length, 1))
+    for part in ds.map_batches(pixel_moments, batch_format="numpy", batch_size=batch_size).iter_batches(
             batch_format="numpy", batch_size=None):
         total += int(part["n"].sum())
         sums = sums + part["sum"].sum(axis=0)

@@ -18,12 +18,13 @@ from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0) -> dict:
     """Metrics of a checkpoint on one split of any shards; writes metrics.json and confusion.png.
 
-    The shards are checked against the checkpoint's family (shape, label set) before any work.
+    The shards are checked against the checkpoint's family (shape, label set; for a clip
+    model its clips/ and the clip length it was trained on) before any work.
     """
     path, state = ckpt.check(checkpoint_uri)
     cfg = ckpt.config_of(state)
     eval_cfg = TrainConfig(data=data_uris, output=output, model=cfg.model, label_set=cfg.resolved_label_set(),
-                           train_split=split, val_split=split, test_split=split)
+                           clip_length=cfg.clip_length, train_split=split, val_split=split, test_split=split)
     info = data.scan(eval_cfg)
     start_ray()
     predicted = classify(data.read_split(info, eval_cfg.label_set, split), path, workers)

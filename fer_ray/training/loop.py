@@ -124,7 +124,7 @@ def _build(cfg: TrainConfig, num_classes: int, init_state: dict | None = None):
     run starts from init_state when given (--init pretrained).
     """
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=num_classes, dropout=cfg.dropout,
+    model = create_model(cfg.model, num_classes=num_classes, **ckpt.architecture(cfg),
                          **({"weights_path": cfg.weights_path} if cfg.weights_path else {}))
     state = _latest_state(cfg)
     if state is not None:

@@ -47,6 +47,8 @@ def check(cfg: TrainConfig) -> data.DataInfo:
         pretrained.check_family(cfg.model)
         pretrained.hdf5_uri(cfg.model)
     info = data.scan(cfg)
+    if info.is_clips:
+        cfg.clip_length = info.clip_length  # the model is built for it; the checkpoint records it
     check_resume(cfg, info)
     return info
 
@@ -65,6 +67,12 @@ def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
         state = ckpt.load(cfg.output)
     except ConfigError:
         return  # nothing to resume: a fresh run
+    shape = ("fc_size", "clip_length")  # what the saved weights were built for
+    built_for = {name: getattr(ckpt.config_of(state), name) for name in shape}
+    if built_for != {name: getattr(cfg, name) for name in shape}:
+        raise ConfigError(f"output: {cfg.output} holds a {state['model_name']!r} run built for {built_for}, which "
+                          f"cannot resume with fc_size {cfg.fc_size}, clip_length {cfg.clip_length}; choose "
+                          f"another --output or pass --resume false to start over there")
     if state["model_name"] != cfg.model or tuple(state["class_names"]) != info.class_names:
         raise ConfigError(
             f"output: {cfg.output} holds a {state['model_name']!r} run over {len(state['class_names'])} classes, "
@@ -102,7 +110,8 @@ def fit_to_cluster(cfg: TrainConfig, capacity: runtime.Capacity, trial_cpus: flo
 def loop_config(cfg: TrainConfig, info: data.DataInfo, train_ds) -> dict:
     """What every worker needs besides its data shards (computed once, on the driver)."""
     spec = get_spec(cfg.model)
-    init_state, norm = None, data.normalisation(train_ds, info.face_shape) if spec.input_size else {}
+    init_state = None
+    norm = data.normalisation(train_ds, info.face_shape, info.clip_length) if spec.input_size else {}
     if cfg.init == "pretrained":
         # the pretrained weights expect their own input scaling, not this data's statistics
         init_state, norm = pretrained_start(cfg, info.class_names), pretrained.pixel_norm(spec.input_size)
@@ -120,7 +129,7 @@ def loop_config(cfg: TrainConfig, info: data.DataInfo, train_ds) -> dict:
 def pretrained_start(cfg: TrainConfig, class_names: tuple[str, ...]) -> dict:
     """The first epoch's weights: the family's pretrained ones, the head mapped by class name."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=len(class_names), dropout=cfg.dropout)
+    model = create_model(cfg.model, num_classes=len(class_names), **ckpt.architecture(cfg))
     state, shared = pretrained.initial_state(model, cfg.model, tuple(class_names))
     fresh = [name for name in class_names if name not in shared]
     say(f"init pretrained: {cfg.model}'s head kept for {', '.join(shared) or 'no class'}; "
@@ -135,7 +144,7 @@ def should_cache(cfg: TrainConfig, info: data.DataInfo) -> bool:
         return cfg.cache == "on"
     rows = sum(sum(info.counts[split]) for split in (cfg.train_split, cfg.val_split))
     height, width, channels = info.face_shape
-    needed = rows * (height * width * channels + N_VALUES * 4 + 8)
+    needed = rows * (max(info.clip_length, 1) * height * width * channels + N_VALUES * 4 + 8)
     return needed <= 0.5 * ray.available_resources().get("object_store_memory", 0)
 
 

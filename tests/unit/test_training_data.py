@@ -98,7 +98,8 @@ def test_cosine_schedule_starts_at_lr_and_decays():
     ({"dropout": 1.5}, "dropout: 1.5 must be < 1"),
     ({"cache": "maybe"}, "cache: 'maybe' is not valid; choose one of: auto, on, off"),
     ({"val_split": "dev"}, "val_split: 'dev' is not valid"),
-    ({"model": "c3d"}, "clips"),
+    ({"clip_length": 12}, "clip_length: 12 is for clip families .*c3d.*leave it 0"),
+    ({"model": "c3d", "fc_size": -1}, "fc_size: -1 must be a whole number >= 0"),
     ({"data": ""}, "data: required"),
 ])
 def test_train_config_errors_name_the_field(fields, message):
