@@ -42,6 +42,7 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
     if train:
         train_and_sweep(output, workers)
         train_mixed(output, mixed)
+        train_clips(output)
     label_sample_videos(output, data, workers)
     return summaries
 
@@ -75,6 +76,18 @@ def train_mixed(output: str, mixed: str) -> None:
     print(f"\ntraining mixed_cnn on {mixed} (42 mixed classes, 2 epochs, 1 Ray Train worker)")
     print_report(trainer.run(TrainConfig(data=mixed, output=storage.join(output, "runs", "mixed_cnn"),
                                          model="mixed_cnn", epochs=2, batch_size=32, workers=1, resume=False)))
+
+
+def train_clips(output: str) -> None:
+    """cnn_lstm on the sample archive's clips (16 frames, 48 px grey), tested on its held-out
+    subjects: a few epochs show the clip path end to end (1 Ray Train worker)."""
+    from fer_ray.config import TrainConfig
+    from fer_ray.training import trainer
+
+    clips = storage.join(output, "out", "baum2")
+    print(f"\ntraining cnn_lstm on the clips of {clips} (6 epochs, 1 Ray Train worker)")
+    print_report(trainer.run(TrainConfig(data=clips, output=storage.join(output, "runs", "cnn_lstm"), model="cnn_lstm",
+                                         label_set="canonical8", epochs=6, batch_size=8, workers=1, resume=False)))
 
 
 def train_and_sweep(output: str, workers: int = 0) -> None:
