@@ -133,6 +133,7 @@ def test_label_videos_classifies_each_face_from_its_tracks_window(trained, tmp_p
 
     cfg, _ = trained["cnn_lstm"]
     assert label_videos.clip_length_of(ckpt.load(cfg.output)) == FRAMES
+    (tmp_path / "videos").mkdir()
     video_faces.expression_change(tmp_path / "videos" / "one_face.mp4")
     summary = label_videos.run(LabelVideosConfig(input=str(tmp_path / "videos"), output=str(tmp_path / "labels"),
                                                  checkpoint=cfg.output, segment_s=2, max_lost_s=2))
