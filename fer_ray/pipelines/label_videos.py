@@ -189,8 +189,8 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
 
 def clip_length_of(state: dict) -> int:
     """T of a clip checkpoint (the clip length it was trained on), 0 for an image model."""
-    spec = state.get("spec", {})
-    return int(spec.get("clip_length", 0)) if spec.get("needs_clips") else 0
+    spec = ckpt.spec_of(state)
+    return spec.clip_length if spec.needs_clips else 0
 
 
 def one_row_per_block(ds: ray.data.Dataset) -> ray.data.Dataset:

@@ -26,10 +26,16 @@ from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.stages.video import GREY_DETECTORS, open_video
 from fer_ray.vision import tracking
 from fer_ray.vision.faces import FaceExtractor
-from fer_ray.vision.video import VideoError, VideoInfo, clip_times, decode_nearest, frame_times, probe
+from fer_ray.vision.video import (
+    PREROLL_S,
+    VideoError,
+    VideoInfo,
+    clip_times,
+    decode_nearest,
+    frame_times,
+    probe,
+)
 
-# A segment decode seeks this far before the first sampled time (DESIGN: MPEG-TS needs it).
-PREROLL_S = 2.0
 # What a problem with one video may raise besides VideoError: not the storage's fault.
 FACE_ERRORS = (ValueError, RuntimeError, cv2.error)
 TEXT_COLUMNS = ("source_uri", "dataset", "subject", "split", "status", "error")  # from the input row

@@ -114,9 +114,13 @@ def plan_segments(duration_s: float | None, segment_s: float = 60.0,
     borders = [start_s + index * segment_s for index in range(count)] + [math.inf]
     return list(zip(borders[:-1], borders[1:]))
 
+# Seconds before a wanted time to seek to: MPEG-TS loses frames at a boundary without it.
+PREROLL_S = 2.0
+
+
 
 def decode_segment(source: Source, start_s: float, end_s: float, fps: float, color: str = "rgb",
-                   preroll_s: float = 2.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[DecodedFrame]:
+                   preroll_s: float = PREROLL_S, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[DecodedFrame]:
     """The sampled frames whose presentation time is in [start_s, end_s), in time order.
 
     fps > 0 keeps the first frame of each absolute 1/fps slot; fps == 0 keeps every frame.
@@ -164,7 +168,7 @@ def nearest_frames(frame_times, targets) -> np.ndarray:
     return np.where(earlier_is_nearer, before, after)
 
 
-def decode_nearest(source: Source, targets, color: str = "rgb", preroll_s: float = 2.0,
+def decode_nearest(source: Source, targets, color: str = "rgb", preroll_s: float = PREROLL_S,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[DecodedFrame]:
     """For each target time (ascending), the frame nearest to it (as `nearest_frames` picks),
     decoded in one sequential pass from the keyframe before the first target; only the picked

@@ -12,7 +12,8 @@ from fer_ray.storage import Listed
 @pytest.mark.parametrize("field, value, message", [
     ("segment_s", 0.0, "segment_s: 0.0 must be > 0"), ("fps", -1.0, "fps: -1.0 must be"),
     ("overlap_s", 60.0, "overlap_s: 60.0 must be shorter"), ("min_iou", 0.0, "min_iou"),
-    ("detector", "nope", "detector: 'nope' is not valid"), ("smooth_s", float("nan"), "smooth_s")])
+    ("detector", "nope", "detector: 'nope' is not valid"), ("smooth_s", float("nan"), "smooth_s"),
+    ("detect_every_s", -1.0, "detect_every_s: -1.0 must be a finite number >= 0")])
 def test_bad_values_name_their_field(field, value, message):
     cfg = LabelVideosConfig(input="in", output="out")
     setattr(cfg, field, value)
