@@ -162,6 +162,10 @@ class PreprocessConfig:
     clip_end_s: float = opt(0.0, "video layouts: the window ends this many seconds into the video (0 = its end)")
     min_valid_fraction: float = opt(0.5, "video layouts: a clip whose followed face is found on fewer than this "
                                          "share of its frames gets status too_few_valid and no clips/ row")
+    detect_every_s: float = opt(1.0, "video layouts: seconds of video between two whole-frame face searches; "
+                                     "between them, faces are searched only near the face followed (and whole "
+                                     "again when it was not seen for a second); 0 = every frame whole. Detectors "
+                                     "that batch (sfd, blazeface) search every frame whole")
     restart: bool = opt(False, RESTART_HELP)
     rows_per_file: int = opt(0, "at least this many rows per faces/ file (Ray may join blocks), the unit a "
                                 "resumed run skips; 0 = files of about 16 MiB")
@@ -194,6 +198,9 @@ class PreprocessConfig:
                               f"({show(self.clip_start_s)}), or 0 for the end of the video")
         if not (isinstance(self.min_valid_fraction, numbers.Real) and 0 <= self.min_valid_fraction <= 1):
             raise ConfigError(f"min_valid_fraction: {show(self.min_valid_fraction)} must be between 0 and 1")
+        if not (isinstance(self.detect_every_s, numbers.Real) and math.isfinite(self.detect_every_s)
+                and self.detect_every_s >= 0):
+            raise ConfigError(f"detect_every_s: {show(self.detect_every_s)} must be a finite number of seconds >= 0")
 
     @property
     def min_valid_frames(self) -> int:

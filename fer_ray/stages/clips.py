@@ -149,7 +149,7 @@ class ClipStage(Stage):
     def follow_face(self, frames: list) -> dict:
         """The clip's columns: the largest track's face on each frame, blank where it is missing."""
         distinct = list({frame.timestamp_s: frame for frame in frames}.values())
-        found = self.extractor.extract_many([frame.image for frame in distinct])
+        found = self.faces_on([frame.image for frame in distinct], [frame.timestamp_s for frame in distinct])
         faces = [(frame.timestamp_s, face) for frame, faces in zip(distinct, found) for face in faces]
         times = np.array([t for t, _ in faces], np.float64)
         boxes = np.array([face.bbox for _, face in faces], np.float64).reshape(-1, 4)
@@ -169,6 +169,14 @@ class ClipStage(Stage):
                 "n_valid": int(sum(valid)), "n_faces": int(sum(valid)), "track_id": followed,
                 "repeated": len(distinct) < len(frames), "detector": self.detector,
                 "landmarker": self.cfg.face.landmarker}
+
+    def faces_on(self, images: list, times_s: list) -> list:
+        """The faces of the clip's frames: near the faces followed between whole-frame searches
+        (every detect_every_s, and whenever no face was seen lately), where the detector allows."""
+        if not (self.cfg.detect_every_s > 0 and self.extractor.follows):
+            return self.extractor.extract_many(images)
+        follower = tracking.FaceFollower(self.cfg.detect_every_s, tracking.MAX_LOST_S, whole_when_lost=True)
+        return self.extractor.extract_followed(images, times_s, follower)
 
     def crop(self, face) -> bytes:
         if face is None:

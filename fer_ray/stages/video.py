@@ -159,11 +159,7 @@ class SegmentStage(Stage):
         self.detector = face.resolved_detector("folder")
         self.extractor = FaceExtractor(face, self.detector, cfg.face.device)
         self.color = "gray" if face.color == "gray" and self.detector in GREY_DETECTORS else "rgb"
-        # Detectors that take one frame at a time search near the faces they follow between whole
-        # frames; network detectors search whole frames in batches (cheap on their device).
-        extractor_detector = self.extractor.detector
-        self.follows = cfg.detect_every_s > 0 and extractor_detector is not None \
-            and not hasattr(extractor_detector, "detect_many")
+        self.follows = cfg.detect_every_s > 0 and self.extractor.follows
 
     def __call__(self, batch: dict) -> pa.Table:
         out = []
@@ -200,14 +196,9 @@ class SegmentStage(Stage):
     def faces_of(self, frames: list, follower: tracking.FaceFollower | None = None) -> list[dict]:
         """The faces of a chunk of frames: in one call, or frame by frame where a follower
         says where to search (each frame's search depends on the faces of the one before)."""
-        if follower is None:
-            found = self.extractor.extract_many([frame.image for frame in frames])
-        else:
-            found = []
-            for frame in frames:
-                faces = self.extractor.extract_many([frame.image], [follower.search(frame.timestamp_s)])[0]
-                follower.saw(frame.timestamp_s, [face.bbox for face in faces])
-                found.append(faces)
+        images = [frame.image for frame in frames]
+        found = self.extractor.extract_many(images) if follower is None \
+            else self.extractor.extract_followed(images, [frame.timestamp_s for frame in frames], follower)
         return [{"is_face": True, "timestamp_s": frame.timestamp_s, "frame_index": frame.frame_index,
                  "bbox": face.bbox, "landmarks": face.landmarks.reshape(-1), "det_score": face.det_score,
                  "face": np.ascontiguousarray(face.face).tobytes(),

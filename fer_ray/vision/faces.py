@@ -66,6 +66,23 @@ class FaceExtractor:
                  for box, score, landmarks in zip(boxes, scores, image_points)]
                 for image, (boxes, scores), image_points in zip(images, found, points)]
 
+    @property
+    def follows(self) -> bool:
+        """Whether a video's faces are cheaper searched near the faces followed (tracking.FaceFollower):
+        true for detectors that take one frame at a time; network detectors search whole frames
+        in batches, cheap on their device."""
+        return self.detector is not None and not hasattr(self.detector, "detect_many")
+
+    def extract_followed(self, images: list[np.ndarray], times_s, follower) -> list[list[Face]]:
+        """The faces of a video's frames in time order, each searched where `follower` says (its
+        search depends on the faces found on the frame before, so frames go one at a time)."""
+        found = []
+        for image, now in zip(images, times_s):
+            faces = self.extract_many([image], [follower.search(now)])[0]
+            follower.saw(now, [face.bbox for face in faces])
+            found.append(faces)
+        return found
+
     def _detect(self, images: list[np.ndarray], expected: list) -> list[tuple[np.ndarray, np.ndarray]]:
         whole = [i for i, boxes in enumerate(expected) if boxes is None]
         found = dict(zip(whole, detect_many(self.detector, [images[i] for i in whole])))

@@ -48,6 +48,8 @@ from scipy.optimize import linear_sum_assignment
 
 # Timestamps are seconds as floats: this absorbs the rounding of t +- window arithmetic.
 TIME_EPS = 1e-9
+MIN_IOU = 0.3     # least box overlap that links a face to a track
+MAX_LOST_S = 1.0  # seconds a track may go unseen and still be continued
 
 
 def iou(a, b):
@@ -88,7 +90,7 @@ def assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     return [(int(r), int(c)) for r, c in zip(rows, cols) if scores[r, c] >= minimum]
 
 
-def track_faces(timestamps_s, boxes, *, min_iou: float = 0.3, max_lost_s: float = 1.0) -> np.ndarray:
+def track_faces(timestamps_s, boxes, *, min_iou: float = MIN_IOU, max_lost_s: float = MAX_LOST_S) -> np.ndarray:
     """Local track id for each face of one segment: 0, 1, ... in order of first appearance.
 
     One row per face: `timestamps_s` (n,) and `boxes` (n, 4); faces with equal timestamps are
@@ -122,10 +124,14 @@ class FaceFollower:
     """Where a video's next sampled frame needs a face search: the whole frame every `every_s`
     seconds of video (a new face is found there), and in between only near the faces seen in
     the last `max_lost_s` seconds (detect.detect_near), a fraction of the cost. Frames must come
-    in time order; `every_s` 0 searches every frame whole."""
+    in time order; `every_s` 0 searches every frame whole. `whole_when_lost` searches the whole
+    frame whenever no face was seen lately (a clip must find its subject on any frame; an
+    archive's faceless stretches would cost a whole search per frame)."""
 
-    def __init__(self, every_s: float, max_lost_s: float, same_face_iou: float = 0.3):
+    def __init__(self, every_s: float, max_lost_s: float, same_face_iou: float = MIN_IOU,
+                 whole_when_lost: bool = False):
         self.every_s, self.max_lost_s, self.same_face_iou = every_s, max_lost_s, same_face_iou
+        self.whole_when_lost = whole_when_lost
         self.last_whole = -np.inf
         self.seen: list[tuple[float, np.ndarray]] = []  # (time, box), oldest first
 
@@ -140,6 +146,9 @@ class FaceFollower:
         for _, box in reversed(self.seen):  # newest first: a face's latest box stands for it
             if all(iou(box, kept) < self.same_face_iou for kept in expected):
                 expected.append(box)
+        if not expected and self.whole_when_lost:
+            self.last_whole = now
+            return None
         return np.array(expected, np.float32).reshape(-1, 4)
 
     def saw(self, now: float, boxes) -> None:
@@ -195,7 +204,7 @@ def best_of_each_track(track_ids, scores, eligible=None) -> np.ndarray:
 
 
 def join_tracks(segment_index, local_track, timestamps_s, boxes, owned=None, *,
-                min_iou: float = 0.3, max_lost_s: float = 1.0) -> dict[tuple[int, int], int]:
+                min_iou: float = MIN_IOU, max_lost_s: float = MAX_LOST_S) -> dict[tuple[int, int], int]:
     """{(segment_index, local_track): video-wide track id} for one video's rows.
 
     See the module docstring for the rows, the joining rule and the numbering. `owned`

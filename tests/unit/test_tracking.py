@@ -301,6 +301,18 @@ def test_a_follower_with_nothing_seen_searches_nothing_until_the_next_whole_fram
     assert follower.search(1.2) is None
 
 
+def test_a_follower_told_to_searches_whole_frames_while_no_face_is_followed():
+    follower = FaceFollower(every_s=10.0, max_lost_s=0.5, whole_when_lost=True)
+    assert follower.search(0.0) is None
+    follower.saw(0.0, np.zeros((0, 4)))
+    assert follower.search(0.1) is None  # nothing seen yet: whole again, not nothing
+    follower.saw(0.1, [[0, 0, 10, 10]])
+    assert follower.search(0.2).shape == (1, 4)
+    follower.saw(0.2, [])
+    assert follower.search(0.5).shape == (1, 4)  # 0.1 is still within max_lost_s
+    assert follower.search(0.7) is None  # lost longer than max_lost_s
+
+
 def test_a_follower_of_interval_zero_searches_every_frame_whole():
     follower = FaceFollower(every_s=0.0, max_lost_s=1.0)
     for now in (0.0, 0.2, 0.4):
