@@ -254,6 +254,8 @@ def ray_autoscaler_schema() -> dict:
 
 
 def autoscaler_problems(config: dict) -> list[str]:
+    """What Ray's autoscaler schema refuses (it does set additionalProperties: false), then our
+    rules: S3 from instance profiles, token auth on every node, the dashboard on loopback."""
     validator = jsonschema.Draft7Validator(ray_autoscaler_schema())
     problems = [f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(config)]
     if problems:
@@ -261,19 +263,25 @@ def autoscaler_problems(config: dict) -> list[str]:
     node_types = config["available_node_types"]
     if config.get("head_node_type") not in node_types:
         problems.append(f"head_node_type {config.get('head_node_type')!r} is not in available_node_types")
-    for name, node_type in node_types.items():
-        if "IamInstanceProfile" not in node_type["node_config"]:
-            problems.append(f"{name}: S3 access needs an IamInstanceProfile (no keys on the nodes)")
+    problems += [f"{name}: S3 access needs an IamInstanceProfile (no keys on the nodes)"
+                 for name, node_type in node_types.items() if "IamInstanceProfile" not in node_type["node_config"]]
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
-        starts = [c for c in config.get(key, []) if "ray start" in c]
-        if not starts or not all("RAY_AUTH_MODE=token" in c for c in starts):
-            problems.append(f"{key}: every `ray start` needs RAY_AUTH_MODE=token")
-        for command in starts:
-            host = re.search(r"--dashboard-host[= ](\S+)", command)
-            if key.startswith("head") and (host is None or not is_loopback(host.group(1))):
-                problems.append(f"{key}: the dashboard must listen on 127.0.0.1 (reach it with `ray dashboard`)")
+        problems += start_command_problems(key, [c for c in config.get(key, []) if "ray start" in c])
     if "~/.ray/auth_token" not in (config.get("file_mounts") or {}):
         problems.append("file_mounts: the token file ~/.ray/auth_token must reach every node")
+    return problems
+
+
+def start_command_problems(key: str, starts: list[str]) -> list[str]:
+    problems = []
+    if not starts or not all("RAY_AUTH_MODE=token" in c for c in starts):
+        problems.append(f"{key}: every `ray start` needs RAY_AUTH_MODE=token")
+    if not all(re.search(rf"PATH={APP_DIR}/\.venv/bin:", c) for c in starts):
+        problems.append(f"{key}: every `ray start` needs the image's environment ({APP_DIR}/.venv/bin) "
+                        "first on PATH")
+    hosts = [re.search(r"--dashboard-host[= ](\S+)", c) for c in starts]
+    if key.startswith("head") and not all(host and is_loopback(host.group(1)) for host in hosts):
+        problems.append(f"{key}: the dashboard must listen on 127.0.0.1 (reach it with `ray dashboard`)")
     return problems
 
 

@@ -182,11 +182,14 @@ def test_the_autoscaler_check_catches_a_misspelled_key_and_an_open_dashboard():
     opened = copy.deepcopy(config)
     opened["head_start_ray_commands"] = [c.replace("RAY_AUTH_MODE=token ", "").replace("127.0.0.1", "0.0.0.0")
                                          for c in config["head_start_ray_commands"]]
+    opened["worker_start_ray_commands"] = [c.replace("PATH=/app/.venv/bin:$PATH ", "")
+                                           for c in config["worker_start_ray_commands"]]
     del opened["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"]
     assert cc.autoscaler_problems(opened) == [
         "gpu_worker: S3 access needs an IamInstanceProfile (no keys on the nodes)",
         "head_start_ray_commands: every `ray start` needs RAY_AUTH_MODE=token",
-        "head_start_ray_commands: the dashboard must listen on 127.0.0.1 (reach it with `ray dashboard`)"]
+        "head_start_ray_commands: the dashboard must listen on 127.0.0.1 (reach it with `ray dashboard`)",
+        "worker_start_ray_commands: every `ray start` needs the image's environment (/app/.venv/bin) first on PATH"]
 
 
 def test_every_config_starts_the_same_image_of_this_version():
@@ -202,6 +205,8 @@ def test_dockerfile_builds_on_the_official_ray_image_of_the_pins():
     with open(os.path.join(cc.CLUSTER, "Dockerfile")) as f:
         lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     assert f"WORKDIR {cc.APP_DIR}" in lines  # where the manifests' entrypoints and configs point
+    assert [line for line in lines if line.startswith("USER")][-1] == "USER ray"  # Ray's unprivileged user
+    assert any(line.startswith("ENV PATH=/app/.venv/bin:") for line in lines)  # `ray start` runs the project's Python
     assert any(line.startswith("RUN") and "bash scripts/setup.sh" in line for line in lines)
     assert not any("demo" in line for line in lines if line.startswith(("RUN", "CMD", "ENTRYPOINT")))
 
