@@ -8,6 +8,7 @@ Exit codes: 0 done, 2 bad configuration or input (nothing touched), 1 the run fa
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import re
 import sys
@@ -228,12 +229,39 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():
         # accepted after the command too; SUPPRESS keeps it from resetting a --verbose given before
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        # no prefixes: a flag renamed or removed must fail, not match another flag that starts like it
+        command.allow_abbrev = False
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's own parser, by command name (the flags a job entrypoint accepts)."""
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments; an unknown flag exits 2 at once with one line naming it."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = command_parsers(parser)[args.command]
+        command.exit(2, f"{command.prog}: error: {unknown_arguments_message(command, unknown)}\n")
+    return args
+
+
+def unknown_arguments_message(command: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """`unrecognized arguments: --x (did you mean --y?); --help lists the flags of <command>`."""
+    flags = [option for option in command._option_string_actions if option.startswith("--")]
+    hints = []
+    for argument in unknown:
+        close = difflib.get_close_matches(argument.partition("=")[0], flags, n=1, cutoff=0.75)
+        hints.append(f"{argument} (did you mean {close[0]}?)" if argument.startswith("--") and close else argument)
+    return f"unrecognized arguments: {' '.join(hints)}; --help lists the flags of {command.prog}"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     run_log = logs.RunLog(args.command)
     try:
         log.info("fer-ray %s started: argv %s", args.command,

@@ -145,7 +145,7 @@ def test_predicts_classifier_takes_a_gpu_share_beside_the_face_actors():
     assert too_many.endswith("use --num-gpus 0.88 or less, or --workers 7")
 
 def test_autoscaling_cluster_counts_the_nodes_it_may_start():
-    # a CPU-less head, up to 16 CPU workers and 4 one-GPU workers (cluster/autoscaler.yaml)
+    # a CPU-less head, up to 16 CPU workers and 4 one-GPU workers (cluster/aws.yaml)
     capacity = Capacity.of_node_types([({"CPU": 0}, 1), ({"CPU": 32}, 16), ({"CPU": 8, "GPU": 1}, 4)])
     assert capacity.amount("CPU") == 32 * 16 + 8 * 4 and capacity.amount("GPU") == 4
     assert fit_train(4, 0, True, capacity) == 1.0
