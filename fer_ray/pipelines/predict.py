@@ -245,9 +245,7 @@ def clip_plan(cfg: PredictConfig, path: str, state: dict) -> Plan:
 
 def clip_predictions(cfg: PredictConfig, files: list[str], path: str, state: dict) -> ray.data.Dataset:
     """The clip pipeline, lazily: read clips/, classify (workers actors), one output row per clip."""
-    fs, _ = storage.resolve(files[0])
-    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
-    ds = ds.select_columns([*CLIP_COLUMNS, "frames", "frame_shape"])
+    ds = results.read_dataset(files, [*CLIP_COLUMNS, "frames", "frame_shape"])
     return classify(ds, path, workers=cfg.workers, num_gpus=cfg.num_gpus, prepare=clip_model_inputs,
                     finish=functools.partial(output_rows, class_names=tuple(state["class_names"]), keep=CLIP_KEEP))
 

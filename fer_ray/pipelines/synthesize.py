@@ -91,9 +91,7 @@ def run(cfg: SynthesizeConfig) -> dict:
 def fused_rows(files: list[str], cfg: SynthesizeConfig) -> ray.data.Dataset:
     """One read, grouped by subject. One path from read to write: a resumed run filters its
     committed faces once (two branches of the read would each hold a filter actor's CPU)."""
-    fs, _ = storage.resolve(files[0])
-    faces = ray.data.read_parquet([storage.resolve(uri)[1] for uri in files], filesystem=fs)
-    faces = faces.select_columns(FACE_COLUMNS).map_batches(without_nameless_pixels, batch_format="pyarrow",
+    faces = results.read_dataset(files, FACE_COLUMNS).map_batches(without_nameless_pixels, batch_format="pyarrow",
                                                            num_cpus=LIGHT_CPUS)
     return apply_group_stage(faces, "subject", FuseSubjectsStage, cfg)
 

@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
-from ray.data.expressions import col
 
 from fer_ray import results, storage
 from fer_ray.config import ConfigError, TrainConfig, clip_models, image_models, model_spec
 from fer_ray.face68 import N_POINTS, N_VALUES
 from fer_ray.labels import CANONICAL, LABEL_SETS
+from fer_ray.runtime import LIGHT_CPUS
 
 MIXED_SET = "mixed42"
 CLIPS = "clips"
@@ -243,14 +243,12 @@ def clip_pixels(frames, frame_shapes) -> np.ndarray:
 
 def read_split(info: DataInfo, label_set: str, split: str) -> ray.data.Dataset:
     """The rows of one split as model-ready arrays (lazy; runs on the cluster)."""
-    fs, _ = storage.resolve(info.files[0])
     if info.is_clips:
         columns, convert = ["frames", "frame_shape", "split", "label"], clip_arrays
     else:
         columns, convert = ["face", "face_shape", "landmarks", "split", label_column(label_set)], to_arrays
-    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in info.files], filesystem=fs).select_columns(columns)
-    ds = ds.filter(expr=col("split") == split)
-    return ds.map_batches(convert, fn_args=(label_set,), batch_format="numpy")
+    ds = results.read_dataset(info.files, columns, where=pc.field("split") == split)
+    return ds.map_batches(convert, fn_args=(label_set,), batch_format="numpy", num_cpus=LIGHT_CPUS)
 
 
 def pixel_key(batch: dict) -> str:
@@ -277,7 +275,8 @@ def normalisation(ds: ray.data.Dataset, face_shape: tuple[int, int, int], clip_l
     height, width, channels = face_shape
     total, sums, squares = 0, 0.0, 0.0
     batch_size = max(1, 1024 // max(clip_length, 1))
-    for part in ds.map_batches(pixel_moments, batch_format="numpy", batch_size=batch_size).iter_batches(
+    for part in ds.map_batches(pixel_moments, batch_format="numpy", batch_size=batch_size,
+                               num_cpus=LIGHT_CPUS).iter_batches(
             batch_format="numpy", batch_size=None):
         total += int(part["n"].sum())
         sums = sums + part["sum"].sum(axis=0)

@@ -73,3 +73,39 @@ def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_s
     assert (best.model, best.batch_size) == (top["model"], top["batch_size"])
     assert best.lr == pytest.approx(top["lr"]) and best.data == fer_shards
     assert storage.read_bytes(summary["plot"]).startswith(b"\x89PNG")
+
+
+def test_trial_data_is_read_while_placement_groups_leave_less_than_one_free_cpu(fer_shards):
+    """Tune trials' placement groups (with a stopped trial's not yet released) can leave less
+    than one CPU free; a trial's data must still be read then. Ray Data's read_parquet and
+    its default map tasks need a whole CPU each, and the demo's sweep waited forever for one."""
+    import threading
+
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from fer_ray.training import data
+
+    cfg = TrainConfig(data=fer_shards, output="/unused")
+    info = data.scan(cfg)
+    held = placement_group([{"CPU": round(ray.available_resources()["CPU"] - 0.99, 4)}])
+    ray.get(held.ready(), timeout=60)
+    seen = {}
+
+    def read():  # what a trial does before training: the split's normalisation, then its rows
+        try:
+            train = data.read_split(info, "canonical8", "train")
+            seen["norm"] = data.normalisation(train, info.face_shape)
+            seen["rows"] = sum(len(batch["label"]) for batch in train.iter_batches(batch_format="numpy"))
+        except Exception as err:  # shown by the assertion below
+            seen["error"] = err
+
+    try:
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(180)
+        assert "rows" in seen, seen.get("error", "the split was not read within 180 s")
+        assert seen["rows"] == sum(info.counts["train"]) > 0
+        assert len(seen["norm"]["mean"]) == 1
+    finally:
+        remove_placement_group(held)
