@@ -287,7 +287,7 @@ def table_from_rows(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
                      for field in table_schema}, schema=table_schema)
 
 
-ROWS_PER_CHUNK = 65536
+ROWS_PER_CHUNK = 16384
 
 
 def rows_table(rows: Iterable[dict], table_schema: pa.Schema, chunk_rows: int = ROWS_PER_CHUNK) -> pa.Table:
