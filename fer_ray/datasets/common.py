@@ -123,12 +123,10 @@ class Lister:
     def __init__(self, retry: RetryConfig | None = None):
         self.retry = retry
         self.digest = hashlib.sha1()
-        self.listed = 0
 
     def __call__(self, uri: str) -> list[storage.Listed]:
         found = storage.list_tree(uri, self.retry)
         storage.add_to_fingerprint(self.digest, found)
-        self.listed += len(found)
         return found
 
     def fingerprint(self) -> str:
