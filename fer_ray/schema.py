@@ -9,6 +9,7 @@ and DuckDB read them without Ray. Faces are raw uint8 bytes in row-major
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -237,10 +238,31 @@ DEFAULTS = {"encoding": ENCODED_IMAGE, "label": -1, "primary": -1, "secondary": 
 
 def row(table_schema: pa.Schema, **values) -> dict:
     """A row of `table_schema`: the given values, every other column at its default."""
-    unknown = set(values) - set(table_schema.names)
+    constant, fresh = _defaults(table_schema)
+    unknown = values.keys() - constant.keys()
     if unknown:
         raise KeyError(f"not columns of this row shape: {', '.join(sorted(unknown))}")
-    return {f.name: values[f.name] if f.name in values else default(f) for f in table_schema}
+    out = dict(constant)  # a listing of a million inputs makes a million rows: copy, not rebuild
+    out.update({name: default(field) for name, field in fresh if name not in values})
+    out.update(values)
+    return out
+
+
+def _defaults(table_schema: pa.Schema) -> tuple[dict, tuple[tuple[str, pa.Field], ...]]:
+    """A schema's defaults, in column order: the immutable ones, and the fields whose default
+    is a numpy array (made afresh for each row, since a row's array may be written in place).
+    Cached by identity: hashing a pa.Schema costs as much as building the row."""
+    cached = _DEFAULTS_CACHE.get(id(table_schema))
+    if cached is None or cached[0] is not table_schema:
+        if len(_DEFAULTS_CACHE) > 256:  # schemas made on the fly (never in a loop, but bounded anyway)
+            _DEFAULTS_CACHE.clear()
+        constant = {f.name: default(f) for f in table_schema}
+        fresh = tuple((f.name, f) for f in table_schema if isinstance(constant[f.name], np.ndarray))
+        cached = _DEFAULTS_CACHE[id(table_schema)] = (table_schema, constant, fresh)  # keeps the schema alive
+    return cached[1], cached[2]
+
+
+_DEFAULTS_CACHE: dict[int, tuple[pa.Schema, dict, tuple]] = {}
 
 
 def default(field: pa.Field):
@@ -265,12 +287,31 @@ def table_from_rows(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
                      for field in table_schema}, schema=table_schema)
 
 
+ROWS_PER_CHUNK = 16384
+
+
+def rows_table(rows: Iterable[dict], table_schema: pa.Schema, chunk_rows: int = ROWS_PER_CHUNK) -> pa.Table:
+    """Rows, as they come, as one table of `table_schema`, converted a chunk at a time: with a
+    generator of rows, no more than one chunk of row dicts is ever alive."""
+    chunks, pending = [], []
+    for one in rows:
+        pending.append(one)
+        if len(pending) == chunk_rows:
+            chunks.append(table_from_rows(pending, table_schema))
+            pending = []
+    chunks.append(table_from_rows(pending, table_schema))
+    return pa.concat_tables(chunks)
+
+
 def arrow_array(values, kind: pa.DataType) -> pa.Array:
     """One column of `kind` from a list or numpy array; fixed-size lists from numpy vectors."""
     if pa.types.is_fixed_size_list(kind):
         flat = np.asarray(list(values), dtype=kind.value_type.to_pandas_dtype()).reshape(-1)
         return pa.FixedSizeListArray.from_arrays(pa.array(flat, kind.value_type), kind.list_size)
     if pa.types.is_list(kind):  # numpy vectors of any length
+        if not any(len(v) for v in values):  # the usual case (no hint landmarks): skip a numpy array per row
+            return pa.ListArray.from_arrays(pa.array(np.zeros(len(values) + 1, np.int32)),
+                                            pa.array([], kind.value_type), type=kind)
         return pa.array([np.asarray(v, kind.value_type.to_pandas_dtype()) for v in values], kind)
     return pa.array(list(values) if isinstance(values, np.ndarray) and values.dtype == object else values, kind)
 

@@ -23,6 +23,7 @@ import stat
 import time
 import typing
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, TypeVar
 from urllib.parse import urlparse
@@ -300,10 +301,11 @@ def remove_dir(uri: str, retry: RetryPolicy | None = None) -> None:
 
 # ---------------------------------------------------------------- listing inputs
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listed:
     """One name found under an input directory. `problem` is '' for a readable file, else
-    the manifest status that accounts for it (the name is listed, but not read)."""
+    the manifest status that accounts for it (the name is listed, but not read).
+    Slotted: a listing of a million names holds a million of these."""
     uri: str
     size: int = 0
     mtime_ns: int = 0
@@ -311,6 +313,12 @@ class Listed:
     error: str = ""
 
 
+# An object store lists one sub-prefix per request stream, a page of 1000 keys per round
+# trip; sub-prefixes are listed side by side on this many threads (pyarrow releases the GIL).
+LIST_THREADS = 16
+# How many directory levels are listed one at a time, at most, to find sub-prefixes to list
+# in parallel: enough for `<split>/<class>/<image>` layouts, few requests for flat ones.
+SPLIT_LEVELS = 3
 
 
 def list_tree(uri: str, retry: RetryPolicy | None = None) -> list[Listed]:
@@ -319,16 +327,57 @@ def list_tree(uri: str, retry: RetryPolicy | None = None) -> list[Listed]:
     Local trees are walked without following links to directories (a link can neither
     loop nor count a file twice); such a link, a dangling link, a name that is not UTF-8
     and anything that is not a regular file are listed with their problem, so the job
-    can account for them. Object stores have none of these.
+    can account for them. Object stores have none of these; their prefixes are listed in
+    parallel (`list_objects`).
     """
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         found = list(_walk_local(os.fsencode(path)))
     else:
-        infos = retrying(f"list {uri}", lambda: fs.get_file_info(pafs.FileSelector(path, recursive=True)), retry)
-        found = [Listed(to_uri(fs, i.path), i.size or 0, i.mtime_ns or 0)
-                 for i in infos if i.type == pafs.FileType.File]
-    return sorted(found, key=lambda entry: entry.uri)
+        found = list_objects(fs, path, retry)
+    found.sort(key=lambda entry: entry.uri)
+    return found
+
+
+def list_objects(fs: pafs.FileSystem, path: str, retry: RetryPolicy | None = None) -> list[Listed]:
+    """The files under a prefix of an object store, listed on LIST_THREADS threads.
+
+    One recursive listing of a large prefix is a single sequential chain of pages. Instead,
+    the first levels are listed one level at a time (each directory of a level on its own
+    thread) until there are at least LIST_THREADS sub-prefixes or SPLIT_LEVELS levels are
+    done; then each sub-prefix is listed recursively on its own thread. Every call retries
+    on its own. A missing top prefix is FileNotFoundError, as with a sequential listing.
+    """
+    files, prefixes = [], [path]
+    with ThreadPoolExecutor(LIST_THREADS, thread_name_prefix="fer-ray-list") as pool:
+        for level in range(SPLIT_LEVELS):
+            if not prefixes or (level and len(prefixes) >= LIST_THREADS):
+                break
+            listed = pool.map(lambda prefix, top=not level: _list_level(fs, prefix, top, retry), prefixes)
+            prefixes = []
+            for level_files, directories in listed:
+                files.extend(level_files)
+                prefixes.extend(directories)
+        for found in pool.map(lambda prefix: _list_prefix(fs, prefix, retry), prefixes):
+            files.extend(found)
+    return files
+
+
+def _list_level(fs: pafs.FileSystem, prefix: str, top: bool, retry) -> tuple[list[Listed], list[str]]:
+    """(files, sub-directories) directly under a prefix."""
+    selector = pafs.FileSelector(prefix, recursive=False, allow_not_found=not top)
+    infos = retrying(f"list {to_uri(fs, prefix)}", lambda: fs.get_file_info(selector), retry)
+    return _files(fs, infos), [i.path for i in infos if i.type == pafs.FileType.Directory]
+
+
+def _list_prefix(fs: pafs.FileSystem, prefix: str, retry) -> list[Listed]:
+    """Every file under a prefix, in one recursive listing (one that vanished lists nothing)."""
+    selector = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
+    return _files(fs, retrying(f"list {to_uri(fs, prefix)}", lambda: fs.get_file_info(selector), retry))
+
+
+def _files(fs: pafs.FileSystem, infos: list[pafs.FileInfo]) -> list[Listed]:
+    return [Listed(to_uri(fs, i.path), i.size or 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File]
 
 
 def _walk_local(directory: bytes) -> Iterator[Listed]:
@@ -382,13 +431,18 @@ def _decoded(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
 
 
-def fingerprint(entries: list[Listed]) -> str:
+def fingerprint(entries: typing.Iterable[Listed]) -> str:
     """A short hash of what was listed (names, sizes, modification times): the same
     input gives the same fingerprint, a changed one another."""
     digest = hashlib.sha1()
+    add_to_fingerprint(digest, entries)
+    return digest.hexdigest()[:16]
+
+
+def add_to_fingerprint(digest, entries: typing.Iterable[Listed]) -> None:
+    """Feed listed names to a running fingerprint (`fingerprint` of all of them, in order)."""
     for entry in entries:
         digest.update(f"{entry.uri}\0{entry.size}\0{entry.mtime_ns}\0{entry.problem}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def file_fingerprint(uri: str, retry: RetryPolicy | None = None) -> str:

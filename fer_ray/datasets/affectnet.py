@@ -12,24 +12,26 @@ import io
 import posixpath
 
 import numpy as np
+import pyarrow as pa
 
-from fer_ray import labels, storage
+from fer_ray import labels, schema, storage
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import Lister, basename, input_row, listed_rows
+from fer_ray.datasets.common import Lister, basename, input_row, listed_table
 from fer_ray.face68 import N_VALUES
 from fer_ray.schema import Status
 
 SPLITS = {"train_set": "train", "val_set": "val"}
 
 
-def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
-    rows = []
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> pa.Table:
+    """One Arrow table of input rows: the full set is about a million images."""
+    tables = [schema.rows_table([], schema.INPUT_ROWS)]
     for folder, split in SPLITS.items():
         images = storage.join(cfg.input, folder, "images")
         if storage.exists(images, cfg.retry):
             annotations = storage.join(cfg.input, folder, "annotations")
-            rows.extend(listed_rows(lister(images), "affectnet", functools.partial(image_row, annotations, split)))
-    return rows
+            tables.append(listed_table(lister(images), "affectnet", functools.partial(image_row, annotations, split)))
+    return pa.concat_tables(tables)
 
 
 def image_row(annotations: str, split: str, uri: str) -> dict:

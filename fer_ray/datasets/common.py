@@ -9,6 +9,10 @@ import hashlib
 import posixpath
 from typing import Iterable
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from fer_ray import schema, storage
 from fer_ray.config import RetryConfig, SplitConfig
 from fer_ray.schema import Status
@@ -32,14 +36,29 @@ def assign_splits(subjects: Iterable[str], cfg: SplitConfig) -> dict[str, str]:
     result is deterministic, independent of listing order, and no person crosses splits.
     Each split with a non-zero fraction gets at least one subject when there are enough.
     """
-    ordered = sorted(set(subjects), key=lambda s: subject_fraction(s, cfg.seed))
-    n = len(ordered)
+    unique = sorted(set(subjects))
+    fractions = np.fromiter((subject_fraction(s, cfg.seed) for s in unique), np.float64, count=len(unique))
+    return dict(zip(unique, split_names(fractions, cfg)))
+
+
+SPLITS = np.array(["test", "val", "train"])
+
+
+def split_names(fractions: np.ndarray, cfg: SplitConfig) -> np.ndarray:
+    """The split of each distinct subject, from its subject_fraction: the lowest fractions go
+    to test, the next to val, the rest to train."""
+    n = len(fractions)
     n_test = _share(n, cfg.test)
     n_val = _share(n - n_test, cfg.val / max(cfg.val + cfg.train, 1e-9)) if n - n_test > 1 else 0
-    split_of = {}
-    for i, subject in enumerate(ordered):
-        split_of[subject] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return split_of
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(fractions, kind="stable")] = np.arange(n)
+    return SPLITS[(rank >= n_test).astype(int) + (rank >= n_test + n_val)]
+
+
+def subject_fractions(subjects: pa.Array, seed: int, chunk: int = 65536) -> np.ndarray:
+    """subject_fraction of each subject of an Arrow array, a chunk of Python strings at a time."""
+    return np.concatenate([np.array([subject_fraction(s, seed) for s in subjects.slice(start, chunk).to_pylist()],
+                                    np.float64) for start in range(0, len(subjects), chunk)] or [np.zeros(0)])
 
 
 def _share(n: int, fraction: float) -> int:
@@ -58,6 +77,24 @@ def with_splits(rows: list[dict], cfg: SplitConfig) -> list[dict]:
     for row, key in zip(inputs, keys):
         row["split"] = split_of[key]
     return rows
+
+
+def with_split_column(rows: pa.Table, cfg: SplitConfig) -> pa.Table:
+    """with_splits for a table of input rows, column by column (the same splits). Without
+    subjects the keys are the file names, distinct already (a listing names each file once),
+    which spares hashing a million names into a set."""
+    inputs = pc.invert(pc.is_in(rows["status"], pa.array([str(s) for s in NOT_INPUTS])))
+    no_subjects = pc.all(pc.equal(rows["subject"], "")).as_py() is not False
+    keys = rows["source_uri"] if no_subjects else pc.if_else(pc.equal(rows["subject"], ""), rows["source_uri"],
+                                                             rows["subject"])
+    keys = keys if pc.all(inputs).as_py() is not False else pc.filter(keys, inputs)
+    if no_subjects:
+        split = split_names(subject_fractions(keys, cfg.seed), cfg)
+    else:
+        subjects = pc.unique(keys)
+        split = pc.take(pa.array(split_names(subject_fractions(subjects, cfg.seed), cfg)), pc.index_in(keys, subjects))
+    split = pc.replace_with_mask(rows["split"].combine_chunks(), inputs.combine_chunks(), pa.array(split, pa.string()))
+    return rows.set_column(rows.schema.get_field_index("split"), "split", split)
 
 
 def basename(uri: str) -> str:
@@ -79,25 +116,33 @@ NOT_INPUTS = (Status.UNSUPPORTED_FORMAT, Status.BAD_NAME, Status.DANGLING_LINK, 
 
 
 class Lister:
-    """Lists input directories for a layout and remembers everything it listed, so the
-    run's input fingerprint covers exactly what the layout read."""
+    """Lists input directories for a layout and fingerprints everything it listed, so the
+    run's input fingerprint covers exactly what the layout read. It keeps the running hash,
+    not the names: a million listed names are held once, by the layout."""
 
     def __init__(self, retry: RetryConfig | None = None):
         self.retry = retry
-        self.entries: list[storage.Listed] = []
+        self.digest = hashlib.sha1()
 
     def __call__(self, uri: str) -> list[storage.Listed]:
         found = storage.list_tree(uri, self.retry)
-        self.entries.extend(found)
+        storage.add_to_fingerprint(self.digest, found)
         return found
 
     def fingerprint(self) -> str:
-        return storage.fingerprint(self.entries)
+        return self.digest.hexdigest()[:16]
 
 
 def listed_rows(entries: list[storage.Listed], dataset: str, image_row) -> list[dict]:
     """One input row per listed name: `image_row(uri)` for an image, else its problem."""
     return [unusable_row(entry, dataset) or image_row(entry.uri) for entry in entries]
+
+
+def listed_table(entries: Iterable[storage.Listed], dataset: str, image_row) -> pa.Table:
+    """listed_rows as a table of schema.INPUT_ROWS, converted as the rows are made: a listing
+    of a million names never holds a million row dicts (one Arrow table instead)."""
+    rows = (unusable_row(entry, dataset) or image_row(entry.uri) for entry in entries)
+    return schema.rows_table(rows, schema.INPUT_ROWS)
 
 
 def unusable_row(entry: storage.Listed, dataset: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS,

@@ -1,12 +1,17 @@
 """Generic `<class name>/<image>` tree; class names go through the synonym table."""
 from __future__ import annotations
 
+import functools
+
+import pyarrow as pa
+
 from fer_ray import labels
 from fer_ray.config import PreprocessConfig
-from fer_ray.datasets.common import Lister, input_row, listed_rows, parent_name, with_splits
+from fer_ray.datasets.common import Lister, input_row, listed_table, parent_name, with_split_column
 from fer_ray.schema import Status
 
 
+@functools.lru_cache(maxsize=4096)  # a few class folders, a million images
 def class_label(folder: str) -> tuple[int, str]:
     """(canonical label, error) for a class folder name."""
     label = labels.canonical_from_name(folder)
@@ -16,8 +21,9 @@ def class_label(folder: str) -> tuple[int, str]:
     return label, ""
 
 
-def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
-    return with_splits(listed_rows(lister(cfg.input), "folder", image_row), cfg.split)
+def list_inputs(cfg: PreprocessConfig, lister: Lister) -> pa.Table:
+    """The input rows as one Arrow table (this is the layout of huge flat image trees)."""
+    return with_split_column(listed_table(lister(cfg.input), "folder", image_row), cfg.split)
 
 
 def image_row(uri: str) -> dict:

@@ -31,13 +31,13 @@ import ray.data
 from fer_ray import config, results, storage
 from fer_ray.config import ConfigError, FaceConfig, PredictConfig, PreprocessConfig, RetryConfig, apply_dict
 from fer_ray.datasets import Inputs
-from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_rows
+from fer_ray.datasets.common import IMAGE_EXTENSIONS, Lister, input_row, listed_table
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.inputs import read_inputs
 from fer_ray.pipelines.writer import Folder, ShardSink, merge_counts
 from fer_ray.runtime import LIGHT_CPUS, Capacity, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
-from fer_ray.schema import Status
+from fer_ray.schema import INPUT_ROWS, Status, rows_table
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.classify import classifier_arrays, classify
 from fer_ray.stages.face import FaceStage
@@ -108,12 +108,13 @@ def predict_counts(rows: dict, keep: dict) -> dict:
 def list_images(input_uri: str, retry: RetryConfig) -> Inputs:
     """Every listed name under the input (or the one image given) as an input row."""
     if input_uri.lower().endswith(IMAGE_EXTENSIONS) and not storage.exists(storage.join(input_uri, ""), retry):
-        return Inputs([input_row(input_uri, "predict")], 1, storage.file_fingerprint(input_uri, retry))
+        one = rows_table([input_row(input_uri, "predict")], INPUT_ROWS)
+        return Inputs(one, 1, storage.file_fingerprint(input_uri, retry))
     lister = Lister(retry)
-    rows = listed_rows(lister(input_uri), "predict", lambda uri: input_row(uri, "predict"))
-    if not rows:
+    rows = listed_table(lister(input_uri), "predict", lambda uri: input_row(uri, "predict"))
+    if not rows.num_rows:
         raise ConfigError(f"input: no files under {input_uri}")
-    return Inputs(rows, len(rows), lister.fingerprint())
+    return Inputs(rows, rows.num_rows, lister.fingerprint())
 
 
 @dataclass
