@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 
 import pyarrow.parquet as pq
 
-from fer_ray import labels, storage
+from fer_ray import labels, results, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.pipelines import preprocess
 
@@ -47,3 +51,26 @@ def expected_pairs(faces: list[dict]) -> int:
         if row["label_name"] in labels.BASIC7:
             expressions[row["subject"]].add(row["label_name"])
     return sum(len(e) * (len(e) - 1) for e in expressions.values())
+
+
+def committed_units(output: str) -> int:
+    """Write tasks Ray has committed in the output's unfinished runs."""
+    root = storage.join(output, results.CHECKPOINTS_DIR)
+    return sum(1 for uri in storage.list_files(root) if not uri.endswith(".pending.parquet")) if (
+        storage.exists(root)) else 0
+
+
+def kill_cli_after_units(args: list[str], output: str, ray_address: str, units: int = 2) -> None:
+    """Run `fer-ray <args>` as its own driver and SIGKILL it once `units` write tasks have
+    committed; the output then holds an interrupted run and no commit."""
+    from tests.cluster import wait_for
+
+    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ray_address})
+    try:
+        wait_for(lambda: committed_units(output) >= units or driver.poll() is not None, 300,
+                 f"{units} committed units")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert committed_units(output) >= units and not storage.exists(storage.join(output, "_commit.json"))

@@ -4,18 +4,13 @@ resumes to the uninterrupted result, as image runs do (tests/integration/test_ru
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
-from fer_ray import labels, storage
+from fer_ray import labels
 from fer_ray.sample_videos import baum2_clip, baum2_clips
-from tests.cluster import wait_for
-from tests.integration.helpers import read_output, run_preprocess
-from tests.integration.test_runs import committed_units
+from tests.integration.helpers import kill_cli_after_units, read_output, run_preprocess
 
 pytestmark = pytest.mark.integration
 FOLDER_NAMES = {"happy": "Happiness", "surprise": "surprised", "sad": "SAD", "anger": "angry"}  # synonyms
@@ -83,14 +78,7 @@ def test_a_killed_clip_run_resumes_to_the_uninterrupted_result(tree, reference, 
     output = str(tmp_path / "out")
     args = ["preprocess", "--layout", "video_folder", "--input", str(root), "--output", output,
             "--batch-size", "8", "--rows-per-file", str(CLIPS_PER_FILE)]
-    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
-    try:
-        wait_for(lambda: committed_units(output) >= 2 or driver.poll() is not None, 300, "two committed units")
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    assert committed_units(output) >= 2 and not storage.exists(storage.join(output, "_commit.json"))
+    kill_cli_after_units(args, output, ray_cluster.address)
 
     resumed = run_preprocess("video_folder", str(root), output, rows_per_file=CLIPS_PER_FILE)
     assert resumed["run_state"] == "resumed" and resumed["units_skipped"] > 0

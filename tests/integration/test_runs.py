@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from fer_ray import cli, results, storage
 from tests.cluster import stage_actors, wait_for
-from tests.integration.helpers import read_output, run_file, run_preprocess
+from tests.integration.helpers import committed_units, kill_cli_after_units, read_output, run_file, run_preprocess
 
 pytestmark = pytest.mark.integration
 SMALL_FILES = 16  # rows per output file: many commit units from the small sample
@@ -40,13 +37,6 @@ def rows_by_id(output: str) -> dict:
     faces = read_output(output, "faces").to_pylist()
     assert len(faces) == len({row["sample_id"] for row in faces})  # no duplicates, ever
     return {row["sample_id"]: (row["face"], row["landmarks"], row["split"]) for row in faces}
-
-
-def committed_units(output: str) -> int:
-    """Write tasks Ray has committed in the output's unfinished runs."""
-    root = storage.join(output, results.CHECKPOINTS_DIR)
-    return sum(1 for uri in storage.list_files(root) if not uri.endswith(".pending.parquet")) if (
-        storage.exists(root)) else 0
 
 
 def snapshot(output: str) -> tuple[bytes, list[str]]:
@@ -109,14 +99,7 @@ def test_a_killed_run_is_never_read_and_resumes_to_the_uninterrupted_result(samp
     output = str(tmp_path / "out")
     args = ["preprocess", "--layout", "jaffe", "--input", str(sample / "jaffe"), "--output", output,
             "--rows-per-file", str(SMALL_FILES)]
-    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
-    try:
-        wait_for(lambda: committed_units(output) >= 2 or driver.poll() is not None, 300, "two committed units")
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    assert committed_units(output) >= 2 and not storage.exists(storage.join(output, "_commit.json"))
+    kill_cli_after_units(args, output, ray_cluster.address)
     # readers refuse the partial output instead of taking it for a finished one
     capsys.readouterr()
     assert cli.main(["train", "--data", output, "--output", str(tmp_path / "run")]) == 2
