@@ -51,6 +51,25 @@ def test_landmarks_change_the_output(name):
         assert not torch.allclose(model(*inputs), model(*shifted))
 
 
+def test_landmark_mlp_standardises_each_distance_from_what_it_trained_on():
+    """Its inputs move by a tenth of their size between expressions: standardised per distance
+    (batch statistics in training, their running averages in eval), a batch of one included."""
+    torch.manual_seed(0)
+    model = create_model("landmark_mlp", dropout=0.0)
+    faces = features.normalise_points(torch.randn(64, 68, 2)) * 20 + 24
+    for _ in range(50):
+        model(faces)  # training mode: the running statistics follow the batches
+    norm = model.standardise
+    expected = features.pairwise_distances(faces)
+    off_diagonal = expected.std(dim=0) > 0
+    torch.testing.assert_close(norm.running_mean[off_diagonal], expected.mean(dim=0)[off_diagonal],
+                               rtol=0.02, atol=1e-4)
+    assert model(faces[:1]).shape == (1, 8)  # a last batch of one still trains
+    model.eval()
+    assert expected[:, off_diagonal].std(dim=0).mean() < 0.5  # raw: distances / 60 barely move
+    assert 0.85 < norm(expected)[:, off_diagonal].std(dim=0).mean() < 1.1  # (BatchNorm's eps shrinks it a little)
+
+
 def test_num_classes_override():
     assert create_model("dexpression_fer", num_classes=3)(*_inputs("dexpression_fer")).shape == (2, 3)
 
