@@ -176,7 +176,8 @@ def _ray_start(args: list[str], num_cpus: int, temp_dir: str) -> None:
            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     # started as cluster/ starts its nodes
     env = {**os.environ, SOFT_LIMIT_VARIABLE: worker_soft_limit(num_cpus)}
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
 
 def _processes(marks: tuple[str, ...]) -> set:
