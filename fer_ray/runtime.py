@@ -54,6 +54,14 @@ LIGHT_CPUS = 0.1
 # are systemic).
 SYSTEM_FAILURE_RETRIES = 3
 
+# An actor task (a face or segment batch) whose actor's node is lost is retried while the actor
+# is unreachable, with a doubling delay (1, 1, 1, 1, 2, 4 s ... measured on Ray 2.60), until
+# Ray declares the node dead (about 15 s after a raylet dies) and restarts the actor elsewhere;
+# each of those attempts counts as a retry. Three were spent before the node was declared dead
+# (tests/multinode), so the run failed; twelve cover minutes of an unreachable node, and an
+# input that crashes its actor every time still ends the run after twelve restarts.
+ACTOR_TASK_RETRIES = 12
+
 
 def available_cpus() -> int:
     return available("CPU", os.cpu_count())

@@ -144,18 +144,9 @@ class HeadNode:
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self) -> "HeadNode":
-        # job entrypoints say `python ...`: make that the project's environment
-        os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ.get("PATH", "")
-        cmd = [f"{VENV_BIN}/ray", "start", "--head", f"--port={self.gcs_port}",
-               f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-               f"--dashboard-agent-listen-port={free_port()}", "--dashboard-host=127.0.0.1",
-               "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}",
-               f"--temp-dir={self.temp_dir}", "--include-dashboard=true", "--disable-usage-stats"]
-        from fer_ray.runtime import SOFT_LIMIT_VARIABLE, worker_soft_limit  # imports ray: after enable_token_auth
-
-        # started as cluster/ starts its nodes
-        env = {**os.environ, SOFT_LIMIT_VARIABLE: worker_soft_limit(self.num_cpus)}
-        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+        _ray_start(["--head", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
+                    f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                    "--dashboard-host=127.0.0.1", "--include-dashboard=true"], self.num_cpus, self.temp_dir)
         return self
 
     def submit(self, entrypoint: list[str], working_dir: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -164,24 +155,126 @@ class HeadNode:
         return subprocess.run(cmd, env=os.environ.copy(), capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
-        for proc in self.processes():
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _kill(self.processes())
         time.sleep(1)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def processes(self) -> set:
         """This head node's processes: those naming its temp dir or GCS port, and their children
-        (agents rename themselves, and the client server names only the GCS address)."""
-        marks = (self.temp_dir, f":{self.gcs_port}")
-        found = set()
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(mark in part for part in proc.info["cmdline"] or [] for mark in marks):
-                found.add(proc)
-                found.update(_children(proc))
-        return found
+        (agents rename themselves, and the client server names only the GCS address). Worker
+        nodes joined to it name its GCS port too: stopping the head stops them as well."""
+        return _processes((self.temp_dir, f":{self.gcs_port}"))
+
+
+def _ray_start(args: list[str], num_cpus: int, temp_dir: str) -> None:
+    """`ray start` with this project's environment, on 127.0.0.1, with its own temp dir."""
+    # job entrypoints say `python ...`: make that the project's environment
+    os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ.get("PATH", "")
+    from fer_ray.runtime import SOFT_LIMIT_VARIABLE, worker_soft_limit  # imports ray: after enable_token_auth
+
+    cmd = [f"{VENV_BIN}/ray", "start", *args, "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+           f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    # started as cluster/ starts its nodes
+    env = {**os.environ, SOFT_LIMIT_VARIABLE: worker_soft_limit(num_cpus)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+def _processes(marks: tuple[str, ...]) -> set:
+    """Processes whose command line names one of `marks`, and their children."""
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(mark in part for part in proc.info["cmdline"] or [] for mark in marks):
+            found.add(proc)
+            found.update(_children(proc))
+    return found
+
+
+def _kill(processes) -> None:
+    for proc in processes:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+class WorkerNode:
+    """`ray start --address` joining a head node, with its own temp dir and ports, so that
+    several nodes share this machine and each can be found (and stopped) on its own."""
+
+    def __init__(self, head: HeadNode, num_cpus: int = 1):
+        self.head = head
+        self.temp_dir = tempfile.mkdtemp(prefix="ferray-node-")
+        self.num_cpus = num_cpus
+
+    def start(self) -> "WorkerNode":
+        ports = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                 "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+        _ray_start([f"--address={self.head.address}", *[f"--{name}={free_port()}" for name in ports]],
+                   self.num_cpus, self.temp_dir)
+        self.node_id = self._raylet_node_id()  # kept: the raylet may be killed later
+        return self
+
+    def raylet(self) -> psutil.Process:
+        """The node's raylet (its session dir is under the node's own temp dir)."""
+        return next(p for p in _processes((self.temp_dir,)) if p.name() == "raylet")
+
+    def _raylet_node_id(self) -> str:
+        """The node's Ray id, as the raylet was told it at start."""
+        return next(part.split("=", 1)[1] for part in self.raylet().cmdline() if part.startswith("--node_id="))
+
+    def processes(self) -> set:
+        return _processes((self.temp_dir,))
+
+    def stop(self) -> None:
+        _kill(self.processes())
+        time.sleep(1)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class LocalCluster:
+    """A head node that takes no work (0 CPUs) and `workers` worker nodes of `cpus` CPUs, all on
+    127.0.0.1: jobs submitted to the head run on the workers, as on a real cluster."""
+
+    def __init__(self, workers: int = 2, cpus: int = 1):
+        self.head = HeadNode(num_cpus=0)
+        self.size, self.cpus = workers, cpus
+        self.workers: list[WorkerNode] = []
+
+    def start(self) -> "LocalCluster":
+        self.head.start()
+        self.workers = [WorkerNode(self.head, self.cpus).start() for _ in range(self.size)]
+        self.wait_until_alive()
+        return self
+
+    def alive_nodes(self) -> set[str]:
+        """The ids of the nodes Ray's state API reports alive."""
+        from ray.util.state import list_nodes
+
+        # a lost node's records may be missing from the answer: that is no error here
+        nodes = list_nodes(address=self.head.dashboard, filters=[("state", "=", "ALIVE")],
+                           raise_on_missing_output=False)
+        return {node.node_id for node in nodes}
+
+    def wait_until_alive(self) -> None:
+        wanted = {worker.node_id for worker in self.workers}
+        wait_for(lambda: len(self.alive_nodes()) == len(wanted) + 1 and wanted <= self.alive_nodes(), 90,
+                 f"{len(wanted)} worker nodes and the head alive")
+
+    def replace(self, lost: WorkerNode) -> WorkerNode:
+        """A new worker node in place of a lost one (as an autoscaler would start), once Ray has
+        declared the lost one dead."""
+        wait_for(lambda: lost.node_id not in self.alive_nodes(), 90, "the lost node declared dead")
+        lost.stop()
+        new = WorkerNode(self.head, self.cpus).start()
+        self.workers[self.workers.index(lost)] = new
+        self.wait_until_alive()
+        return new
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.head.stop()
 
 
 def _children(proc) -> list:

@@ -246,6 +246,9 @@ def checkpointed(run: StagedRun, ds: ray.data.Dataset, id_column: str) -> ray.da
     # A stage's own error (storage unreachable, say) reaches the driver as itself, not as
     # Ray Data's "UDF failed", so the run's one-line failure names what went wrong.
     ds.context.raise_original_map_exception = True
+    # A block that still fails after Ray's retries fails the run (resumable), never dropped:
+    # per-input problems are statuses already, so a failed block is a systemic error.
+    ds.context.max_errored_blocks = 0
     return ds
 
 

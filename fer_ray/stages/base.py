@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import ray.data
 
-from fer_ray.runtime import SYSTEM_FAILURE_RETRIES, actor_pool_size
+from fer_ray.runtime import ACTOR_TASK_RETRIES, SYSTEM_FAILURE_RETRIES, actor_pool_size
 
 
 class Stage:
@@ -48,7 +48,7 @@ def apply_stage(ds: ray.data.Dataset, stage_cls: type[Stage], cfg, *, workers: i
                                  **kwargs)
     pool = ray.data.ActorPoolStrategy(size=actor_pool_size(workers, gpus, reserved_cpus=0))
     return _map_with_retries(ds, stage_cls, fn_constructor_args=(cfg,), compute=pool, max_restarts=-1,
-                             max_task_retries=SYSTEM_FAILURE_RETRIES, **kwargs)
+                             max_task_retries=ACTOR_TASK_RETRIES, **kwargs)
 
 
 def _map_with_retries(ds: ray.data.Dataset, fn, **kwargs) -> ray.data.Dataset:

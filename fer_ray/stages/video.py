@@ -104,7 +104,9 @@ class ProbeStage(Stage):
     each video, or the input's own row (segment_index -1) with the reason it is not one, or
     (segment_index -1, carried) for a video the committed run labelled: same ETag, if the
     store has them, as the committed run saw."""
-    num_cpus = 0.25  # reads a header and decodes one frame
+    # reads a header and decodes one frame; at most what a segment actor (0.8) leaves of a 1-CPU
+    # node: on a cluster of small nodes no node has more free, and the probe would wait forever
+    num_cpus = 0.2
     batch_size = 1
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -289,7 +291,7 @@ class LabelVideoStage(Stage):
     """All rows of one video (segment rows and face rows, no pixels) -> its frames/, tracks/,
     segments/ (label runs) and videos/ rows; writes its WebVTT file and timeline PNG under the
     run, and its annotated MP4 when the video is one of those to annotate."""
-    num_cpus = 0.25
+    num_cpus = 0.2  # as ProbeStage: fits beside a segment actor on a 1-CPU node
 
     def __call__(self, batch: dict) -> pa.Table:
         started = time.time()

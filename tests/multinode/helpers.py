@@ -1,0 +1,82 @@
+"""What a job did on a cluster of several nodes: where its stage tasks ran (Ray's state API),
+its outputs as comparable rows, and a job run while one of its nodes is lost."""
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import signal
+import threading
+from collections import Counter
+
+from ray.util.state import list_jobs, list_tasks
+
+from tests.cluster import LocalCluster, WorkerNode, wait_for
+from tests.integration.helpers import read_output
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def job_id(cluster: LocalCluster, output: str) -> str | None:
+    """The Ray job id of the submitted job that writes `output` (None until its driver starts)."""
+    jobs = [job for job in list_jobs(address=cluster.head.dashboard) if output in (job.entrypoint or "").split()]
+    return jobs[0].job_id if jobs else None
+
+
+def stage_tasks(cluster: LocalCluster, output: str, stage: str, state: str | None = None) -> list:
+    """The batches (task attempts) the actors of `stage` ran for the job that writes `output`."""
+    job = job_id(cluster, output)
+    if job is None:
+        return []
+    filters = [("job_id", "=", job)] + ([("state", "=", state)] if state else [])
+    tasks = list_tasks(address=cluster.head.dashboard, filters=filters, limit=10_000, raise_on_missing_output=False)
+    return [task for task in tasks if task.name == f"MapWorker(MapBatches({stage})).submit"]
+
+
+def batches_by_node(cluster: LocalCluster, output: str, stage: str) -> Counter:
+    """How many batches of `stage` each node finished for the job that writes `output`."""
+    return Counter(task.node_id for task in stage_tasks(cluster, output, stage, "FINISHED"))
+
+
+def submit(cluster: LocalCluster, job: str, args: list[str]):
+    return cluster.head.submit(["python", f"jobs/{job}.py", *args], working_dir=str(ROOT))
+
+
+def submit_losing_a_node(cluster: LocalCluster, job: str, args: list[str], output: str, stage: str,
+                         replace: bool = False) -> WorkerNode:
+    """`ray job submit`, and once a batch of `stage` is running on the second worker node, that
+    node's raylet is killed (SIGKILL, by pid): its workers and objects go with it. With `replace`,
+    a new worker node joins once Ray has declared the lost one dead, as an autoscaler would start
+    one. Returns the lost node, after the job ended (and succeeded)."""
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(done=submit(cluster, job, args)), daemon=True)
+    thread.start()
+    victim = cluster.workers[1]
+    wait_for(lambda: any(task.node_id == victim.node_id for task in stage_tasks(cluster, output, stage, "RUNNING"))
+             or not thread.is_alive(), 300, f"a {stage} batch running on the second worker node")
+    assert thread.is_alive(), "the job ended before a batch ran on the second worker node"
+    os.kill(victim.raylet().pid, signal.SIGKILL)
+    if replace:
+        cluster.replace(victim)
+    thread.join(timeout=600)
+    done = outcome.get("done")
+    assert done is not None and done.returncode == 0, done and done.stdout[-3000:] + done.stderr[-3000:]
+    return victim
+
+
+def rows(output: str, folder: str, drop: tuple[str, ...] = ()) -> list[dict]:
+    """A committed folder's rows, sorted, without the `drop` columns; NaN made comparable
+    (NaN != NaN would make equal outputs differ)."""
+    table = read_output(output, folder)
+    table = table.drop_columns([name for name in drop if name in table.column_names])
+    return sorted((_comparable(row) for row in table.to_pylist()), key=repr)
+
+
+def _comparable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, list):
+        return [_comparable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,118 @@
+"""Preprocessing and labelling through `ray job submit` on a head node and two worker nodes on this
+machine (tests/cluster.py LocalCluster): the face and segment actors' batches ran on both workers
+(Ray's state API says where), the outputs equal a run on the session's single node, and a job
+whose second worker node loses its raylet in mid-run (SIGKILL, while a batch runs there) still
+finishes with the same outputs: every input one manifest/videos row, no face row lost or doubled.
+
+One cluster for the module (a node costs ~200 MB and a few processes); the preprocessing node-loss
+test replaces the lost node afterwards, as an autoscaler would, for the labelling one."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from fer_ray import storage
+from tests.integration.helpers import read_output
+from tests.integration.test_label_videos import ARGS, check_outputs, write_inputs
+from tests.multinode.helpers import ROOT, batches_by_node, rows, stage_tasks, submit, submit_losing_a_node
+
+pytestmark = pytest.mark.job
+
+# a labelling run's own: when it ran and where its WebVTT files are (under its own output)
+LABEL_RUN_COLUMNS = ("elapsed_s", "webvtt")
+LABEL_FOLDERS = ("videos", "frames", "tracks", "segments")
+
+
+def preprocess_args(preprocess_job, output: str) -> list[str]:
+    """The session's preprocess job (JAFFE-style sample on S3, run on the single head node),
+    writing to `output` instead."""
+    args = list(preprocess_job.args)
+    args[args.index("--output") + 1] = output
+    return args
+
+
+@pytest.fixture(scope="module")
+def spread_preprocess(three_nodes, preprocess_job, bucket):
+    output = f"{bucket}/multinode/jaffe"
+    done = submit(three_nodes, "preprocess", preprocess_args(preprocess_job, output))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return output
+
+
+def test_preprocess_job_spreads_over_both_worker_nodes(three_nodes, spread_preprocess):
+    batches = batches_by_node(three_nodes, spread_preprocess, "FaceStage")
+    assert set(batches) == {worker.node_id for worker in three_nodes.workers}, batches
+    print(f"face batches per worker node: {sorted(batches.values())}")
+
+
+def test_preprocess_on_three_nodes_equals_one_node(spread_preprocess, preprocess_job):
+    faces = rows(spread_preprocess, "faces")
+    assert faces == rows(preprocess_job.output, "faces")
+    assert len({face["sample_id"] for face in faces}) == len(faces) > 0
+    assert rows(spread_preprocess, "manifest") == rows(preprocess_job.output, "manifest")
+
+
+def test_preprocess_job_survives_losing_a_node(three_nodes, spread_preprocess, preprocess_job, bucket):
+    output = f"{bucket}/multinode/jaffe-node-lost"
+    lost = submit_losing_a_node(three_nodes, "preprocess", preprocess_args(preprocess_job, output), output,
+                                "FaceStage")
+    three_nodes.replace(lost)
+    check_lost_batches_redone(three_nodes, output, "FaceStage", lost.node_id)
+    manifest = read_output(output, "manifest").column("source_uri").to_pylist()
+    raw = preprocess_job.args[preprocess_job.args.index("--input") + 1]
+    assert sorted(manifest) == sorted(set(manifest)) and len(manifest) == len(storage.list_files(raw))
+    assert rows(output, "faces") == rows(spread_preprocess, "faces")
+    assert rows(output, "manifest") == rows(spread_preprocess, "manifest")
+
+
+def check_lost_batches_redone(cluster, output: str, stage: str, lost_node: str) -> None:
+    """The batches running on the lost node failed there and were finished on another node."""
+    attempts = stage_tasks(cluster, output, stage)
+    failed = {task.task_id for task in attempts if task.node_id == lost_node and task.state == "FAILED"}
+    redone = {task.task_id for task in attempts if task.node_id != lost_node and task.state == "FINISHED"}
+    assert failed and failed <= redone, Counter((task.node_id, task.state) for task in attempts)
+
+
+@pytest.fixture(scope="module")
+def videos(bucket, tmp_path_factory) -> str:
+    """tests/integration/test_label_videos.py's videos (good ones and one of each bad kind) on S3."""
+    source = f"{bucket}/multinode/videos"
+    for path in sorted(write_inputs(tmp_path_factory.mktemp("multinode-videos")).iterdir()):
+        storage.write_bytes(f"{source}/{path.name}", path.read_bytes())
+    return source
+
+
+@pytest.fixture(scope="module")
+def one_node_labels(ray_cluster, videos, bucket) -> str:
+    """The videos labelled on the session's single head node: the reference."""
+    output = f"{bucket}/multinode/labels-one-node"
+    done = ray_cluster.submit(["python", "jobs/label_videos.py", "--input", videos, "--output", output, *ARGS],
+                              working_dir=str(ROOT))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return output
+
+
+def label_rows(output: str) -> dict[str, list[dict]]:
+    found = {folder: rows(output, folder, drop=LABEL_RUN_COLUMNS) for folder in LABEL_FOLDERS}
+    webvtt = [uri.rsplit("/", 1)[-1] for uri in read_output(output, "videos").column("webvtt").to_pylist() if uri]
+    return {**found, "webvtt": sorted(webvtt)}
+
+
+def test_label_videos_job_spreads_and_survives_losing_a_node(three_nodes, one_node_labels, videos, bucket):
+    """One labelling run on the three nodes serves both checks (a run costs about a minute here):
+    its segment batches ran on both workers, and losing the second one in mid-run changed no row
+    of the single node's run. A new node replaces the lost one: on the one 1-CPU node left, its
+    segment and classifier actors hold 0.9 CPU, and a probe task to redo (0.2) found no room."""
+    output = f"{bucket}/multinode/labels-node-lost"
+    kept = three_nodes.workers[0]
+    lost = submit_losing_a_node(three_nodes, "label_videos", ["--input", videos, "--output", output, *ARGS],
+                                output, "SegmentStage", replace=True)
+    attempts = Counter((task.node_id, task.state) for task in stage_tasks(three_nodes, output, "SegmentStage"))
+    print(f"segment batch attempts per (node, state): {dict(attempts)}")
+    assert {kept.node_id, lost.node_id} <= {node for node, _ in attempts}, attempts
+    check_lost_batches_redone(three_nodes, output, "SegmentStage", lost.node_id)
+    names = read_output(output, "videos").column("video_uri").to_pylist()
+    assert sorted(names) == sorted(set(names)) and len(names) == len(storage.list_files(videos))
+    check_outputs(output)
+    assert label_rows(output) == label_rows(one_node_labels)
