@@ -21,6 +21,7 @@ from fer_ray import config, results, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets import Inputs, RowsDatasource
 from fer_ray.pipelines import runs
+from fer_ray.pipelines.inputs import check
 from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, cluster_capacity, start_ray
 from fer_ray.stages.base import apply_stage
@@ -35,8 +36,6 @@ MAX_STRIPS = 16  # film strips on the contact sheet
 
 def run(cfg: PreprocessConfig) -> dict:
     """Run the whole job; returns the summary (also the run's `_summary.json`)."""
-    from fer_ray.pipelines.preprocess import check
-
     inputs = check(cfg)
     staged = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint, cfg.restart,
                        cfg.retry)

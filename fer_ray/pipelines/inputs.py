@@ -1,16 +1,38 @@
-"""A preprocess run's inputs as a Ray Data read: the rows listed on the driver, fetched by
-FetchStage, or FER2013's CSV streamed by one read task. A read, never from_items: Ray
-Data's row checkpointing filters only what a read yields (a resumed run skips there)."""
+"""A preprocess run's inputs: checked and listed on the driver before any Ray work (images and
+videos alike), then read as a Ray Data read: the listed rows fetched by FetchStage, or
+FER2013's CSV streamed by one read task. A read, never from_items: Ray Data's row
+checkpointing filters only what a read yields (a resumed run skips there)."""
 from __future__ import annotations
 
 import ray.data
 
-from fer_ray import datasets
-from fer_ray.config import PreprocessConfig
+from fer_ray import datasets, storage
+from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.datasets import Inputs, RowsDatasource
+from fer_ray.pipelines import runs
 from fer_ray.runtime import LIGHT_CPUS
 from fer_ray.stages.base import apply_stage
+from fer_ray.stages.face import FaceStage
 from fer_ray.stages.fetch import FetchStage
+
+
+def check(cfg: PreprocessConfig) -> Inputs:
+    """Everything that can be known wrong before any Ray work: values, weights, input,
+    output; returns the inputs (listed once, here)."""
+    cfg.validate()
+    FaceStage.check_weights(cfg)
+    problem = storage.check_readable(cfg.input)
+    if problem:
+        raise ConfigError(f"input: {problem}")
+    runs.check_output(cfg.input, cfg.output)
+    if cfg.layout == "fer2013":
+        from fer_ray.datasets.fer2013 import check_header
+
+        try:
+            check_header(cfg.input)
+        except (ValueError, IsADirectoryError, OSError) as err:
+            raise ConfigError(str(err)) from None
+    return datasets.list_inputs(cfg)
 
 
 def read_inputs(cfg: PreprocessConfig, inputs: Inputs) -> ray.data.Dataset:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import time
 
-from fer_ray import config, datasets, results, storage
-from fer_ray.config import ConfigError, PreprocessConfig
+from fer_ray import config, results, storage
+from fer_ray.config import PreprocessConfig
 from fer_ray.datasets import Inputs
-from fer_ray.pipelines import runs
-from fer_ray.pipelines.inputs import read_inputs
+from fer_ray.pipelines import clips, runs
+from fer_ray.pipelines.inputs import check, read_inputs
 from fer_ray.pipelines.writer import ShardSink
 from fer_ray.runtime import actor_pool_size, cluster_capacity, start_ray
 from fer_ray.schema import face_array, landmarks_array
@@ -24,31 +24,10 @@ from fer_ray.vision.draw import contact_sheet, encode_png
 FOLDERS = ("faces", "manifest")
 
 
-def check(cfg: PreprocessConfig) -> Inputs:
-    """Everything that can be known wrong before any Ray work: values, weights, input,
-    output; returns the inputs (listed once, here)."""
-    cfg.validate()
-    FaceStage.check_weights(cfg)
-    problem = storage.check_readable(cfg.input)
-    if problem:
-        raise ConfigError(f"input: {problem}")
-    runs.check_output(cfg.input, cfg.output)
-    if cfg.layout == "fer2013":
-        from fer_ray.datasets.fer2013 import check_header
-
-        try:
-            check_header(cfg.input)
-        except (ValueError, IsADirectoryError, OSError) as err:
-            raise ConfigError(str(err)) from None
-    return datasets.list_inputs(cfg)
-
-
 def run(cfg: PreprocessConfig) -> dict:
     """Run the whole job; returns the summary (also written to the run's `_summary.json`).
     A video layout goes to pipelines.clips (clips/ instead of faces/)."""
     if cfg.layout in config.VIDEO_LAYOUTS:
-        from fer_ray.pipelines import clips
-
         return clips.run(cfg)
     inputs = check(cfg)
     staged = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint,
