@@ -108,5 +108,5 @@ register_model("enm", ModelSpec(
 register_model("landmark_mlp", ModelSpec(
     name="landmark_mlp", input_size=0, channels=0, needs_landmarks=True,
     label_set="canonical8", builder=LandmarkMlp,
-    description="Seed 002's landmarks-only MLP on the 51x51 pairwise distances.",
+    description="Seed 002's landmarks-only MLP on the 51x51 pairwise distances, each standardised.",
 ))
