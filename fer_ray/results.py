@@ -175,7 +175,9 @@ class CommittedFiles(Datasource):
     def task(self, fs, path: str) -> ReadTask:
         columns, where = self.columns, self.where
         meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[path])
-        return ReadTask(lambda: [pq.read_table(path, filesystem=fs, columns=columns, filters=where)], meta)
+        # a passing storage error is retried as every storage call is (Ray retries crashed tasks only)
+        return ReadTask(lambda: [storage.retrying(f"read {path}", lambda: pq.read_table(
+            path, filesystem=fs, columns=columns, filters=where))], meta)
 
 
 def read_table(uri: str, folder: str, columns: list[str] | None = None) -> pa.Table:

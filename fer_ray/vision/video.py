@@ -114,9 +114,9 @@ def plan_segments(duration_s: float | None, segment_s: float = 60.0,
     borders = [start_s + index * segment_s for index in range(count)] + [math.inf]
     return list(zip(borders[:-1], borders[1:]))
 
+
 # Seconds before a wanted time to seek to: MPEG-TS loses frames at a boundary without it.
 PREROLL_S = 2.0
-
 
 
 def decode_segment(source: Source, start_s: float, end_s: float, fps: float, color: str = "rgb",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -173,3 +174,17 @@ def test_an_outage_past_the_retries_fails_the_run_and_the_rerun_resumes(s3_serve
     resumed = run_preprocess("jaffe", s3_jaffe, output, rows_per_file=16)
     assert resumed["run_state"] == "resumed" and resumed["units_skipped"] > 0
     assert resumed["inputs"] == read_output(output, "manifest").num_rows == 177
+
+
+def test_a_committed_file_read_rides_out_an_outage(s3_server, bucket):
+    """The read tasks of committed Parquet (training, tuning, synthesis) retry a passing outage."""
+    uri = f"{bucket}/outage/committed/part-0.parquet"
+    table = pa.table({"split": ["train", "test", "train"], "label": [1, 2, 3]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    storage.write_bytes(uri, sink.getvalue().to_pybytes())
+    read = results.CommittedFiles([uri], ["label"], where=pc.field("split") == "train").get_read_tasks(1)[0]
+    restarted = s3_server.outage(3.0)
+    blocks = list(read())
+    restarted.join()
+    assert pa.concat_tables(blocks).to_pydict() == {"label": [1, 3]}
