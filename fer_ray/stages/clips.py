@@ -173,10 +173,8 @@ class ClipStage(Stage):
     def faces_on(self, images: list, times_s: list) -> list:
         """The faces of the clip's frames: near the faces followed between whole-frame searches
         (every detect_every_s, and whenever no face was seen lately), where the detector allows."""
-        if not (self.cfg.detect_every_s > 0 and self.extractor.follows):
-            return self.extractor.extract_many(images)
-        follower = tracking.FaceFollower(self.cfg.detect_every_s, tracking.MAX_LOST_S, whole_when_lost=True)
-        return self.extractor.extract_followed(images, times_s, follower)
+        return self.extractor.extract_followed(images, times_s,
+                                               self.extractor.follower(self.cfg.detect_every_s, whole_when_lost=True))
 
     def crop(self, face) -> bytes:
         if face is None:

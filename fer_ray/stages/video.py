@@ -161,7 +161,6 @@ class SegmentStage(Stage):
         self.detector = face.resolved_detector("folder")
         self.extractor = FaceExtractor(face, self.detector, cfg.face.device)
         self.color = "gray" if face.color == "gray" and self.detector in GREY_DETECTORS else "rgb"
-        self.follows = cfg.detect_every_s > 0 and self.extractor.follows
 
     def __call__(self, batch: dict) -> pa.Table:
         out = []
@@ -178,8 +177,7 @@ class SegmentStage(Stage):
             with open_video(str(row["video_uri"]), self.cfg.retry) as source:
                 frames = decode_segment(source, decode_from, end, self.cfg.fps, self.color,
                                         self.cfg.preroll_s, self.cfg.max_pixels)
-                follower = tracking.FaceFollower(self.cfg.detect_every_s, self.cfg.max_lost_s, self.cfg.min_iou) \
-                    if self.follows else None
+                follower = self.extractor.follower(self.cfg.detect_every_s, self.cfg.max_lost_s, self.cfg.min_iou)
                 for chunk in chunked(frames, self.cfg.face.batch_size):
                     sampled += sum(frame.timestamp_s >= start for frame in chunk)
                     faces.extend(self.faces_of(chunk, follower))
@@ -198,9 +196,8 @@ class SegmentStage(Stage):
     def faces_of(self, frames: list, follower: tracking.FaceFollower | None = None) -> list[dict]:
         """The faces of a chunk of frames: in one call, or frame by frame where a follower
         says where to search (each frame's search depends on the faces of the one before)."""
-        images = [frame.image for frame in frames]
-        found = self.extractor.extract_many(images) if follower is None \
-            else self.extractor.extract_followed(images, [frame.timestamp_s for frame in frames], follower)
+        found = self.extractor.extract_followed([frame.image for frame in frames],
+                                                [frame.timestamp_s for frame in frames], follower)
         return [{"is_face": True, "timestamp_s": frame.timestamp_s, "frame_index": frame.frame_index,
                  "bbox": face.bbox, "landmarks": face.landmarks.reshape(-1), "det_score": face.det_score,
                  "face": np.ascontiguousarray(face.face).tobytes(),

@@ -15,6 +15,7 @@ from fer_ray.config import FaceConfig
 from fer_ray.vision.align import align_face
 from fer_ray.vision.detect import create_detector, detect_many, detect_near, full_image_box
 from fer_ray.vision.landmarks import create_landmarker, landmarks_many
+from fer_ray.vision.tracking import MAX_LOST_S, MIN_IOU, FaceFollower
 
 
 class Face(NamedTuple):
@@ -66,16 +67,22 @@ class FaceExtractor:
                  for box, score, landmarks in zip(boxes, scores, image_points)]
                 for image, (boxes, scores), image_points in zip(images, found, points)]
 
-    @property
-    def follows(self) -> bool:
-        """Whether a video's faces are cheaper searched near the faces followed (tracking.FaceFollower):
-        true for detectors that take one frame at a time; network detectors search whole frames
-        in batches, cheap on their device."""
-        return self.detector is not None and not hasattr(self.detector, "detect_many")
+    def follower(self, every_s: float, max_lost_s: float = MAX_LOST_S, same_face_iou: float = MIN_IOU,
+                 whole_when_lost: bool = False) -> FaceFollower | None:
+        """Where a video's frames are searched (see tracking.FaceFollower): near the faces followed
+        between whole-frame searches every `every_s`, for detectors that take one frame at a time;
+        None (every frame whole) when every_s is 0 or the detector batches whole frames, cheap on
+        its device."""
+        if every_s <= 0 or self.detector is None or hasattr(self.detector, "detect_many"):
+            return None
+        return FaceFollower(every_s, max_lost_s, same_face_iou, whole_when_lost)
 
-    def extract_followed(self, images: list[np.ndarray], times_s, follower) -> list[list[Face]]:
+    def extract_followed(self, images: list[np.ndarray], times_s, follower: FaceFollower | None) -> list[list[Face]]:
         """The faces of a video's frames in time order, each searched where `follower` says (its
-        search depends on the faces found on the frame before, so frames go one at a time)."""
+        search depends on the faces found on the frame before, so frames go one at a time); with
+        no follower, every frame whole in one call."""
+        if follower is None:
+            return self.extract_many(images)
         found = []
         for image, now in zip(images, times_s):
             faces = self.extract_many([image], [follower.search(now)])[0]
