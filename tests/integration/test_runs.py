@@ -55,6 +55,7 @@ def committed(sample, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--input", "{empty}"], "input: no files under"),
     (["--set", "split.train=nan"], "split.train"),
+    (["--detect-every-s", "-1"], "detect_every_s: -1.0 must be a finite number of seconds >= 0"),
     (["--input", "{output}"], "output: {output} overlaps the input"),
     (["--input", "{output}/runs"], "overlaps the input"),
     (["--output", "{sample}/folder/out"], "overlaps the input"),
