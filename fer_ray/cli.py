@@ -28,7 +28,10 @@ from fer_ray.report import print_labelling, print_report, print_summary, print_s
 
 log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that is __main__, outside the run log
 FAILURE_MESSAGE_CHARS = 200
-VERBOSE_HELP = "on failure, print the traceback too (it is always in the log file)"
+# the commands that start or join Ray; the others print only their own lines anyway
+RAY_COMMANDS = {"preprocess", "synthesize", "train", "tune", "evaluate", "predict", "label-videos", "export", "demo"}
+VERBOSE_HELP = ("show Ray's own output (progress records, warnings, workers' output) here rather than only in "
+                "the run's log file, and on failure the traceback (it is always in the log file)")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
@@ -266,9 +269,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log.info("fer-ray %s started: argv %s", args.command,
                  logs.redact(" ".join(config.shorten(arg, 1000) for arg in argv)))
-        return run_command(args, run_log)
+        if args.verbose or args.command not in RAY_COMMANDS or run_log.path is None:
+            return run_command(args, run_log)
+        return run_quietly(args, run_log)
     finally:
         run_log.close()
+
+
+def run_quietly(args: argparse.Namespace, run_log: logs.RunLog) -> int:
+    """The command with Ray's own output (progress records, warnings, its C++ core's log
+    lines, the workers' output) in the run log; the screen gets fer-ray's lines only."""
+    from fer_ray import runtime
+
+    print(f"fer-ray {args.command}: Ray's own output goes to {run_log.path} (--verbose shows it here)",
+          flush=True)
+    runtime.show_ray_output(False)
+    try:
+        with logs.LibraryOutputToLog(run_log):
+            return run_command(args, run_log)
+    finally:
+        runtime.show_ray_output(True)
 
 
 def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:

@@ -107,3 +107,68 @@ def say(message: str) -> None:
     """A line for the person running the job (stderr), also in the log."""
     logging.getLogger(LIBRARY_LOGGER).info(message)
     print(message, file=sys.stderr, flush=True)
+
+
+class LibraryOutputToLog:
+    """While open, what Ray and other libraries print goes to the run log, not the screen: the
+    process's stdout and stderr file descriptors point at the log (Ray's C++ core writes
+    there, and so do the logging handlers Ray configured at import), while `sys.stdout` and
+    `sys.stderr` become streams to the screen, for the lines fer-ray itself prints.
+    Warnings and records of loggers with no handler (Python's last resort) go to the log too.
+
+    Ray and Ray Data are imported before the switch so that their handlers hold the streams
+    that now lead to the log."""
+
+    def __init__(self, run_log: RunLog):
+        self.run_log = run_log
+        self.saved: tuple | None = None
+
+    def __enter__(self) -> "LibraryOutputToLog":
+        if self.run_log.path is None or self.run_log.handler is None:
+            return self
+        import ray.data  # noqa: F401  (its logging set-up must see the streams that lead to the log)
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        screen = (_screen_stream(sys.stdout, 1), _screen_stream(sys.stderr, 2))
+        log_fd = os.open(self.run_log.path, os.O_WRONLY | os.O_APPEND)
+        saved_fds = (os.dup(1), os.dup(2))
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        self.saved = (sys.stdout, sys.stderr, saved_fds, screen, logging.lastResort)
+        sys.stdout, sys.stderr = screen
+        logging.lastResort = self.run_log.handler
+        logging.captureWarnings(True)  # logged as `py.warnings`, which has no last resort
+        logging.getLogger("py.warnings").addHandler(self.run_log.handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is None:
+            return
+        stdout, stderr, saved_fds, screen, last_resort = self.saved
+        self.saved = None
+        for stream in screen:
+            stream.flush()
+        logging.getLogger("py.warnings").removeHandler(self.run_log.handler)
+        logging.captureWarnings(False)
+        logging.lastResort = last_resort
+        sys.stdout, sys.stderr = stdout, stderr
+        for fd, saved in zip((1, 2), saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+        for stream, original in zip(screen, (stdout, stderr)):
+            if stream is not original:
+                stream.close()
+
+
+def _screen_stream(stream, fd: int):
+    """A stream to where `fd` leads now, when `stream` writes to `fd`; else `stream` itself
+    (a test's captured stream, say)."""
+    try:
+        if stream.fileno() != fd:
+            return stream
+    except (AttributeError, OSError, ValueError):
+        return stream
+    return os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(stream, "encoding", None) or "utf-8",
+                     errors="replace")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from fer_ray.progress import status_text
+
 
 def run_line(summary: dict) -> str:
     """Which run the output now holds, and what this invocation did."""
@@ -16,7 +18,7 @@ def print_summary(summary: dict) -> None:
     if "clips_uri" in summary:
         print_clips_summary(summary)
         return
-    status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
+    status = status_text(summary.get("status", {}))
     print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('faces', 0)} faces "
           f"in {summary['elapsed_s']} s ({summary['images_per_s']} images/s)")
     print(run_line(summary))
@@ -32,7 +34,7 @@ def print_summary(summary: dict) -> None:
 
 def print_clips_summary(summary: dict) -> None:
     """A video layout's preprocess: clips instead of faces."""
-    status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
+    status = status_text(summary.get("status", {}))
     print(f"\n{summary['layout']}: {summary.get('inputs', 0)} inputs -> {summary.get('clips', 0)} clips of "
           f"{summary['clip_length']} frames in {summary['elapsed_s']} s ({summary['clips_per_s']} clips/s)")
     print(run_line(summary))
@@ -45,7 +47,7 @@ def print_clips_summary(summary: dict) -> None:
 
 
 def print_synthesis(summary: dict, max_listed: int = 10) -> None:
-    status = ", ".join(f"{k}={v}" for k, v in summary["status"].items())
+    status = status_text(summary["status"])
     print(f"\n{summary['method']}: {summary['inputs']} faces of {summary['subjects_used']} subjects -> "
           f"{summary['mixed']} mixed faces in {summary['elapsed_s']} s ({summary['mixed_per_s']} faces/s)")
     print(run_line(summary))
@@ -81,16 +83,8 @@ def print_report(report: dict, max_classes: int = 10) -> None:
             print(f"  {name}: {report['output'].rstrip('/')}/{name}")
 
 
-def print_totals(summaries: list[dict]) -> None:
-    print("\nlayout      inputs  faces  ok   images/s  contact sheet")
-    for s in summaries:
-        rate = s.get("images_per_s", s.get("clips_per_s", 0.0))  # a video layout counts clips
-        print(f"{s['layout']:10s} {s.get('inputs', 0):6d} {s.get('faces', s.get('clips', 0)):6d} "
-              f"{s.get('status', {}).get('ok', 0):4d} {rate:9.1f}  {s['contact_sheet_uri']}")
-
-
 def print_labelling(summary: dict) -> None:
-    status = ", ".join(f"{k}={v}" for k, v in summary.get("status", {}).items())
+    status = status_text(summary.get("status", {}))
     print(f"\nlabel-videos: {summary.get('inputs', 0)} inputs -> {summary.get('frames_sampled', 0)} frames sampled, "
           f"{summary.get('frames', 0)} faces in {summary.get('tracks', 0)} tracks, "
           f"{summary.get('label_runs', 0)} label runs in {summary['elapsed_s']} s")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import ray
+import ray.data
 
 from fer_ray.config import ConfigError
 
@@ -33,7 +35,26 @@ def start_ray() -> None:
         gc.collect()
         return
     os.environ.setdefault(SOFT_LIMIT_VARIABLE, worker_soft_limit(os.cpu_count() or 1))
-    ray.init()
+    ray.init(log_to_driver=_ray_output_shown)
+    if not _ray_output_shown:
+        # Ray Data's own progress (tqdm bars on a terminal, log records elsewhere): the job
+        # shows its own (fer_ray.progress); on a terminal Ray's bars would draw over it
+        ray.data.DataContext.get_current().enable_progress_bars = not sys.stdout.isatty()
+
+
+_ray_output_shown = True
+
+
+def ray_output_shown() -> bool:
+    return _ray_output_shown
+
+
+def show_ray_output(shown: bool) -> None:
+    """Whether a Ray instance this process starts forwards its workers' output and draws Ray
+    Data's progress bars here (the CLI turns both off unless --verbose; the workers' output
+    stays in Ray's session logs)."""
+    global _ray_output_shown
+    _ray_output_shown = shown
 
 
 def worker_soft_limit(cpus: int) -> str:

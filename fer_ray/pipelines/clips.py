@@ -47,7 +47,8 @@ def run(cfg: PreprocessConfig) -> dict:
     face = cfg.face
     sink = ShardSink(staged.uri(), face_bytes=cfg.clip_length * face.size ** 2 * face.channels, folders=FOLDERS,
                      count=clip_counts, rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    sink.write_dataset(runs.checkpointed(staged, clipped(cfg, inputs, staged), "source_uri"))
+    sink.write_dataset(runs.checkpointed(staged, clipped(cfg, inputs, staged), "source_uri"), "preprocess",
+                       inputs.count, "videos")
     return commit(cfg, staged, inputs, sink.totals)
 
 

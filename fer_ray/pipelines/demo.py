@@ -7,7 +7,7 @@ import json
 from fer_ray import storage
 from fer_ray.config import IMAGE_LAYOUTS, PreprocessConfig
 from fer_ray.pipelines import preprocess
-from fer_ray.report import print_report, print_summary, print_sweep, print_synthesis, print_totals
+from fer_ray.progress import status_text
 from fer_ray.runtime import start_ray
 
 # Where each layout lives inside the sample-data tree.
@@ -23,6 +23,24 @@ def sample_input(data_uri: str, layout: str) -> str:
 TRAIN_SCALE = 4
 
 
+class Made:
+    """What the demo made and where, for the table it ends with."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, str, str]] = []
+
+    def add(self, step: str, result: str, where: str) -> None:
+        """One step done: its line now, its row in the final table."""
+        self.rows.append((step, result, where))
+        print(f"{step}: {result}", flush=True)
+
+    def print_table(self) -> None:
+        width = max(len(step) for step, _, _ in self.rows)
+        print("\nwhat the demo made, and where:")
+        for step, _, where in self.rows:
+            print(f"  {step:{width}s}  {where}")
+
+
 def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
     from fer_ray.sample_data import write_sample_data
 
@@ -30,67 +48,81 @@ def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
     print(f"writing sample data to {data}")
     write_sample_data(data)
     start_ray()
-    summaries = []
+    made, summaries = Made(), []
     for layout in IMAGE_LAYOUTS:
         cfg = PreprocessConfig(layout=layout, input=sample_input(data, layout),
                                output=storage.join(output, "out", layout), workers=workers)
         summaries.append(preprocess.run(cfg))
-        print_summary(summaries[-1])
-    summaries.append(preprocess_sample_clips(output, data, workers))
-    print_totals(summaries)
-    mixed = synthesize_mixed(output)
+        made.add(f"preprocess {layout}", preprocess_result(summaries[-1]), cfg.output)
+    summaries.append(preprocess_sample_clips(output, data, made, workers))
+    mixed = synthesize_mixed(output, made)
     if train:
-        train_and_sweep(output, workers)
-        train_mixed(output, mixed)
-        train_clips(output)
-    label_sample_videos(output, data, workers)
+        train_and_sweep(output, made, workers)
+        train_mixed(output, mixed, made)
+        train_clips(output, made)
+    label_sample_videos(output, data, made, workers)
+    made.print_table()
     return summaries
 
 
-def preprocess_sample_clips(output: str, data: str, workers: int = 0) -> dict:
+def preprocess_result(summary: dict) -> str:
+    """`177 inputs -> 177 faces (ok=177) in 15.5 s`; a video layout counts clips."""
+    made = f"{summary.get('faces', 0)} faces" if "clips" not in summary else f"{summary['clips']} clips"
+    return (f"{summary.get('inputs', 0)} inputs -> {made} ({status_text(summary.get('status', {}))}) "
+            f"in {summary['elapsed_s']} s")
+
+
+def test_result(report: dict) -> str:
+    return (f"test accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f} on {report['n']} held-out "
+            f"samples after {report['epochs']} epochs")
+
+
+def preprocess_sample_clips(output: str, data: str, made: Made, workers: int = 0) -> dict:
     """The BAUM-2-style sample archive -> clips/ of 16 frames (film strips on its contact sheet)."""
-    print(f"\npreprocessing the BAUM-2-style sample archive {sample_input(data, 'baum2')} into clips")
     summary = preprocess.run(PreprocessConfig(layout="baum2", input=sample_input(data, "baum2"),
                                               output=storage.join(output, "out", "baum2"), workers=workers))
-    print_summary(summary)
+    made.add("preprocess baum2", preprocess_result(summary), summary["output"])
     return summary
 
 
-def synthesize_mixed(output: str) -> str:
+def synthesize_mixed(output: str, made: Made) -> str:
     """Seed 000's mixed emotions from the preprocessed JAFFE-style faces (region fusion)."""
     from fer_ray.config import SynthesizeConfig
     from fer_ray.pipelines import synthesize
 
     mixed = storage.join(output, "out", "jaffe-mixed")
-    print("\nsynthesizing mixed-emotion faces from the JAFFE-style faces (region fusion)")
-    print_synthesis(synthesize.run(SynthesizeConfig(input=storage.join(output, "out", "jaffe"), output=mixed)))
+    summary = synthesize.run(SynthesizeConfig(input=storage.join(output, "out", "jaffe"), output=mixed))
+    made.add("synthesize", f"{summary['inputs']} JAFFE-style faces of {summary['subjects_used']} "
+             f"subjects -> {summary['mixed']} mixed faces in {len(summary['mixed_by_pair'])} of 42 classes", mixed)
     return mixed
 
 
-def train_mixed(output: str, mixed: str) -> None:
+def train_mixed(output: str, mixed: str, made: Made) -> None:
     """mixed_cnn on the 42 mixed classes, briefly: two epochs show the path works end to end
     (a 7.2 M-parameter model on a few hundred faces needs far more to learn 42 classes)."""
     from fer_ray.config import TrainConfig
     from fer_ray.training import trainer
 
-    print(f"\ntraining mixed_cnn on {mixed} (42 mixed classes, 2 epochs, 1 Ray Train worker)")
-    print_report(trainer.run(TrainConfig(data=mixed, output=storage.join(output, "runs", "mixed_cnn"),
-                                         model="mixed_cnn", epochs=2, batch_size=32, workers=1, resume=False)))
+    runs = storage.join(output, "runs", "mixed_cnn")
+    report = trainer.run(TrainConfig(data=mixed, output=runs, model="mixed_cnn", epochs=2, batch_size=32, workers=1,
+                                     resume=False))
+    made.add("train mixed_cnn", f"{test_result(report)} (a path check: 42 classes need far more data)", runs)
 
 
-def train_clips(output: str) -> None:
+def train_clips(output: str, made: Made) -> None:
     """cnn_lstm on the sample archive's clips (16 frames, 48 px grey), tested on its held-out
     subjects: a few epochs show the clip path end to end (1 Ray Train worker)."""
     from fer_ray.config import TrainConfig
     from fer_ray.training import trainer
 
     clips = storage.join(output, "out", "baum2")
-    print(f"\ntraining cnn_lstm on the clips of {clips} (6 epochs, 1 Ray Train worker)")
-    print_report(trainer.run(TrainConfig(data=clips, output=storage.join(output, "runs", "cnn_lstm"), model="cnn_lstm",
-                                         label_set="canonical8", epochs=6, batch_size=8, workers=1, resume=False)))
+    runs = storage.join(output, "runs", "cnn_lstm")
+    report = trainer.run(TrainConfig(data=clips, output=runs, model="cnn_lstm", label_set="canonical8", epochs=6,
+                                     batch_size=8, workers=1, resume=False))
+    made.add("train cnn_lstm (clips)", f"{test_result(report)} (a path check: a few dozen clips)", runs)
 
 
-def train_and_sweep(output: str, workers: int = 0) -> None:
+def train_and_sweep(output: str, made: Made, workers: int = 0) -> None:
     """Preprocess the larger FER2013-style sample, train dexpression_fer on it (tested on
     held-out subjects), then a 4-trial sweep over two families."""
     from fer_ray.config import TrainConfig, TuneConfig
@@ -100,32 +132,33 @@ def train_and_sweep(output: str, workers: int = 0) -> None:
     data = storage.join(output, "data-x4")
     write_sample_data(data, scale=TRAIN_SCALE, layouts=("fer2013",))
     faces = storage.join(output, "out", "fer2013-x4")
-    preprocess.run(PreprocessConfig(layout="fer2013", input=sample_input(data, "fer2013"), output=faces,
-                                    workers=workers))
-    print(f"\ntraining dexpression_fer on {faces} (2 Ray Train workers, CPU)")
+    summary = preprocess.run(PreprocessConfig(layout="fer2013", input=sample_input(data, "fer2013"), output=faces,
+                                              workers=workers))
+    made.add("preprocess fer2013 x4", preprocess_result(summary), faces)
     train = TrainConfig(data=faces, output=storage.join(output, "runs", "dexpression_fer"), epochs=10,
                         batch_size=32, workers=2, cpus_per_worker=0.5, resume=False)
-    print_report(trainer.run(train))
-    print("\nsweep: 4 trials over dexpression_fer and landmark_mlp, ASHA on validation macro-F1")
+    made.add("train dexpression_fer", test_result(trainer.run(train)), train.output)
     tune_cfg = TuneConfig(models="dexpression_fer,landmark_mlp", trials=4, grace_period=1, batch_sizes="16,32",
                           train=TrainConfig(data=faces, output=storage.join(output, "runs", "sweep"), epochs=3,
                                             workers=1, cpus_per_worker=0.5, resume=False))
-    print_sweep(sweep.run(tune_cfg))
+    best = sweep.run(tune_cfg)["best"]
+    made.add("sweep (4 trials)",
+             f"best {best['model']}: val macro-F1 {best['best_val_macro_f1']:.3f} (lr {best['lr']:.2e}, "
+             f"batch {best['batch_size']})", tune_cfg.train.output)
 
 
-def label_sample_videos(output: str, data: str, workers: int = 0) -> dict:
+def label_sample_videos(output: str, data: str, made: Made, workers: int = 0) -> dict:
     """label-videos on the sample videos with the pretrained model, then what it found beside
     what the videos show (videos/expected.json). The pretrained model was trained on photos
     (FER2013's 7 classes), not on these drawings: it reads some of their expressions only."""
     from fer_ray.config import LabelVideosConfig
     from fer_ray.pipelines import label_videos
-    from fer_ray.report import print_labelling
-
     videos, labels_uri = storage.join(data, "videos"), storage.join(output, "out", "videos")
-    print(f"\nlabelling the sample videos in {videos} with the pretrained model (fer's mini-Xception)")
     summary = label_videos.run(LabelVideosConfig(input=videos, output=labels_uri, checkpoint="pretrained",
                                                  workers=workers))
-    print_labelling(summary)
+    made.add("label-videos",
+             f"{summary.get('inputs', 0)} videos ({status_text(summary.get('status', {}))}) -> "
+             f"{summary.get('tracks', 0)} tracks, {summary.get('label_runs', 0)} label runs; per video:", labels_uri)
     print_found_and_expected(labels_uri, json.loads(storage.read_bytes(storage.join(videos, "expected.json"))))
     return summary
 

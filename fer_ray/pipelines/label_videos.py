@@ -127,7 +127,7 @@ def run(cfg: LabelVideosConfig) -> dict:
                      rows_per_file=cfg.rows_per_file or ROWS_PER_FILE, retry=cfg.retry)
     with sort_shuffle():
         sink.write_dataset(runs.checkpointed(staged, labelled(cfg, face_cfg, rows, path, state, staged, committed),
-                                             "video_uri"))
+                                             "video_uri"), JOB, len(rows), "videos")
     totals = runs.finish_counts(staged, len(rows))
     summary = make_summary(cfg, staged, totals, sink.totals, state)
     storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)

@@ -195,7 +195,8 @@ def run(cfg: PredictConfig) -> dict:
     runs.begin(staged, config.to_yaml(cfg))
     sink = ShardSink(staged.uri(), face_bytes=0, folders={"predictions": Folder(None, None)}, count=predict_counts,
                      rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    sink.write_dataset(runs.checkpointed(staged, plan.rows(staged.reserved_cpus), plan.id_column))
+    sink.write_dataset(runs.checkpointed(staged, plan.rows(staged.reserved_cpus), plan.id_column), "predict",
+                       plan.inputs.count)
     summary = {**runs.finish_counts(staged, plan.inputs.count), **staged.report(), "output": cfg.output,
                "predictions_uri": staged.uri("predictions"), "elapsed_s": round(time.time() - staged.started, 2)}
     storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)

@@ -42,7 +42,7 @@ def run(cfg: PreprocessConfig) -> dict:
     workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus)
     faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
                         num_gpus=cfg.num_gpus)
-    sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"))
+    sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"), "preprocess", inputs.count, "images")
     return commit(cfg, staged, inputs, sink.totals)
 
 

@@ -79,7 +79,8 @@ def run(cfg: SynthesizeConfig) -> dict:
     sink = ShardSink(staged.uri(), face_bytes=faces.face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts,
                      rows_per_file=cfg.rows_per_file, retry=cfg.retry)
     with sort_shuffle():
-        sink.write_dataset(runs.checkpointed(staged, fused_rows(faces.files, cfg), "sample_id"))
+        sink.write_dataset(runs.checkpointed(staged, fused_rows(faces.files, cfg), "sample_id"), "synthesize",
+                           faces.rows, "faces")
     totals = runs.finish_counts(staged, faces.rows)
     summary = make_summary(cfg, staged, totals, sink.totals)
     summary["contact_sheets"] = write_contact_sheets(cfg, staged, faces.files, summary["mixed_by_subject"])

@@ -31,6 +31,7 @@ from ray.data.datasource.file_datasink import _FileDatasink
 
 from fer_ray import schema, storage
 from fer_ray.config import RetryConfig
+from fer_ray.progress import Progress
 from fer_ray.runtime import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus
 
 # At most one write task at a time per this many of the cluster's CPUs (each write itself
@@ -98,10 +99,12 @@ class ShardSink(_FileDatasink):
         self.rows_per_file = rows_per_file or max(256, FILE_BYTES // (face_bytes + ROW_OVERHEAD_BYTES))
         self.totals: dict = {}
 
-    def write_dataset(self, ds: ray.data.Dataset) -> None:
-        """Run `ds` to the end, writing it through this sink; fills `totals` (this attempt's)."""
-        ds.write_datasink(self, ray_remote_args={"num_cpus": LIGHT_CPUS, "max_retries": SYSTEM_FAILURE_RETRIES},
-                          concurrency=max(1, available_cpus() // CLUSTER_CPUS_PER_WRITER))
+    def write_dataset(self, ds: ray.data.Dataset, job: str, total: int | None, unit: str = "inputs") -> None:
+        """Run `ds` to the end, writing it through this sink, while the user sees the run's
+        progress (of `total` inputs); fills `totals` (this attempt's)."""
+        with Progress(job, total, lambda: read_counts(self.run_uri, self.retry), unit):
+            ds.write_datasink(self, ray_remote_args={"num_cpus": LIGHT_CPUS, "max_retries": SYSTEM_FAILURE_RETRIES},
+                              concurrency=max(1, available_cpus() // CLUSTER_CPUS_PER_WRITER))
 
     @property
     def min_rows_per_write(self) -> int:

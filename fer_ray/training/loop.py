@@ -6,6 +6,7 @@ attach a checkpoint. A restarted worker group resumes from the latest checkpoint
 """
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -16,6 +17,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from fer_ray import storage
 from fer_ray.config import TrainConfig, apply_dict
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import create_model, get_spec
@@ -114,6 +116,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         history.append(epoch_metrics(epoch, train_loss, val_loss, confusion, class_names, restored, lr,
                                      time.time() - started))
         _report(history, rank, model, optimizer, loop_config, class_names)
+        if rank == 0:
+            write_progress(cfg, history)
 
 
 def _build(cfg: TrainConfig, num_classes: int, init_state: dict | None = None):
@@ -147,6 +151,18 @@ def _latest_state(cfg: TrainConfig) -> dict | None:
         with latest.as_directory() as directory:
             return ckpt.load_local(directory)
     return ckpt.newest_epoch_state(cfg.output) if cfg.resume else None
+
+
+PROGRESS_FILE = "progress.json"
+
+
+def write_progress(cfg: TrainConfig, history: list[dict]) -> None:
+    """The epochs done so far and the last one's scores, for the driver's progress display
+    (Ray Train hands reports to its controller actor, not to the driver that waits on fit)."""
+    last = history[-1]
+    progress = {"inputs": last["epoch"] + 1, "status": {
+        name: round(last[name], 3) for name in ("train_loss", "val_loss", "val_macro_f1")}}
+    storage.write_bytes(storage.join(cfg.output, PROGRESS_FILE), json.dumps(progress).encode())
 
 
 def _report(history: list[dict], rank: int, model, optimizer, loop_config: dict, class_names) -> None:

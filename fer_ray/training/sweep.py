@@ -49,7 +49,7 @@ def run_trial(params: dict, base: dict) -> None:
     """One trial: train the sampled config into <sweep>/trials/<trial id>."""
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(base, params, storage.join(base["output"], "trials", trial_id))
-    trainer.run(cfg, callbacks=(TuneReportCallback(),), test=False, trial_cpus=TRIAL_CPUS)
+    trainer.run(cfg, callbacks=(TuneReportCallback(),), test=False, trial_cpus=TRIAL_CPUS, progress=False)
 
 
 def fit_to_cluster(cfg: TuneConfig, capacity: runtime.Capacity) -> int:
@@ -105,8 +105,39 @@ def new_tuner(cfg: TuneConfig, trainable, fs, path: str, at_once: int) -> tune.T
             search_alg=BasicVariantGenerator(random_state=cfg.search_seed, max_concurrent=at_once),
         ),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=path, storage_filesystem=fs,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  # Tune's trial tables print to the screen; quiet, one line per trial
+                                  verbose=None if runtime.ray_output_shown() else 0,
+                                  callbacks=[] if runtime.ray_output_shown() else [TrialLines(cfg.trials)]),
     )
+
+
+class TrialLines(tune.Callback):
+    """One line per finished trial, on the driver (Tune runs its callbacks there)."""
+
+    def __init__(self, trials: int):
+        self.trials, self.finished = trials, 0
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.finished += 1
+        print(trial_line(self.finished, self.trials, trial.config, trial.last_result or {}), flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.finished += 1
+        print(f"tune: trial {self.finished}/{self.trials} failed: {searched_text(trial.config)}", flush=True)
+
+
+def trial_line(finished: int, trials: int, params: dict, result: dict) -> str:
+    """`tune: trial 2/4 done: model=landmark_mlp lr=0.003 ...: val_macro_f1 0.52 after 10 epochs`."""
+    score = result.get(trainer.SCORE)
+    scored = f"{trainer.SCORE} {score:.3f}" if isinstance(score, (int, float)) else "no score"
+    return (f"tune: trial {finished}/{trials} done: {searched_text(params)}: {scored} after "
+            f"{result.get('training_iteration', 0)} epochs")
+
+
+def searched_text(params: dict) -> str:
+    return " ".join(f"{name}={params[name]:.3g}" if isinstance(params[name], float) else f"{name}={params[name]}"
+                    for name in SEARCHED if name in params)
 
 
 def write_outputs(cfg: TuneConfig, results) -> dict:

@@ -25,10 +25,11 @@ from fer_ray.face68 import N_VALUES
 from fer_ray.logs import say
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.models import create_model, get_spec, pretrained
+from fer_ray.progress import Progress
 from fer_ray.runtime import start_ray
 from fer_ray.training import data
 from fer_ray.training.evaluate import evaluate
-from fer_ray.training.loop import train_loop_per_worker
+from fer_ray.training.loop import PROGRESS_FILE, train_loop_per_worker
 from fer_ray.training.metrics import learning_curve_png
 
 RUN_NAME = "train"
@@ -81,12 +82,13 @@ def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
 
 
 def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bool = True,
-        trial_cpus: float = 0.0) -> dict:
+        trial_cpus: float = 0.0, progress: bool = True) -> dict:
     """Train, keep the best checkpoint, evaluate it on the test split; returns the test report.
 
     test=False (Tune trials) skips the test split: a sweep chooses by validation only, and
     the test split stays unseen until the chosen config is trained and tested. trial_cpus:
-    what the calling Tune trial holds beside the worker group.
+    what the calling Tune trial holds beside the worker group. progress: show the epochs as
+    they finish (a Tune trial's driver has no one to show them to).
     """
     info = check(cfg)
     start_ray()
@@ -95,10 +97,18 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
         # Only Ray Train's epoch checkpoints go (the new run must not continue them); the
         # previous run's checkpoint.pt stays usable until this run writes its own at the end.
         storage.remove_dir(storage.join(cfg.output, RUN_NAME))
+        storage.remove_dir(storage.join(cfg.output, PROGRESS_FILE))
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     started = time.time()
-    result = build_trainer(cfg, info, callbacks).fit()
+    with Progress("train", cfg.epochs, lambda: read_progress(cfg.output), "epochs", shown=progress):
+        result = build_trainer(cfg, info, callbacks).fit()
     return finish(cfg, result, time.time() - started, eval_workers if test else 0)
+
+
+def read_progress(output: str) -> dict:
+    """The last epoch's progress (training.loop.write_progress), {} before the first."""
+    uri = storage.join(output, PROGRESS_FILE)
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {}
 
 
 def fit_to_cluster(cfg: TrainConfig, capacity: runtime.Capacity, trial_cpus: float = 0.0) -> None:
