@@ -10,6 +10,7 @@ Readers of a job's committed output, as pandas DataFrames with the pixels decode
 numpy arrays (as_arrow=True for Arrow):
 
     read_faces, read_clips, read_manifest, read_labels, read_predictions
+    show_faces (a contact sheet of read_faces rows, as a PIL image)
 
 Example (a notebook):
 
@@ -17,6 +18,7 @@ Example (a notebook):
     fer_ray.write_sample_data("data", layouts=["jaffe"])
     fer_ray.preprocess(layout="jaffe", input="data/jaffe", output="out/jaffe")
     faces = fer_ray.read_faces("out/jaffe", split="train")
+    fer_ray.show_faces(faces.head(8))
 
 A bad field raises fer_ray.ConfigError before any Ray work. `import fer_ray` imports neither
 Ray nor torch: each function imports what it needs when called.
@@ -26,7 +28,7 @@ __version__ = "0.1.0"
 
 _API = ("preprocess", "synthesize", "train", "tune", "evaluate", "predict", "label_videos", "export",
         "write_sample_data")
-_READERS = ("read_faces", "read_clips", "read_manifest", "read_labels", "read_predictions")
+_READERS = ("read_faces", "read_clips", "read_manifest", "read_labels", "read_predictions", "show_faces")
 __all__ = [*_API, *_READERS, "ConfigError"]
 
 

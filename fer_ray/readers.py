@@ -173,3 +173,19 @@ def as_arrow_table(table: pa.Table, decoded: dict[str, list[np.ndarray]]) -> pa.
             tensors = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(arrays)))
             table = table.set_column(table.column_names.index(name), name, tensors)
     return table
+
+
+def show_faces(faces, limit: int = 16, scale: int = 3, cols: int = 8):
+    """The first `limit` faces of a read_faces DataFrame as one PIL image (a notebook shows
+    it): each face upscaled `scale` times, its landmarks drawn, its label and split below."""
+    from PIL import Image
+
+    from fer_ray.vision.draw import contact_sheet
+
+    rows = faces.head(limit)
+    if not len(rows):
+        raise ValueError("show_faces: no faces to show")
+    points = rows["landmarks"] if "landmarks" in rows else [None] * len(rows)
+    captions = [" ".join(str(row.get(name, "")) for name in ("label_name", "split")).strip()
+                for _, row in rows.iterrows()]
+    return Image.fromarray(contact_sheet(list(rows["face"]), list(points), captions, cols=cols, scale=scale))
