@@ -83,12 +83,12 @@ def read_manifest(uri: str, as_arrow: bool = False):
 
 
 def read_labels(uri: str, table: str = "tracks", as_arrow: bool = False):
-    """One table of a label-videos output: frames (a row per face on a sampled frame), tracks
-    (a row per face track), segments (a row per label run) or videos (a row per input)."""
+    """One table of a label-videos output: frames (a row per face on a sampled frame, its
+    `landmarks` as a (68, 2) float32 array), tracks (a row per face track), segments (a row
+    per label run) or videos (a row per input)."""
     if table not in LABEL_TABLES:
         raise ConfigError(f"table: {config.show(table)} is not valid; choose one of: {', '.join(LABEL_TABLES)}")
-    result = committed_table(uri, (table,))
-    return result if as_arrow else result.to_pandas()
+    return read_decoded(uri, (table,), None, None, as_arrow, {"landmarks": FACE_DECODERS["landmarks"]})
 
 
 def read_predictions(uri: str, as_arrow: bool = False):

@@ -174,3 +174,28 @@ def test_read_clips_decodes_frames_and_landmarks(tmp_path):
     assert all(p.shape == (6, 68, 2) and p.dtype == np.float32 for p in clips.landmarks)
     lost = [(c, v) for c, v in zip(clips.frames, clips.valid) if not all(v)]
     assert lost and all(not c[~np.asarray(v)].any() for c, v in lost)  # a lost frame is blank
+
+
+def test_read_labels_and_predictions(tmp_path):
+    """A label-videos output's tables (frames' landmarks decoded), a one-file and a shards predict output."""
+    output = str(tmp_path / "labels")
+    frames = [schema.row(schema.VIDEO_FRAMES, video_uri="a.mp4", frame_index=i, label="happy",
+                         landmarks=np.arange(136, dtype=np.float32).tolist()) for i in range(3)]
+    videos = [schema.row(schema.VIDEOS, video_uri="a.mp4", status="ok", n_faces=3)]
+    results.commit_tables(output, "label_videos", {"frames": [pa.Table.from_pylist(frames, schema=schema.VIDEO_FRAMES)],
+                                                   "videos": [pa.Table.from_pylist(videos, schema=schema.VIDEOS)]})
+    labelled = fer_ray.read_labels(output, table="frames")
+    assert list(labelled.frame_index) == [0, 1, 2]
+    assert labelled.landmarks[2].shape == (68, 2) and labelled.landmarks[2][1, 0] == 2.0
+    assert list(fer_ray.read_manifest(output).status) == ["ok"]  # a labelling's per-input table
+    with pytest.raises(ConfigError, match="table: 'faces' is not valid; choose one of: frames, tracks"):
+        fer_ray.read_labels(output, table="faces")
+    with pytest.raises(ConfigError, match="has no tracks/ files"):
+        fer_ray.read_labels(output, table="tracks")
+    predictions = pa.table({"source_uri": ["x.png", "y.png"], "label": ["happy", "sad"]})
+    pq.write_table(predictions, tmp_path / "p.parquet")
+    assert list(fer_ray.read_predictions(str(tmp_path / "p.parquet")).label) == ["happy", "sad"]
+    (tmp_path / "p.csv").write_text("source_uri,label\nx.png,happy\n")
+    assert list(fer_ray.read_predictions(str(tmp_path / "p.csv")).label) == ["happy"]
+    results.commit_tables(str(tmp_path / "shards"), "predict", {"predictions": [predictions]})
+    assert fer_ray.read_predictions(str(tmp_path / "shards"), as_arrow=True).equals(predictions)
