@@ -31,22 +31,32 @@ def committed_table(uri: str, folders: tuple[str, ...], split: str | None = None
     (plain pyarrow), only the rows of `split` if given and only `columns` if given."""
     from fer_ray import results  # imports Ray (its Datasource); kept out of `import fer_ray`
 
+    if split is not None and split not in config.SPLITS:
+        raise ConfigError(f"split: {config.show(split)} is not valid; choose one of: {', '.join(config.SPLITS)}")
     commit = results.committed(uri, "uri")
     folder = next((name for name in folders if name in commit.files), None)
     if folder is None:
         raise ConfigError(f"uri: the {commit.job} result at {uri} has no {' or '.join(folders)}/ files "
                           f"(it has: {', '.join(sorted(commit.files)) or 'none'})")
     files = commit.uris(folder)
-    if not files:
-        return pa.table({})
+    if not files:  # a run that wrote no rows there (no face found in any input, say)
+        return empty_table(commit.job, folder, columns)
     dataset = results.arrow_dataset(files)
     check_columns(columns, dataset.schema.names)
-    where = None
-    if split is not None:
-        if split not in config.SPLITS:
-            raise ConfigError(f"split: {config.show(split)} is not valid; choose one of: {', '.join(config.SPLITS)}")
-        where = pc.field("split") == split
+    where = pc.field("split") == split if split is not None else None
     return dataset.to_table(columns=columns, filter=where)
+
+
+def empty_table(job: str, folder: str, columns: list[str] | None) -> pa.Table:
+    """No rows, with the folder's columns where its schema is known."""
+    folder_schemas = {"faces": schema.FACES, "mixed": schema.MIXED, "clips": schema.CLIPS,
+                      "manifest": schema.MIXED_MANIFEST if job == "synthesize" else schema.MANIFEST,
+                      **{name: table_schema for name, (_, table_schema) in schema.VIDEO_FOLDERS.items()}}
+    if folder not in folder_schemas:
+        return pa.table({})
+    check_columns(columns, folder_schemas[folder].names)
+    table = folder_schemas[folder].empty_table()
+    return table if columns is None else table.select(columns)
 
 
 def check_columns(columns: list[str] | None, names: list[str]) -> None:

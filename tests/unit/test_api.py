@@ -160,6 +160,13 @@ def test_read_faces_as_arrow_gives_tensor_columns(committed_faces):
     assert table.column("landmarks").combine_chunks().to_numpy_ndarray().shape == (5, 68, 2)
 
 
+def test_a_run_without_faces_reads_as_no_rows_with_the_columns(tmp_path):
+    results.publish(results.Commit(str(tmp_path), "preprocess", "run-empty", {"faces": [], "manifest": []}))
+    faces = fer_ray.read_faces(str(tmp_path), split="test", columns=["sample_id", "face"])
+    assert len(faces) == 0 and list(faces.columns) == ["sample_id", "face"]
+    assert list(fer_ray.read_manifest(str(tmp_path)).columns) == schema.MANIFEST.names
+
+
 def test_a_reader_refuses_an_output_without_a_commit(tmp_path):
     (tmp_path / "out" / "runs" / "interrupted" / "faces").mkdir(parents=True)
     with pytest.raises(ConfigError, match="holds no committed result yet"):
