@@ -57,18 +57,14 @@ def _get(cfg, path: str):
 
 def build_config(cfg_cls: type, args: argparse.Namespace):
     """The config from defaults, YAML, --set and flags, in that order."""
-    cfg = cfg_cls()
-    if args.config:
-        config.load_yaml_file(cfg, args.config)
+    settings = []
     for item in args.set:
         path, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {config.show(item)}: expected PATH=VALUE")
-        config.set_field(cfg, path.strip(), value)
-    for path in config.leaf_fields(cfg_cls):
-        if hasattr(args, path):
-            config.set_field(cfg, path, getattr(args, path))
-    return cfg
+        settings.append((path.strip(), value))
+    settings += [(path, getattr(args, path)) for path in config.leaf_fields(cfg_cls) if hasattr(args, path)]
+    return config.build(cfg_cls, args.config, settings)
 
 
 def cmd_preprocess(args) -> int:
@@ -104,9 +100,9 @@ def cmd_tune(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from fer_ray import storage
-    from fer_ray.training.evaluate import evaluate
+    from fer_ray.training.evaluate import default_output, evaluate
 
-    output = args.output or storage.join(args.checkpoint.removesuffix("/checkpoint.pt"), f"eval-{args.split}")
+    output = args.output or default_output(args.checkpoint, args.split)
     print_report(evaluate(args.checkpoint, args.data, args.split, output, workers=args.workers))
     print(f"  confusion matrix: {storage.join(output, 'confusion.png')}")
     return 0

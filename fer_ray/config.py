@@ -6,6 +6,7 @@ dotted path (`face.detector`) or, on the command line, by leaf name (`--detector
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -717,6 +718,23 @@ def set_field(cfg: typing.Any, path: str, value: typing.Any) -> None:
     for name in parents:
         target = getattr(target, name)
     setattr(target, leaf, coerce(path, fields[path][1], value))
+
+
+def flag_paths(cls: type) -> dict[str, str]:
+    """{leaf name: dotted path}: what the command line's flags address (`detector` -> `face.detector`)."""
+    return {leaf: path for path, (leaf, _) in leaf_fields(cls).items()}
+
+
+def build(cls: type, yaml_path: str | None = None, settings: typing.Iterable[tuple[str, typing.Any]] = (),
+          base: typing.Any = None) -> typing.Any:
+    """A config of `cls` from its defaults (or a copy of `base`), a YAML file, then (dotted path,
+    value) settings in order: the precedence the CLI and the Python API share."""
+    cfg = copy.deepcopy(base) if base is not None else cls()
+    if yaml_path:
+        load_yaml_file(cfg, yaml_path)
+    for path, value in settings:
+        set_field(cfg, path, value)
+    return cfg
 
 
 def apply_dict(cfg: typing.Any, values: dict, prefix: str = "") -> None:

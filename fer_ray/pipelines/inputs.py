@@ -20,6 +20,7 @@ def check(cfg: PreprocessConfig) -> Inputs:
     """Everything that can be known wrong before any Ray work: values, weights, input,
     output; returns the inputs (listed once, here)."""
     cfg.validate()
+    runs.absolute_paths(cfg)
     FaceStage.check_weights(cfg)
     problem = storage.check_readable(cfg.input)
     if problem:

@@ -94,6 +94,7 @@ def check(cfg: LabelVideosConfig) -> tuple[str, dict, PreprocessConfig, list[dic
     path, state = ckpt.check(cfg.checkpoint)
     face_cfg = preprocess_config(state, cfg)  # the checkpoint's face settings with this run's overrides
     FaceStage.check_weights(face_cfg)
+    runs.absolute_paths(cfg)
     problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")

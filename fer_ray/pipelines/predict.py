@@ -137,6 +137,7 @@ def check(cfg: PredictConfig) -> Plan:
 
 
 def check_input_output(cfg: PredictConfig) -> None:
+    runs.absolute_paths(cfg)
     problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")

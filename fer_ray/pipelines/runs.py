@@ -96,6 +96,12 @@ def result_settings(cfg) -> dict:
     return {k: v for k, v in config.to_dict(cfg).items() if k not in EXECUTION_FIELDS}
 
 
+def absolute_paths(cfg) -> None:
+    """A job's local input and output made absolute on the driver, in place: its Ray workers
+    run in another working directory (the cluster's, not a notebook's or a script's)."""
+    cfg.input, cfg.output = storage.absolute(cfg.input), storage.absolute(cfg.output)
+
+
 def check_output(input_uri: str, output: str, is_file: bool = False) -> None:
     """The output (a directory, or a file when is_file) must be writable and apart from the
     input: writing inside the input would make the outputs inputs of the next run, and the

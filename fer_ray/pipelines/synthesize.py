@@ -48,6 +48,7 @@ class SynthesisInput:
 def check(cfg: SynthesizeConfig) -> SynthesisInput:
     """Everything that can be known wrong before any Ray work."""
     cfg.validate()
+    runs.absolute_paths(cfg)
     problem = storage.check_readable(cfg.input)
     if problem:
         raise ConfigError(f"input: {problem}")

@@ -41,6 +41,11 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
     return report
 
 
+def default_output(checkpoint_uri: str, split: str) -> str:
+    """Where an evaluation goes when no output is given: `<checkpoint's run>/eval-<split>`."""
+    return storage.join(checkpoint_uri.removesuffix("/checkpoint.pt"), f"eval-{split}")
+
+
 def write_reports(output: str, report: dict, confusion: np.ndarray, class_names, title: str) -> None:
     storage.write_bytes(storage.join(output, "metrics.json"), json.dumps(report, indent=2).encode())
     storage.write_bytes(storage.join(output, "confusion.png"), confusion_png(confusion, class_names, title))
