@@ -59,7 +59,8 @@ def test_hidden_progress_prints_nothing():
 def test_trial_line_names_the_searched_values_and_the_score():
     line = trial_line(2, 4, {"model": "landmark_mlp", "lr": 0.00312, "batch_size": 32, "other": 1},
                       {"val_macro_f1": 0.5234, "training_iteration": 10})
-    assert line == "tune: trial 2/4 done: model=landmark_mlp lr=0.00312 batch_size=32: val_macro_f1 0.523 after 10 epochs"
+    assert line == ("tune: trial 2/4 done: model=landmark_mlp lr=0.00312 batch_size=32: val_macro_f1 0.523 "
+                    "after 10 epochs")
 
 
 LIBRARY_OUTPUT = textwrap.dedent("""
