@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -28,6 +29,18 @@ def test_submitted_preprocess_job(preprocess_job):
     # credentials stay in the environment: not in the written config or the job's output
     written = storage.read_bytes(run_file(output, "config.yaml")).decode() + done.stdout + done.stderr
     assert "testing-secret" not in written
+
+
+def test_job_shows_its_progress_and_puts_rays_own_output_in_the_run_log(preprocess_job):
+    shown = preprocess_job.done.stdout + preprocess_job.done.stderr
+    summary = json.loads(storage.read_bytes(run_file(preprocess_job.output, "_summary.json")))
+    assert f"preprocess: {summary['inputs']}/{summary['inputs']} images (100%)" in shown
+    # Ray Data's progress records and the C++ core's lines are not on the job's screen...
+    for ray_line in ("logging_progress", "streaming_executor", "core_worker", "Total Progress"):
+        assert ray_line not in shown
+    # ...but in the log file the job named
+    log_file = re.search(r"Ray's own output goes to (\S+\.log)", shown).group(1)
+    assert "Execution plan of Dataset" in pathlib.Path(log_file).read_text()
 
 
 def test_submitted_job_with_bad_config_fails_fast(ray_cluster, bucket):

@@ -23,6 +23,7 @@ def test_submitted_training_job(training_job):
     assert metrics["epochs"] == epochs and metrics["split"] == "test" and metrics["n"] > 0
     assert storage.exists(f"{output}/checkpoint.pt") and storage.exists(f"{output}/learning_curve.png")
     assert f"accuracy={metrics['accuracy']:.3f}" in done.stdout  # the job printed its report
+    assert f"train: {epochs}/{epochs} epochs (100%)" in done.stdout  # and its progress
     assert "testing-secret" not in done.stdout + done.stderr
 
 
