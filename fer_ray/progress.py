@@ -36,7 +36,7 @@ class Progress:
         self.stream = stream or sys.stdout
         self.live = _is_terminal(self.stream)
         self.started = time.monotonic()
-        self.first_done: int | None = None
+        self.first_done = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name=f"{job}-progress", daemon=True)
         self.bar: tqdm | None = None
@@ -44,6 +44,8 @@ class Progress:
     def __enter__(self) -> "Progress":
         if not self.shown:
             return self
+        # committed by an earlier attempt (a resumed run): done, but not part of this one's rate
+        self.first_done = int(self._counts().get("inputs", 0))
         if self.live:
             self.bar = tqdm(total=self.total, desc=self.job, unit=f" {self.unit}", file=self.stream,
                             dynamic_ncols=True, leave=True)
@@ -73,8 +75,6 @@ class Progress:
 
     def _show(self, counts: dict, final: bool) -> None:
         done = int(counts.get("inputs", 0))
-        if self.first_done is None:
-            self.first_done = done  # committed by an earlier attempt: not part of this one's rate
         statuses = counts.get("status", {})
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
