@@ -7,6 +7,7 @@ Environment variables are never logged: credentials live there.
 from __future__ import annotations
 
 import datetime
+import io
 import logging
 import os
 import pathlib
@@ -136,8 +137,9 @@ class LibraryOutputToLog:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        self.saved = (sys.stdout, sys.stderr, saved_fds, screen, logging.lastResort)
-        sys.stdout, sys.stderr = screen
+        log_text = open(self.run_log.path, "a", buffering=1, encoding="utf-8", errors="replace")
+        self.saved = (sys.stdout, sys.stderr, saved_fds, screen, logging.lastResort, log_text)
+        sys.stdout, sys.stderr = (RayLinesToLog(stream, log_text) for stream in screen)
         logging.lastResort = self.run_log.handler
         logging.captureWarnings(True)  # logged as `py.warnings`, which has no last resort
         logging.getLogger("py.warnings").addHandler(self.run_log.handler)
@@ -146,10 +148,11 @@ class LibraryOutputToLog:
     def __exit__(self, *exc) -> None:
         if self.saved is None:
             return
-        stdout, stderr, saved_fds, screen, last_resort = self.saved
+        stdout, stderr, saved_fds, screen, last_resort, log_text = self.saved
         self.saved = None
         for stream in screen:
             stream.flush()
+        log_text.close()
         logging.getLogger("py.warnings").removeHandler(self.run_log.handler)
         logging.captureWarnings(False)
         logging.lastResort = last_resort
@@ -160,6 +163,35 @@ class LibraryOutputToLog:
         for stream, original in zip(screen, (stdout, stderr)):
             if stream is not original:
                 stream.close()
+
+
+class RayLinesToLog(io.TextIOBase):
+    """A screen stream that passes on what fer-ray (or anyone but Ray) prints, and sends what
+    Ray's Python code prints at the time of printing (Tune's tables, the raylet's warnings
+    relayed to the driver) to the log: those look up `sys.stdout` when they print, so the
+    switch of file descriptors alone does not reach them."""
+
+    def __init__(self, screen, log_text):
+        self.screen, self.log_text = screen, log_text
+
+    def write(self, text: str) -> int:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        target = self.log_text if caller == "ray" or caller.startswith("ray.") else self.screen
+        return target.write(text)
+
+    def flush(self) -> None:
+        self.screen.flush()
+        self.log_text.flush()
+
+    def isatty(self) -> bool:
+        return self.screen.isatty()
+
+    def fileno(self) -> int:
+        return self.screen.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.screen, "encoding", None) or "utf-8"
 
 
 def _screen_stream(stream, fd: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -35,13 +36,32 @@ def start_ray() -> None:
         gc.collect()
         return
     os.environ.setdefault(SOFT_LIMIT_VARIABLE, worker_soft_limit(os.cpu_count() or 1))
-    ray.init(log_to_driver=_ray_output_shown)
+    ray.init(log_to_driver=_ray_output_shown, **local_instance_settings())
     if not _ray_output_shown:
         # Ray Data's own progress (tqdm bars on a terminal, log records elsewhere): the job
         # shows its own (fer_ray.progress); on a terminal Ray's bars would draw over it
         ray.data.DataContext.get_current().enable_progress_bars = not sys.stdout.isatty()
 
 
+def local_instance_settings() -> dict:
+    """ray.init's settings for a local instance started here ({} when joining a cluster): its
+    dashboard on a free port, which the instance's workers are told. Ray code in workers
+    (Ray Train's placement-group cleaner, for one) finds the dashboard by looking for the
+    Ray instances on the machine, and with two or more it fails instead: the cleaner's
+    thread then dies, a stopped Tune trial's placement group is never removed, and the
+    sweep's next trial waits for its CPUs forever."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    if canonicalize_bootstrap_address(None) is not None or os.environ.get(API_SERVER_VARIABLE):
+        return {}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {"dashboard_port": port,
+            "runtime_env": {"env_vars": {API_SERVER_VARIABLE: f"http://127.0.0.1:{port}"}}}
+
+
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 _ray_output_shown = True
 
 

@@ -74,6 +74,7 @@ LIBRARY_OUTPUT = textwrap.dedent("""
         warnings.warn("a Python warning")
         print("fer-ray's own line")
         print("fer-ray's own error", file=sys.stderr)
+        exec(compile('print("printed by Ray")', "ray_code.py", "exec"), {"__name__": "ray.tune.output"})
     print("after")
     run_log.close()
     print(json.dumps(str(run_log.path)))
@@ -87,5 +88,5 @@ def test_library_output_goes_to_the_run_log_and_ours_to_the_screen(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[:2] == ["fer-ray's own line", "after"] and done.stderr.strip() == "fer-ray's own error"
     log = open(json.loads(lines[-1])).read()
-    for line in ("C++ core line", "Ray Data record", "a library's warning", "a Python warning"):
+    for line in ("C++ core line", "Ray Data record", "a library's warning", "a Python warning", "printed by Ray"):
         assert line in log and line not in done.stdout + done.stderr
