@@ -23,18 +23,19 @@ img{max-width:100%;border:1px solid #eee;margin:4px 0}figure{margin:8px 0}figcap
 pre{background:#f7f7f7;padding:8px;overflow:auto}.note{color:#666;font-style:italic}code{font-size:13px}
 """
 
-# Sorts a table.sortable by the clicked column: numerically when every cell of it is a
-# number, else as text; a second click on the same column reverses the order.
+# Sorts a table.sortable by the clicked column: numerically when every filled cell of it is
+# a number, else as text; empty cells last; a second click on the same column reverses.
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
   table.querySelectorAll("th").forEach(function (th, col) {
     th.addEventListener("click", function () {
       var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
       var cell = function (r) { return r.cells[col].getAttribute("data-value") || r.cells[col].textContent; };
-      var numeric = rows.every(function (r) { return cell(r) !== "" && !isNaN(Number(cell(r))); });
+      var numeric = rows.every(function (r) { return cell(r) === "" || !isNaN(Number(cell(r))); });
       var dir = th.getAttribute("data-dir") === "asc" ? -1 : 1;
       rows.sort(function (a, b) {
         var x = cell(a), y = cell(b);
+        if (x === "" || y === "") { return (x === "") - (y === ""); }
         return dir * (numeric ? Number(x) - Number(y) : x.localeCompare(y));
       });
       table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("data-dir"); });

@@ -221,8 +221,9 @@ def metrics_page(output: str) -> Page:
     """train (metrics.json with the epochs' history) or evaluate (without)."""
     metrics = json.loads(storage.read_bytes(storage.join(output, "metrics.json")))
     job = "train" if "history" in metrics else "evaluate"
-    title = f"{job} {metrics.get('model', '')}: macro-F1 {html.show(metrics.get('macro_f1'))} on " \
-            f"{metrics.get('split', '?')} ({metrics.get('n', 0)} faces)"
+    f1 = metrics.get("macro_f1")
+    title = (f"{job} {metrics.get('model', '')}: macro-F1 {'n/a' if f1 is None else f'{f1:.3f}'} on "
+             f"{metrics.get('split', '?')} ({metrics.get('n', 0)} faces)")
     page = Page(title, output)
     page.add("Metrics", html.key_values({k: metrics[k] for k in METRIC_FIELDS if k in metrics}))
     if job == "train":
