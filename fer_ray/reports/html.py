@@ -113,8 +113,8 @@ def cell(value) -> str:
 
 def key_values(items: dict) -> str:
     """A two-column table of names and values (nested dicts shown as `k=v, ...`)."""
-    rows = [[name, ", ".join(f"{k}={show(v)}" for k, v in value.items()) if isinstance(value, dict) else value]
-            for name, value in items.items()]
+    rows = [[name, ", ".join(f"{k or '(none)'}={show(v)}" for k, v in value.items()) if isinstance(value, dict)
+             else value] for name, value in items.items()]
     return table(["", "value"], rows)
 
 
