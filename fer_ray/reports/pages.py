@@ -190,25 +190,28 @@ def videos_table(commit: results.Commit) -> str:
 
 
 def timelines(commit: results.Commit) -> str:
-    """One timeline per video, the first MAX_TIMELINES of them: videos with the most tracks
-    first (a video without a face has an empty timeline), then by name."""
-    found = ordered_timelines(commit, png_files(commit.run_uri("timelines")))
-    shown = "".join(html.image(storage.read_bytes(uri), "expression timeline", posixpath.basename(uri))
-                    for uri in found[:MAX_TIMELINES])
-    more = len(found) - MAX_TIMELINES
-    if not found:
-        return html.note("no timelines (no video had a face)")
+    """One timeline per decoded video, the first MAX_TIMELINES of them: videos with the most
+    tracks first (a video without a face has an empty timeline), then by name. Found from
+    videos/, not by listing timelines/ (a million objects on S3)."""
+    names = timeline_names(commit)
+    if not names:
+        return html.note("no timelines (no video was decoded)")
+    shown = pictures([commit.run_uri("timelines", name) for name in names[:MAX_TIMELINES]], "expression timeline")
+    more = len(names) - MAX_TIMELINES
     return shown + (html.note(f"{more} more timelines are not shown (see timelines/ in the run)") if more > 0 else "")
 
 
-def ordered_timelines(commit: results.Commit, found: list[str]) -> list[str]:
-    """`found` with the timelines of videos that have more tracks first. A timeline is named
-    after its video's WebVTT file (stages.video.timeline_uri); by name, so that an output
-    copied elsewhere still matches."""
-    videos = results.arrow_dataset(commit.uris("videos")).to_table(columns=["webvtt", "n_tracks"]).to_pylist() \
-        if commit.uris("videos") else []
-    tracks = {posixpath.basename(v["webvtt"] or "")[:-len(".vtt")] + ".png": v["n_tracks"] or 0 for v in videos}
-    return sorted(found, key=lambda uri: (-tracks.get(posixpath.basename(uri), 0), posixpath.basename(uri)))
+def timeline_names(commit: results.Commit) -> list[str]:
+    """The timelines' file names, in the order shown. A timeline is named after its video's
+    WebVTT file (stages.video.timeline_uri); by name, so that an output copied elsewhere
+    still finds them."""
+    files = commit.uris("videos")
+    if not files:
+        return []
+    videos = results.arrow_dataset(files).to_table(columns=["webvtt", "n_tracks"], filter=pc.field("webvtt") != "")
+    ranked = sorted((-(v["n_tracks"] or 0), posixpath.basename(v["webvtt"])[:-len(".vtt")] + ".png")
+                    for v in videos.to_pylist())
+    return [name for _, name in ranked]
 
 
 # ---------------------------------------------------------------- training, evaluation, sweeps

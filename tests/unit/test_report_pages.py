@@ -7,6 +7,7 @@ import base64
 import json
 import re
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -125,3 +126,26 @@ def test_report_of_a_folder_without_results_exits_2_naming_what_it_looked_for(tm
 def test_a_page_that_cannot_be_built_after_a_run_is_a_warning_not_a_failure(tmp_path, caplog):
     assert reports.write_after_run(str(tmp_path)) == ""
     assert "results page" in caplog.text and not (tmp_path / reports.PAGE_FILE).exists()
+
+
+def test_a_labelling_page_shows_the_timelines_of_videos_with_faces_first_and_counts_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(pages, "MAX_TIMELINES", 2)
+    videos = [("a.mp4", 0, "ok"), ("b.mp4", 2, "ok"), ("c.mp4", 1, "ok"), ("d.mp4", 0, "not_a_video")]
+    table = pa.Table.from_pylist([
+        {"video_uri": f"/in/{name}", "status": status, "error": "" if status == "ok" else "not a container",
+         "n_tracks": tracks, "webvtt": f"/out/runs/r/webvtt/{name}-1.vtt" if status == "ok" else ""}
+        for name, tracks, status in videos], schema=schema.VIDEOS)
+    output = str(tmp_path / "out")
+    commit = results.commit_tables(output, "label-videos", {"videos": [table]})
+    run = tmp_path / "out" / "runs" / commit.run
+    (run / "_summary.json").write_text(json.dumps({"inputs": 4, "status": {"ok": 3, "not_a_video": 1}}))
+    (run / "timelines").mkdir()
+    pngs = {}
+    for name, _, _ in videos[:3]:
+        pngs[name] = cv2.imencode(".png", np.full((4, 4, 3), len(pngs) * 60, np.uint8))[1].tobytes()
+        (run / "timelines" / f"{name}-1.png").write_bytes(pngs[name])
+    page = open(reports.write(output)).read()
+    assert headings(page) == ["Summary", "Status", "Videos", "Timelines"]
+    assert inlined_images(page) == [pngs["b.mp4"], pngs["c.mp4"]]  # most tracks first
+    assert "1 more timelines are not shown" in page
+    assert "in/d.mp4: not a container" in page and schema.VideoStatus.NOT_A_VIDEO.description in page
