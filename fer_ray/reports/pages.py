@@ -239,7 +239,7 @@ def metrics_page(output: str) -> Page:
 def per_class_table(metrics: dict) -> str:
     recall, f1, support = (metrics.get(k, {}) for k in ("per_class_recall", "per_class_f1", "support"))
     rows = [[name, recall.get(name), f1.get(name), support.get(name)] for name in metrics.get("class_names", recall)]
-    return html.table(["class", "recall", "F1", "test faces"], rows, sortable=True)
+    return html.table(["class", "recall", "F1", f"{metrics.get('split', '')} faces".strip()], rows, sortable=True)
 
 
 def tune_page(output: str) -> Page:
