@@ -131,6 +131,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from fer_ray import reports
+
+    print(f"results page: {reports.write(args.output)}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from fer_ray.models import get_spec, list_models
     from fer_ray.models.pretrained import PRETRAINED
@@ -213,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="run URI, directory or checkpoint.pt")
     export.add_argument("--output", required=True, help="directory (local or s3://) for the exported files")
     export.set_defaults(func=cmd_export)
+    report = commands.add_parser(
+        "report", help="(re)build report.html, the results page of a job's output",
+        description="Build the static results page (report.html, images inlined, no server needed) of the output "
+                    "of any job and write it into that output: preprocess, synthesize, label-videos and predict "
+                    "(found by _commit.json), tune (results.csv), train and evaluate (metrics.json).")
+    report.add_argument("output", metavar="OUTPUT", help="the job's output folder or URI (local or s3://)")
+    report.set_defaults(func=cmd_report)
     models = commands.add_parser("models", help="list the model families and what they take")
     models.set_defaults(func=cmd_models)
     sample = commands.add_parser("sample-data", help="write small sample datasets in every layout")

@@ -18,3 +18,12 @@ if ! .venv/bin/python -c "import cv2, sys; sys.exit(0 if hasattr(cv2, 'CascadeCl
   .venv/bin/pip uninstall -q -y opencv-python || true
   .venv/bin/pip install -q --force-reinstall --no-deps "opencv-python-headless==4.14.0.94"
 fi
+# The results-page tests open report.html in a real headless browser: Debian's chromium
+# (no browser-download library). Installing needs root; otherwise say what is missing.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "the results-page tests need /usr/bin/chromium: run 'sudo apt-get install -y chromium'" >&2
+  fi
+fi

@@ -36,7 +36,7 @@ import ray.data
 from ray.data.checkpoint import CheckpointConfig
 from ray.data.checkpoint.checkpoint_writer import PENDING_CHECKPOINT_SUFFIX
 
-from fer_ray import config, results, storage
+from fer_ray import config, reports, results, storage
 from fer_ray.config import RetryConfig
 from fer_ray.logs import say
 from fer_ray.pipelines.writer import COUNTS_FOLDER, read_counts
@@ -270,11 +270,13 @@ def finish_counts(run: StagedRun, expected_inputs: int | None) -> dict:
 
 
 def publish(run: StagedRun, folders: tuple[str, ...], **info) -> results.Commit:
-    """Commit the run: its files of `folders`, listed in the output's marker."""
+    """Commit the run: its files of `folders`, listed in the output's marker; then its
+    results page (after the commit: the page only reads what the commit published)."""
     files = {folder: run_files(run, folder) for folder in folders}
     check_committed(run, files)
     commit = results.Commit(run.output, run.job, run.id, files, info)
     results.publish(commit)
+    reports.write_after_run(run.output)
     return commit
 
 

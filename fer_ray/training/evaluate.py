@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from fer_ray import storage
+from fer_ray import reports, storage
 from fer_ray.config import TrainConfig
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.runtime import start_ray
@@ -15,8 +15,10 @@ from fer_ray.training import data
 from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
 
 
-def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0) -> dict:
-    """Metrics of a checkpoint on one split of any shards; writes metrics.json and confusion.png.
+def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0,
+             page: bool = True) -> dict:
+    """Metrics of a checkpoint on one split of any shards; writes metrics.json and confusion.png
+    (and report.html unless page is False: training writes its own page once it has finished).
 
     The shards are checked against the checkpoint's family (shape, label set; for a clip
     model its clips/ and the clip length it was trained on) before any work.
@@ -38,6 +40,8 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
               "model": cfg.model, "epoch": state["epoch"], **summarise(confusion, class_names),
               "confusion": confusion.tolist(), "class_names": list(class_names)}
     write_reports(output, report, confusion, class_names, f"{cfg.model} on {split}")
+    if page:
+        reports.write_after_run(output)
     return report
 
 

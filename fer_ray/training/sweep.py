@@ -16,7 +16,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from fer_ray import config, runtime, storage
+from fer_ray import config, reports, runtime, storage
 from fer_ray.config import TrainConfig, TuneConfig
 from fer_ray.runtime import start_ray
 from fer_ray.training import trainer
@@ -163,6 +163,7 @@ def write_outputs(cfg: TuneConfig, results) -> dict:
     best_row = table.iloc[0].to_dict()
     best_cfg = trial_config(config.to_dict(cfg.train), best_row, storage.join(output, "best"))
     storage.write_bytes(storage.join(output, "best_config.yaml"), config.to_yaml(best_cfg).encode())
+    reports.write_after_run(output)
     return {"trials": len(rows), "best": best_row, "output": output,
             "results_csv": storage.join(output, "results.csv"),
             "best_config": storage.join(output, "best_config.yaml"),

@@ -19,7 +19,7 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from fer_ray import config, runtime, storage
+from fer_ray import config, reports, runtime, storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.face68 import N_VALUES
 from fer_ray.logs import say
@@ -195,10 +195,13 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
     best_uri = storage.join(cfg.output, ckpt.FILENAME)
     storage.write_bytes(best_uri, ckpt.to_bytes(best_state))
     storage.write_bytes(storage.join(cfg.output, "learning_curve.png"), learning_curve_png(history))
-    report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers) if eval_workers else {}
+    report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers,
+                      page=False) if eval_workers else {}
     report.update({"best_epoch": best_state["epoch"], "epochs": len(history), "train_s": round(elapsed, 1),
                    "history": history, "output": cfg.output})
     storage.write_bytes(storage.join(cfg.output, "metrics.json"), json.dumps(report, indent=2).encode())
+    if eval_workers:  # a Tune trial (not tested) gets no page: the sweep has one
+        reports.write_after_run(cfg.output)
     return report
 
 

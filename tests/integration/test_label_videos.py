@@ -14,6 +14,7 @@ import pytest
 
 from fer_ray import cli, storage
 from tests import video_faces
+from tests.browser import check_page
 from tests.integration.helpers import read_output
 from tests.videos import write_audio, write_video
 
@@ -150,6 +151,19 @@ def test_webvtt_and_the_expression_change(local_run):
     assert runs[0]["label"] == "neutral"
     change = next(r["start_s"] for r in runs if r["label"] == "sad")
     assert abs(change - CHANGE_S) <= 1.0, runs
+
+
+def test_results_page_shows_every_status_and_one_timeline_per_decoded_video(local_run, tmp_path):
+    tracks = {name: rows[0]["n_tracks"] for name, rows in by_name(local_run, "videos").items() if rows[0]["webvtt"]}
+    page = check_page(local_run, tmp_path, ["Summary", "Status", "Videos", "Timelines"], min_images=len(tracks))
+    assert page.images == len(tracks)
+    for name, status in EXPECTED.items():
+        assert f"<td>{status}</td>" in page.dom and name in page.dom, name
+    assert "damaged.mp4: segment" in page.dom  # an example with where its decoding stopped
+    # one timeline per decoded video, those with more tracks first: the ones worth seeing
+    shown = [caption.rsplit("-", 1)[0] for caption in re.findall(r"<figcaption>([^<]+)</figcaption>", page.dom)]
+    assert sorted(shown) == sorted(tracks) and shown[0] == "two_faces.mp4"
+    assert [tracks[name] for name in shown] == sorted(tracks.values(), reverse=True)
 
 
 def test_a_rerun_is_up_to_date(local_run, inputs, capsys):

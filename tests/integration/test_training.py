@@ -17,6 +17,7 @@ from fer_ray.config import ConfigError, PredictConfig, TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.training import trainer
+from tests.browser import check_page
 from tests.conftest import TRAIN_JOB
 from tests.integration.helpers import read_output
 
@@ -88,7 +89,7 @@ def test_restarted_run_resumes_from_the_latest_checkpoint(trained):
     assert history[:EPOCHS] == trained[1]["history"]  # the first run's epochs are kept as they were
 
 
-def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket):
+def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket, tmp_path):
     from fer_ray.training.evaluate import evaluate
 
     cfg, _ = trained
@@ -96,6 +97,7 @@ def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket):
     again = evaluate(storage.join(cfg.output, "checkpoint.pt"), fer_shards, "test", f"{bucket}/eval/dexpression")
     assert again["confusion"] == report["confusion"] and sum(map(sum, again["confusion"])) == again["n"]
     assert storage.exists(f"{bucket}/eval/dexpression/confusion.png")
+    check_page(f"{bucket}/eval/dexpression", tmp_path, ["Metrics", "Confusion matrix", "Per-class recall"])
 
 
 def test_predict_writes_probabilities_per_face_and_keeps_bad_images(trained, tmp_path):
@@ -135,6 +137,7 @@ def test_predict_into_a_directory_commits_one_result_per_run(trained, tmp_path):
     table = read_output(output, "predictions")
     assert first["inputs"] == len(storage.list_files(images)) == len(set(table["source_uri"].to_pylist()))
     assert first["rows"] == table.num_rows and first["run_state"] == "new"
+    check_page(output, tmp_path / "page", ["Summary", "Status"], min_images=0)
     written = PredictConfig()  # the run's config.yaml feeds back with --config
     config.load_yaml(written, storage.read_bytes(results.run_uri(output, first["run"], "config.yaml")).decode())
     assert written == pred_cfg

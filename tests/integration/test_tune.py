@@ -15,6 +15,7 @@ import pytest
 from fer_ray import config, storage
 from fer_ray.config import TrainConfig, TuneConfig
 from fer_ray.training import sweep
+from tests.browser import check_page
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,8 @@ def interrupted_sweep(cfg: TuneConfig, address: str) -> set[str]:
     return {u.split("/trials/")[1].split("/")[0] for u in storage.list_files(trials)}
 
 
-def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_shards, bucket, ray_cluster):
+def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_shards, bucket, ray_cluster,
+                                                                           tmp_path):
     train = TrainConfig(data=fer_shards, output=f"{bucket}/sweeps/a", epochs=2, workers=1, cpus_per_worker=0.5)
     # one trial at a time: on 2 CPUs two concurrent Ray Train runs only slow each other down
     cfg = TuneConfig(models="dexpression_fer,landmark_mlp", trials=2, grace_period=1, batch_sizes="16,32",
@@ -73,6 +75,10 @@ def test_interrupted_sweep_resumes_and_writes_results_best_config_and_plot(fer_s
     assert (best.model, best.batch_size) == (top["model"], top["batch_size"])
     assert best.lr == pytest.approx(top["lr"]) and best.data == fer_shards
     assert storage.read_bytes(summary["plot"]).startswith(b"\x89PNG")
+    page = check_page(cfg.train.output, tmp_path, ["Trials plot", "Trials", "Best config"], sort_by="best_val_macro_f1")
+    # what the page's script did: ascending (stable, from the file's order), trials without a score last
+    scores = dict(zip(results["trial"], results["best_val_macro_f1"]))
+    assert page.sorted_rows == sorted(results["trial"], key=lambda t: (pd.isna(scores[t]), scores[t]))
 
 
 def test_trial_data_is_read_while_placement_groups_leave_less_than_one_free_cpu(fer_shards):
