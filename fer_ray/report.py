@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from fer_ray import storage
 from fer_ray.progress import status_text
+from fer_ray.reports import PAGE_FILE
 
 
 def run_line(summary: dict) -> str:
@@ -30,6 +32,7 @@ def print_summary(summary: dict) -> None:
     print(f"  faces by split: {json.dumps(summary.get('faces_by_split', {}))}")
     print(f"  faces: {summary['faces_uri']}\n  manifest: {summary['manifest_uri']}\n"
           f"  contact sheet: {summary['contact_sheet_uri']}")
+    print_page(summary.get("output"))
 
 
 def print_clips_summary(summary: dict) -> None:
@@ -44,6 +47,7 @@ def print_clips_summary(summary: dict) -> None:
           f"valid frames; {summary.get('repeated', 0)} clips with repeated frames")
     print(f"  clips: {summary['clips_uri']}\n  manifest: {summary['manifest_uri']}\n"
           f"  contact sheet: {summary['contact_sheet_uri']}")
+    print_page(summary.get("output"))
 
 
 def print_synthesis(summary: dict, max_listed: int = 10) -> None:
@@ -62,6 +66,7 @@ def print_synthesis(summary: dict, max_listed: int = 10) -> None:
     print(f"  mixed: {summary['mixed_uri']}\n  manifest: {summary['manifest_uri']}")
     for uri in summary["contact_sheets"]:
         print(f"  contact sheet: {uri}")
+    print_page(summary.get("output"))
 
 
 def print_sweep(summary: dict) -> None:
@@ -70,6 +75,7 @@ def print_sweep(summary: dict) -> None:
           f"val_macro_f1={best['best_val_macro_f1']:.3f} (lr={best['lr']:.2e}, batch={best['batch_size']})")
     print(f"  results: {summary['results_csv']}\n  best config: {summary['best_config']}\n"
           f"  trials plot: {summary['plot']}")
+    print_page(summary.get("output"))
 
 
 def print_report(report: dict, max_classes: int = 10) -> None:
@@ -81,6 +87,7 @@ def print_report(report: dict, max_classes: int = 10) -> None:
     if "output" in report:
         for name in ("metrics.json", "confusion.png", "learning_curve.png"):
             print(f"  {name}: {report['output'].rstrip('/')}/{name}")
+        print_page(report["output"])
 
 
 def print_labelling(summary: dict) -> None:
@@ -96,3 +103,18 @@ def print_labelling(summary: dict) -> None:
     print(f"  dominant expression per video: {json.dumps(summary.get('dominant', {}))}")
     for folder in ("videos", "frames", "tracks", "segments", "webvtt", "timelines"):
         print(f"  {folder}: {summary[f'{folder}_uri']}")
+    print_page(summary.get("output"))
+
+
+def results_page(output: str | None) -> str:
+    """The output's results page, '' when it has none (it failed to be written, say)."""
+    if not output:
+        return ""
+    uri = storage.join(output, PAGE_FILE)
+    return uri if storage.exists(uri) else ""
+
+
+def print_page(output: str | None) -> None:
+    page = results_page(output)
+    if page:
+        print(f"  results page: {page}")

@@ -8,6 +8,7 @@ from fer_ray import storage
 from fer_ray.config import IMAGE_LAYOUTS, PreprocessConfig
 from fer_ray.pipelines import preprocess
 from fer_ray.progress import status_text
+from fer_ray.report import results_page
 from fer_ray.runtime import start_ray
 
 # Where each layout lives inside the sample-data tree.
@@ -36,9 +37,9 @@ class Made:
 
     def print_table(self) -> None:
         width = max(len(step) for step, _, _ in self.rows)
-        print("\nwhat the demo made, and where:")
+        print("\nwhat the demo made, and where (each output's results page: open it in a browser):")
         for step, _, where in self.rows:
-            print(f"  {step:{width}s}  {where}")
+            print(f"  {step:{width}s}  {results_page(where) or where}")
 
 
 def run_demo(output: str, workers: int = 0, train: bool = True) -> list[dict]:
