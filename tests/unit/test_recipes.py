@@ -63,7 +63,11 @@ def test_recipe_loads_and_validates(path):
 def test_train_recipe_reads_what_its_folder_makes(path):
     cfg, pre, synth = load(path), sibling(path, "preprocess.yaml"), sibling(path, "synthesize.yaml")
     assert cfg.model == path.stem
-    assert re.search(r"protocol: (fixed split|by subject)", path.read_text(), re.I), "name the protocol"
+    protocol = re.search(r"protocol: (fixed split|by subject|subject folds)", path.read_text(), re.I)
+    assert protocol, "name the protocol"
+    # CK+ and JAFFE: the field's protocol, subject folds (10-fold, leave-one-subject-out)
+    assert (protocol[1].lower() == "subject folds") == (cfg.folds == 10) == path.parent.name.startswith(
+        ("ckplus", "jaffe_seed"))
     spec = model_spec(cfg.model)
     if spec.input_size:  # the faces (or clip frames) the preprocess makes are what the family eats
         assert (pre.face.size, pre.face.channels) == (spec.input_size, spec.channels)
