@@ -90,6 +90,8 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
     what the calling Tune trial (or subject fold's task) holds beside the worker group;
     subject_splits: a subject fold's split of the subjects, in place of the shards' own.
     """
+    if cfg.folds > 1:  # one run is one fold; a caller that skipped folds.run must not get a fixed split silently
+        raise ConfigError(f"folds: {cfg.folds} subject folds are run by fer_ray.training.folds.run, not trainer.run")
     info = check(cfg, subject_splits)
     start_ray()
     fit_to_cluster(cfg, runtime.cluster_capacity(), trial_cpus)

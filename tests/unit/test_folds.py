@@ -47,3 +47,11 @@ def test_a_sweep_refuses_folds():
     cfg = TuneConfig(train=TrainConfig(data="s3://b/d", output="s3://b/o", folds=5))
     with pytest.raises(ConfigError, match=r"^folds: 5, but a sweep"):
         cfg.validate()
+
+
+def test_a_single_run_refuses_folds_instead_of_ignoring_them(tmp_path):
+    from fer_ray.training import trainer
+
+    with pytest.raises(ConfigError, match=r"^folds: 3 subject folds are run by fer_ray.training.folds.run"):
+        trainer.run(TrainConfig(data=str(tmp_path), output=str(tmp_path / "out"), folds=3))
+    assert not (tmp_path / "out").exists()
