@@ -84,10 +84,13 @@ def cmd_synthesize(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from fer_ray.training import trainer
+    from fer_ray.training import folds, trainer
 
-    report = trainer.run(build_config(TrainConfig, args))
-    print_report(report)
+    cfg = build_config(TrainConfig, args)
+    if cfg.folds > 1:
+        print("\n".join(folds.summary_lines(folds.run(cfg))))
+        return 0
+    print_report(trainer.run(cfg))
     return 0
 
 

@@ -307,6 +307,10 @@ class TrainConfig:
     train_split: str = opt("train", "split trained on")
     val_split: str = opt("val", "split for per-epoch validation")
     test_split: str = opt("test", "split for the final evaluation")
+    folds: int = opt(0, "subject folds: K >= 3 trains K runs (in parallel where the cluster holds them) into "
+                        "output/fold-<k>, each testing on its own K-th of the subjects, validating on the next "
+                        "K-th and training on the rest, and writes output/folds.json; K = the number of "
+                        "subjects is leave-one-subject-out; 0 or 1 = the data's fixed split")
 
     def validate(self) -> None:
         _required_uris(self, "data", "output")
@@ -327,6 +331,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: {show(value)} must be a whole number >= 0 (0 = default)")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0 or self.folds == 2:
+            raise ConfigError(f"folds: {show(self.folds)} is not valid; use 0 or 1 (the data's fixed split) or a "
+                              "whole number >= 3 (each fold tests on one K-th of the subjects and validates on "
+                              "another, so 2 folds leave none to train on)")
         if self.clip_length and not spec.needs_clips:
             raise ConfigError(f"clip_length: {show(self.clip_length)} is for clip families "
                               f"({', '.join(clip_models())}); {show(self.model)} takes single faces: leave it 0")
@@ -360,6 +368,9 @@ class TuneConfig:
 
     def validate(self) -> None:
         self.train.validate()
+        if self.train.folds > 1:
+            raise ConfigError(f"folds: {self.train.folds}, but a sweep compares its trials on one fixed split's "
+                              "validation; use folds 0 for the sweep and train its best config with --folds")
         if not self.model_list:
             raise ConfigError("models: at least one family is required")
         for name in self.model_list:

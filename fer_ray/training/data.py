@@ -87,6 +87,8 @@ class DataInfo:
     counts: dict[str, list[int]]  # split -> samples per class (in the label set)
     face_shape: tuple[int, int, int]
     clip_length: int = 0
+    # subject -> split of one subject fold (fer_ray.training.folds); None = the shards' own split
+    subject_splits: dict[str, str] | None = None
 
     @property
     def is_clips(self) -> bool:
@@ -101,14 +103,17 @@ class DataInfo:
         return weights.tolist()
 
 
-def scan(cfg: TrainConfig) -> DataInfo:
-    """Check the data against the config, reading only labels, splits and one face shape."""
+def scan(cfg: TrainConfig, subject_splits: dict[str, str] | None = None) -> DataInfo:
+    """Check the data against the config, reading only labels, splits and one face shape.
+    subject_splits: a subject fold's split of the subjects, in place of the shards' own."""
     label_set = cfg.resolved_label_set()
     files = shard_files(cfg)
     try:
-        table = results.arrow_dataset(files).to_table(columns=["split", label_column(label_set)])
+        table = results.arrow_dataset(files).to_table(columns=["split", "subject", label_column(label_set)])
     except (pa.ArrowInvalid, OSError, ValueError) as err:
         raise ConfigError(f"data: {cfg.data} holds no readable {label_column(label_set)!r} shards: {err}") from None
+    if subject_splits is not None:
+        table = table.set_column(0, "split", pa.array(fold_split_column(table["subject"], subject_splits)))
     class_names = LABEL_SETS[label_set]
     counts = {split: _class_counts(table, split, label_set) for split in _splits(cfg)}
     for split, per_class in counts.items():
@@ -120,8 +125,20 @@ def scan(cfg: TrainConfig) -> DataInfo:
         info = DataInfo(files, class_names, counts, face_shape, clip_length)
     else:
         info = DataInfo(files, class_names, counts, _first_face_shape(files))
+    info.subject_splits = subject_splits
     check_input(cfg, info)
     return info
+
+
+def fold_split_column(subjects: pa.ChunkedArray, subject_splits: dict[str, str]) -> list[str]:
+    """Each row's split in a subject fold ('' for rows of subjects outside it)."""
+    return [subject_splits.get(subject, "") for subject in subjects.to_pylist()]
+
+
+def subjects(cfg: TrainConfig) -> list[str]:
+    """The distinct subjects of the shards the family trains on (none for layouts without them)."""
+    column = results.arrow_dataset(shard_files(cfg)).to_table(columns=["subject"])["subject"]
+    return sorted(subject for subject in pc.unique(column).to_pylist() if subject)
 
 
 def _splits(cfg: TrainConfig) -> list[str]:
@@ -247,7 +264,10 @@ def read_split(info: DataInfo, label_set: str, split: str) -> ray.data.Dataset:
         columns, convert = ["frames", "frame_shape", "split", "label"], clip_arrays
     else:
         columns, convert = ["face", "face_shape", "landmarks", "split", label_column(label_set)], to_arrays
-    ds = results.read_dataset(info.files, columns, where=pc.field("split") == split)
+    where = pc.field("split") == split
+    if info.subject_splits is not None:  # a subject fold: the split is chosen by subject
+        where = pc.field("subject").isin([s for s, assigned in info.subject_splits.items() if assigned == split])
+    ds = results.read_dataset(info.files, columns, where=where)
     return ds.map_batches(convert, fn_args=(label_set,), batch_format="numpy", num_cpus=LIGHT_CPUS)
 
 

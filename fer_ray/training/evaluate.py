@@ -16,7 +16,7 @@ from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
 
 
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0,
-             page: bool = True) -> dict:
+             page: bool = True, subject_splits: dict[str, str] | None = None) -> dict:
     """Metrics of a checkpoint on one split of any shards; writes metrics.json and confusion.png
     (and report.html unless page is False: training writes its own page once it has finished).
 
@@ -27,7 +27,7 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
     cfg = ckpt.config_of(state)
     eval_cfg = TrainConfig(data=data_uris, output=output, model=cfg.model, label_set=cfg.resolved_label_set(),
                            clip_length=cfg.clip_length, train_split=split, val_split=split, test_split=split)
-    info = data.scan(eval_cfg)
+    info = data.scan(eval_cfg, subject_splits)  # a subject fold's split, when given
     start_ray()
     predicted = classify(data.read_split(info, eval_cfg.label_set, split), path, workers)
     labels, predictions = [], []

@@ -37,6 +37,24 @@ def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def train_step(model, optimizer, loss_fn, batch: dict, batcher: Batcher, cfg: TrainConfig,
+               generator: torch.Generator, autocast: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch (augmented as cfg says); returns (loss, labels).
+    The recipes test runs exactly this on each config, without a Ray Train worker group."""
+    inputs = batcher.inputs(batch, augmenter(cfg.augment, generator, batcher.face_side))
+    labels = batch["label"].to(batcher.device)
+    with torch.autocast(**autocast):
+        loss = loss_fn(model(*inputs).float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, labels
+
+
+def new_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def train_epoch(model, optimizer, loss_fn, shard, batcher: Batcher, cfg: TrainConfig,
                 generator: torch.Generator, autocast: dict) -> tuple[float, int]:
     """One pass over this worker's shard; returns (mean loss over all workers, samples here)."""
@@ -44,13 +62,7 @@ def train_epoch(model, optimizer, loss_fn, shard, batcher: Batcher, cfg: TrainCo
     loss_sum, seen = torch.zeros(2, device=batcher.device), 0
     for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=4 * cfg.batch_size,
                                           local_shuffle_seed=int(generator.initial_seed() % 2**31)):
-        inputs = batcher.inputs(batch, augmenter(cfg.augment, generator, batcher.face_side))
-        labels = batch["label"].to(batcher.device)
-        with torch.autocast(**autocast):
-            loss = loss_fn(model(*inputs).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, labels = train_step(model, optimizer, loss_fn, batch, batcher, cfg, generator, autocast)
         loss_sum += torch.stack([loss.detach() * len(labels), torch.tensor(float(len(labels)), device=loss.device)])
         seen += len(labels)
     total = _all_reduce(loss_sum)
@@ -136,7 +148,7 @@ def _build(cfg: TrainConfig, num_classes: int, init_state: dict | None = None):
     elif init_state is not None:
         model.load_state_dict(init_state)
     ddp_model = ray.train.torch.prepare_model(model)  # moves `model` to the device in place
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = new_optimizer(model, cfg)
     if state and state["optimizer"]:
         optimizer.load_state_dict(state["optimizer"])
     return model, ddp_model, optimizer, state

@@ -36,8 +36,9 @@ RUN_NAME = "train"
 SCORE = "val_macro_f1"
 
 
-def check(cfg: TrainConfig) -> data.DataInfo:
-    """Everything that can be known wrong before training: values, data, splits, shapes, weights."""
+def check(cfg: TrainConfig, subject_splits: dict[str, str] | None = None) -> data.DataInfo:
+    """Everything that can be known wrong before training: values, data, splits, shapes, weights.
+    subject_splits: one subject fold's split of the subjects (fer_ray.training.folds)."""
     absolute_paths(cfg)
     cfg.validate()
     if cfg.weights_path:
@@ -47,7 +48,7 @@ def check(cfg: TrainConfig) -> data.DataInfo:
     if cfg.init == "pretrained":
         pretrained.check_family(cfg.model)
         pretrained.hdf5_uri(cfg.model)
-    info = data.scan(cfg)
+    info = data.scan(cfg, subject_splits)
     if info.is_clips:
         cfg.clip_length = info.clip_length  # the model is built for it; the checkpoint records it
     check_resume(cfg, info)
@@ -82,15 +83,18 @@ def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
 
 
 def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bool = True,
-        trial_cpus: float = 0.0, progress: bool = True) -> dict:
+        trial_cpus: float = 0.0, progress: bool = True, subject_splits: dict[str, str] | None = None) -> dict:
     """Train, keep the best checkpoint, evaluate it on the test split; returns the test report.
 
     test=False (Tune trials) skips the test split: a sweep chooses by validation only, and
     the test split stays unseen until the chosen config is trained and tested. trial_cpus:
-    what the calling Tune trial holds beside the worker group. progress: show the epochs as
-    they finish (a Tune trial's driver has no one to show them to).
+    what the calling Tune trial (or subject fold's task) holds beside the worker group.
+    progress: show the epochs as they finish (a Tune trial's driver has no one to show them
+    to); subject_splits: a subject fold's split of the subjects, in place of the shards' own.
     """
-    info = check(cfg)
+    if cfg.folds > 1:  # one run is one fold; a caller that skipped folds.run must not get a fixed split silently
+        raise ConfigError(f"folds: {cfg.folds} subject folds are run by fer_ray.training.folds.run, not trainer.run")
+    info = check(cfg, subject_splits)
     start_ray()
     fit_to_cluster(cfg, runtime.cluster_capacity(), trial_cpus)
     if not cfg.resume:
@@ -102,7 +106,7 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
     started = time.time()
     with Progress("train", cfg.epochs, lambda: read_progress(cfg.output), "epochs", shown=progress):
         result = build_trainer(cfg, info, callbacks).fit()
-    return finish(cfg, result, time.time() - started, eval_workers if test else 0)
+    return finish(cfg, result, time.time() - started, eval_workers if test else 0, subject_splits)
 
 
 def read_progress(output: str) -> dict:
@@ -181,7 +185,8 @@ def build_trainer(cfg: TrainConfig, info: data.DataInfo, callbacks: tuple = ()) 
     )
 
 
-def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_workers: int) -> dict:
+def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_workers: int,
+           subject_splits: dict[str, str] | None = None) -> dict:
     """Copy the best checkpoint to output/checkpoint.pt, draw the learning curve and, unless
     eval_workers is 0, test the checkpoint."""
     if result.error:
@@ -195,8 +200,8 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
     best_uri = storage.join(cfg.output, ckpt.FILENAME)
     storage.write_bytes(best_uri, ckpt.to_bytes(best_state))
     storage.write_bytes(storage.join(cfg.output, "learning_curve.png"), learning_curve_png(history))
-    report = evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers,
-                      page=False) if eval_workers else {}
+    report = (evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers, page=False,
+                       subject_splits=subject_splits) if eval_workers else {})
     report.update({"best_epoch": best_state["epoch"], "epochs": len(history), "train_s": round(elapsed, 1),
                    "history": history, "output": cfg.output})
     storage.write_bytes(storage.join(cfg.output, "metrics.json"), json.dumps(report, indent=2).encode())
