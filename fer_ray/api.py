@@ -118,13 +118,14 @@ def train(config: ConfigSource = None, **fields) -> dict:
     """Train a model family with Ray Train and test its best checkpoint; `fer-ray train`.
 
     Returns the test report (accuracy, macro-F1, per-class recall, confusion, where the
-    checkpoint and plots are).
+    checkpoint and plots are); with `folds=K` (K > 1), the subject folds' summary (each fold's
+    test figures, their mean and spread), as `--folds K`.
 
         fer_ray.train(data="out/fer2013", model="dexpression_fer", epochs=5, output="runs/fer")
     """
-    from fer_ray.training import trainer
+    from fer_ray.training import folds
 
-    return trainer.run(make_config(TrainConfig, config, fields))
+    return folds.train(make_config(TrainConfig, config, fields))
 
 
 @documented(TuneConfig)

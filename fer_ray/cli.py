@@ -84,13 +84,13 @@ def cmd_synthesize(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from fer_ray.training import folds, trainer
+    from fer_ray.training import folds
 
-    cfg = build_config(TrainConfig, args)
-    if cfg.folds > 1:
-        print("\n".join(folds.summary_lines(folds.run(cfg))))
-        return 0
-    print_report(trainer.run(cfg))
+    result = folds.train(build_config(TrainConfig, args))
+    if "per_fold" in result:
+        print("\n".join(folds.summary_lines(result)))
+    else:
+        print_report(result)
     return 0
 
 

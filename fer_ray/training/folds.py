@@ -72,7 +72,13 @@ def check(cfg: TrainConfig) -> list[list[str]]:
 def train_fold(cfg_dict: dict, subject_splits: dict[str, str]) -> dict:
     cfg = TrainConfig()
     config.apply_dict(cfg, cfg_dict)
-    return trainer.run(cfg, trial_cpus=FOLD_TASK_CPUS, subject_splits=subject_splits)
+    return trainer.run(cfg, trial_cpus=FOLD_TASK_CPUS, subject_splits=subject_splits, progress=False)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """What `fer-ray train` and `fer_ray.train` do: the subject folds' summary when cfg.folds
+    is above 1, else the test report of one run on the data's fixed split."""
+    return run(cfg) if cfg.folds > 1 else trainer.run(cfg)
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -100,6 +106,8 @@ def run_folds(cfg: TrainConfig, groups: list[list[str]], at_once: int) -> list[d
         done, _ = ray.wait(list(running), num_returns=1)
         fold = running.pop(done[0])
         reports[fold] = ray.get(done[0])  # a failed fold fails the run (rerun resumes from its checkpoints)
+        print(f"train: {len(reports)}/{cfg.folds} folds done; fold {fold}: macro_f1={reports[fold]['macro_f1']:.3f}",
+              flush=True)
     return [reports[fold] for fold in range(cfg.folds)]
 
 
