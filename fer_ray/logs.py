@@ -175,16 +175,17 @@ class RayLinesToLog(io.TextIOBase):
         self.screen, self.log_text = screen, log_text
 
     def write(self, text: str) -> int:
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        target = self.log_text if caller == "ray" or caller.startswith("ray.") else self.screen
+        target = self.log_text if _printed_by_ray(sys._getframe(1)) else self.screen
         return target.write(text)
 
     def flush(self) -> None:
-        self.screen.flush()
-        self.log_text.flush()
+        for stream in (self.screen, self.log_text):
+            if not stream.closed:
+                stream.flush()
 
     def isatty(self) -> bool:
-        return self.screen.isatty()
+        # asked at exit too (colorama's reset), when the screen stream may be closed
+        return not self.screen.closed and self.screen.isatty()
 
     def fileno(self) -> int:
         return self.screen.fileno()
@@ -192,6 +193,18 @@ class RayLinesToLog(io.TextIOBase):
     @property
     def encoding(self) -> str:
         return getattr(self.screen, "encoding", None) or "utf-8"
+
+
+# Stream wrappers that pass on others' writes: Ray's copy of colorama wraps sys.stdout
+STREAM_WRAPPERS = ("ray.thirdparty_files.", "colorama")
+
+
+def _printed_by_ray(frame) -> bool:
+    """Whether the code that printed (the first frame outside stream wrappers) is Ray's."""
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(STREAM_WRAPPERS):
+        frame = frame.f_back
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return module == "ray" or module.startswith("ray.")
 
 
 def _screen_stream(stream, fd: int):

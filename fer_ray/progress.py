@@ -37,6 +37,7 @@ class Progress:
         self.live = _is_terminal(self.stream)
         self.started = time.monotonic()
         self.first_done = 0
+        self.last_shown: tuple | None = None  # plain lines: nothing new, no line
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name=f"{job}-progress", daemon=True)
         self.bar: tqdm | None = None
@@ -79,10 +80,11 @@ class Progress:
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
             self.bar.set_postfix_str(status_text(statuses), refresh=True)
-        elif counts or final:
+        elif (counts or final) and (done, statuses) != self.last_shown:
             line = progress_line(self.job, done, self.total, done - self.first_done,
                                  time.monotonic() - self.started, statuses, self.unit)
             print(line, file=self.stream, flush=True)
+            self.last_shown = (done, statuses)
         log.info("%s progress: %s %s done of %s; %s", self.job, done, self.unit, self.total, status_text(statuses))
 
 

@@ -75,6 +75,10 @@ LIBRARY_OUTPUT = textwrap.dedent("""
         print("fer-ray's own line")
         print("fer-ray's own error", file=sys.stderr)
         exec(compile('print("printed by Ray")', "ray_code.py", "exec"), {"__name__": "ray.tune.output"})
+        # a stream wrapper of Ray's (its copy of colorama) passes fer-ray's own line on
+        wrapper = {"__name__": "ray.thirdparty_files.colorama.ansitowin32", "sys": sys}
+        exec(compile("def write(text): sys.stdout.write(text)", "wrapper.py", "exec"), wrapper)
+        wrapper["write"]("fer-ray's line through a wrapper\\n")
     print("after")
     run_log.close()
     print(json.dumps(str(run_log.path)))
@@ -86,7 +90,8 @@ def test_library_output_goes_to_the_run_log_and_ours_to_the_screen(tmp_path):
                           env={"FER_RAY_LOG_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[:2] == ["fer-ray's own line", "after"] and done.stderr.strip() == "fer-ray's own error"
+    assert lines[:3] == ["fer-ray's own line", "fer-ray's line through a wrapper", "after"]
+    assert done.stderr.strip() == "fer-ray's own error"
     log = open(json.loads(lines[-1])).read()
     for line in ("C++ core line", "Ray Data record", "a library's warning", "a Python warning", "printed by Ray"):
         assert line in log and line not in done.stdout + done.stderr
