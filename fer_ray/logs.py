@@ -195,8 +195,9 @@ class RayLinesToLog(io.TextIOBase):
         return getattr(self.screen, "encoding", None) or "utf-8"
 
 
-# Stream wrappers that pass on others' writes: Ray's copy of colorama wraps sys.stdout
-STREAM_WRAPPERS = ("ray.thirdparty_files.", "colorama")
+# Code that passes on others' prints: Ray's copy of colorama wraps sys.stdout, and Ray's
+# distributed tqdm replaces `print` (the driver's, once a worker's progress bar shows up)
+STREAM_WRAPPERS = ("ray.thirdparty_files.", "colorama", "ray.experimental.tqdm_ray")
 
 
 def _printed_by_ray(frame) -> bool:

@@ -79,6 +79,10 @@ LIBRARY_OUTPUT = textwrap.dedent("""
         wrapper = {"__name__": "ray.thirdparty_files.colorama.ansitowin32", "sys": sys}
         exec(compile("def write(text): sys.stdout.write(text)", "wrapper.py", "exec"), wrapper)
         wrapper["write"]("fer-ray's line through a wrapper\\n")
+        # ...and so does Ray's replacement of `print` (ray.experimental.tqdm_ray's safe_print)
+        patched = {"__name__": "ray.experimental.tqdm_ray", "_print": print}
+        exec(compile("def safe_print(*args, **kwargs): _print(*args, **kwargs)", "tqdm_ray.py", "exec"), patched)
+        patched["safe_print"]("fer-ray's line through Ray's print")
     print("after")
     run_log.close()
     print(json.dumps(str(run_log.path)))
@@ -90,7 +94,8 @@ def test_library_output_goes_to_the_run_log_and_ours_to_the_screen(tmp_path):
                           env={"FER_RAY_LOG_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[:3] == ["fer-ray's own line", "fer-ray's line through a wrapper", "after"]
+    assert lines[:4] == ["fer-ray's own line", "fer-ray's line through a wrapper", "fer-ray's line through Ray's print",
+                         "after"]
     assert done.stderr.strip() == "fer-ray's own error"
     log = open(json.loads(lines[-1])).read()
     for line in ("C++ core line", "Ray Data record", "a library's warning", "a Python warning", "printed by Ray"):
