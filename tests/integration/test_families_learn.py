@@ -1,0 +1,105 @@
+"""Each model family learns: trained with a fixed seed for a few epochs on the session's
+FER2013-style sample faces (48 subjects; train 343 faces, test 89 of subjects never seen in
+training), it reaches a test macro-F1 clearly above chance (7 classes: about 0.14).
+
+The training is the trainer's own per-batch step (fer_ray.training.loop.train_step, what every
+Ray Train worker runs) in this process, without a worker group: Ray Train's start-up would
+cost more than these small models' epochs. Faces are resized to a family's input side as the
+recipes test does. Families trained elsewhere: dexpression_fer (the training job, macro-F1 >=
+0.75), cnn_lstm and c3d (tests/integration/test_clip_training.py). Not here yet: the 224 px
+families (baseline_cnn, dexpression, resnet18; minutes per epoch on 2 CPU cores) and
+mixed_cnn (42 classes need far more faces than the sample has).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from fer_ray import results
+from fer_ray.config import TrainConfig
+from fer_ray.labels import LABEL_SETS
+from fer_ray.models import create_model, get_spec
+from fer_ray.models.inputs import Batcher
+from fer_ray.training import data, loop
+from fer_ray.training.metrics import confusion_matrix, summarise
+from tests.integration.test_recipes import FACE_COLUMNS, batch_norm, resized
+
+pytestmark = pytest.mark.integration
+CHANCE = 1 / 7
+# family: (epochs, learning rate, the test macro-F1 it must reach). Measured at these settings:
+# landmark_mlp 0.99, mini_xception 0.91, enm 0.62 (0.04 before its convolutions had BatchNorm
+# and its distances were standardised).
+FAMILIES = {
+    "landmark_mlp": (12, 3e-3, 0.5),
+    "mini_xception": (6, 3e-3, 0.4),
+    "enm": (4, 1e-3, 0.4),
+    "vgg_landmarks": (12, 3e-3, 0.4),
+}
+# Not learning yet, and why it stays in the list: a known failure, measured, not hidden.
+DOES_NOT_LEARN_YET = {
+    "vgg_landmarks": "one class (macro-F1 0.04-0.11) at lr 3e-4 to 1e-3 before its convolutions had BatchNorm; "
+                     "0.22-0.28 with it (6-12 epochs), about twice chance: the cause is not found yet",
+}
+
+
+@pytest.fixture(scope="module")
+def splits(fer_shards) -> dict:
+    """The train and test rows as numpy columns."""
+    faces = results.read_table(fer_shards, "faces", FACE_COLUMNS)
+    return {split: {name: rows[name].to_numpy(zero_copy_only=False) for name in rows.column_names}
+            for split in ("train", "test") for rows in [faces.filter(pc.equal(faces["split"], split))]}
+
+
+def model_inputs(rows: dict, model: str) -> dict:
+    """The rows as the trainer's conversion makes them, in the family's label set and size."""
+    spec = get_spec(model)
+    arrays = data.to_arrays(rows, spec.label_set)
+    if spec.input_size and spec.input_size != arrays["image"].shape[-1]:
+        arrays = resized(arrays, spec.input_size, spec.channels)
+    return {name: torch.as_tensor(np.ascontiguousarray(value)) for name, value in arrays.items()}
+
+
+def train(model_name: str, epochs: int, lr: float, train_split: dict) -> tuple[torch.nn.Module, Batcher]:
+    cfg = TrainConfig(model=model_name, epochs=epochs, lr=lr, batch_size=16, seed=0)
+    spec, classes = get_spec(model_name), LABEL_SETS[cfg.resolved_label_set()]
+    torch.manual_seed(cfg.seed)
+    model = create_model(model_name, num_classes=len(classes))
+    optimizer, loss_fn = loop.new_optimizer(model, cfg), torch.nn.CrossEntropyLoss()
+    batcher = Batcher(spec, batch_norm(train_split, spec), torch.device("cpu"), spec.input_size or 100)
+    generator, autocast = torch.Generator().manual_seed(cfg.seed), {"device_type": "cpu", "enabled": False}
+    order = np.random.default_rng(cfg.seed)
+    for epoch in range(epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = loop.cosine_lr(cfg.lr, epoch, cfg.epochs)
+        model.train()
+        shuffled = order.permutation(len(train_split["label"]))
+        for start in range(0, len(shuffled), cfg.batch_size):
+            rows = torch.as_tensor(shuffled[start:start + cfg.batch_size])
+            batch = {name: value[rows] for name, value in train_split.items()}
+            loop.train_step(model, optimizer, loss_fn, batch, batcher, cfg, generator, autocast)
+    return model, batcher
+
+
+@torch.no_grad()
+def test_macro_f1(model: torch.nn.Module, batcher: Batcher, test_split: dict, classes) -> float:
+    model.eval()
+    predicted = model(*batcher.inputs(test_split)).argmax(1).numpy()
+    confusion = confusion_matrix(test_split["label"].numpy(), predicted, len(classes))
+    return summarise(confusion, classes)["macro_f1"]
+
+
+test_macro_f1.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.parametrize("family", [pytest.param(name, marks=pytest.mark.xfail(reason=DOES_NOT_LEARN_YET[name]))
+                                    if name in DOES_NOT_LEARN_YET else name for name in FAMILIES])
+def test_family_learns_to_tell_unseen_subjects_expressions_apart(family, splits):
+    epochs, lr, threshold = FAMILIES[family]
+    train_split, test_split = (model_inputs(splits[name], family) for name in ("train", "test"))
+    model, batcher = train(family, epochs, lr, train_split)
+    classes = LABEL_SETS[get_spec(family).label_set]
+    score = test_macro_f1(model, batcher, test_split, classes)
+    print(f"{family}: test macro-F1 {score:.3f} after {epochs} epochs (threshold {threshold}, chance {CHANCE:.2f})")
+    assert score >= threshold > 2 * CHANCE
