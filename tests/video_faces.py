@@ -10,9 +10,10 @@ from fer_ray.sample_videos import TILE, FaceScript, VideoScript, encode_mp4, enc
 __all__ = ["TILE", "encode", "expression_change", "face_tile", "frame_with", "no_face", "two_faces"]
 
 
-# x264 as these tests have always encoded (its defaults, its own thread count), not the sample
-# data's reproducible settings: the tracking assertions were set on these videos.
-ENCODING = {"options": {}, "threads": 0}
+# The sample data's reproducible x264 settings (one encoder thread, fixed options): with x264's
+# own thread count the same frames gave different bytes from run to run, and on some of them
+# Haar lost one of two_faces' faces for a whole segment (a third track; CI failed on it).
+ENCODING = {}
 
 
 def encode(path: Path, frames, rate: int) -> Path:
@@ -34,7 +35,9 @@ def expression_change(path: Path, before: str = "neutral", after: str = "sad", c
 
 def two_faces(path: Path, seconds: float = 5.0, rate: int = 8) -> Path:
     """Two people side by side, moving towards each other (never overlapping)."""
-    left = FaceScript("video-b", ((0.0, "neutral"),), x0=4, y0=10, dx=1)
+    # Haar finds both subjects on every frame of this encoding ("video-b", the face here before,
+    # it missed on 16 of 40 frames)
+    left = FaceScript("video-d", ((0.0, "neutral"),), x0=4, y0=10, dx=1)
     right = FaceScript("video-c", ((0.0, "surprise"),), x0=196, y0=0, dx=-1)
     return write(path, VideoScript(320, 140, seconds, (left, right), rate))
 
