@@ -48,16 +48,22 @@ class Standardise(nn.Module):
 class VggLandmarks(nn.Module):
     """Image branch (3 VGG blocks 32/64/128 on 48x48 -> Dense 64, 64) and landmark branch
     (MLP on normalised 68x2 points); their features are concatenated, then Dense 68 -> classes.
-    The seed averaged two softmax outputs; fusing features lets each branch inform the other."""
+    The seed averaged two softmax outputs; fusing features lets each branch inform the other.
+
+    Dropout once, on the fused features. With it after every hidden layer, as the other
+    families' MLPs have it, four dropouts on 64-wide layers in a row kept the model from fitting
+    even its training faces (tests/integration/test_families_learn.py: train macro-F1 0.39 and
+    held-out 0.30 after 12 epochs at lr 1e-3; held-out 0.90 after 8 epochs so). Its large first
+    dense layer also wants lr <= 1e-3: at 3e-3 it stayed near chance with or without dropout."""
 
     def __init__(self, num_classes: int, dropout: float = 0.3):
         super().__init__()
         self.image_branch = nn.Sequential(
             _vgg_block(1, 32), _vgg_block(32, 64), _vgg_block(64, 128),  # 48 -> 6
-            nn.Flatten(), _mlp(6 * 6 * 128, (64, 64), dropout),
+            nn.Flatten(), _mlp(6 * 6 * 128, (64, 64), dropout=0.0),
         )
-        self.landmark_branch = _mlp(N_VALUES, (128, 64), dropout)
-        self.head = nn.Sequential(_mlp(64 + 64, (68,), dropout), nn.Linear(68, num_classes))
+        self.landmark_branch = _mlp(N_VALUES, (128, 64), dropout=0.0)
+        self.head = nn.Sequential(nn.Dropout(dropout), _mlp(64 + 64, (68,), dropout=0.0), nn.Linear(68, num_classes))
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         points = features.normalise_points(landmarks).flatten(1)
