@@ -64,14 +64,7 @@ def trained(clip_data, tmp_path_factory):
     return Runs(clip_data, tmp_path_factory)
 
 
-C3D_UNRELIABLE = pytest.mark.xfail(strict=False, reason=(
-    "c3d (about 20M convolution weights, no normalisation layers) learns these 48 training clips "
-    "unreliably: with 4 clips a worker a step it passed once and scored macro-F1 0.18 in another run "
-    "(2-worker batch order is not fixed); with 2 a step (this recipe) it passed both runs tried so far, "
-    "too few to call it reliable"))
-
-
-@pytest.mark.parametrize("model", ["cnn_lstm", pytest.param("c3d", marks=C3D_UNRELIABLE)])
+@pytest.mark.parametrize("model", list(RECIPES))
 def test_clip_family_beats_chance_on_held_out_subjects(trained, model):
     cfg, report = trained[model]
     assert report["split"] == "test" and report["n"] == 2 * len(CLASSES) * 2  # 2 test subjects, all clips
