@@ -1,6 +1,9 @@
 """Short test videos of synthetic faces, written to files: a face whose expression changes at
 a known time, two faces moving, no face. The makers live in fer_ray.sample_videos (the
-sample data's videos are made by the same code)."""
+sample data's videos are made by the same code), encoded as the sample's are: one x264 thread
+and fixed options. With x264's own thread count the same frames gave different bytes from
+run to run, and on some of them Haar lost one of two_faces' faces for a whole segment (a
+third track; CI failed on it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,19 +13,13 @@ from fer_ray.sample_videos import TILE, FaceScript, VideoScript, encode_mp4, enc
 __all__ = ["TILE", "encode", "expression_change", "face_tile", "frame_with", "no_face", "two_faces"]
 
 
-# The sample data's reproducible x264 settings (one encoder thread, fixed options): with x264's
-# own thread count the same frames gave different bytes from run to run, and on some of them
-# Haar lost one of two_faces' faces for a whole segment (a third track; CI failed on it).
-ENCODING = {}
-
-
 def encode(path: Path, frames, rate: int) -> Path:
-    path.write_bytes(encode_mp4(frames, rate, **ENCODING))
+    path.write_bytes(encode_mp4(frames, rate))
     return path
 
 
 def write(path: Path, script: VideoScript) -> Path:
-    path.write_bytes(encode_script(script, **ENCODING))
+    path.write_bytes(encode_script(script))
     return path
 
 
