@@ -9,10 +9,11 @@ from fer_ray.models import features
 from fer_ray.models.registry import ModelSpec, register_model
 
 
-def _mlp(in_features: int, widths: tuple[int, ...], dropout: float) -> nn.Sequential:
+def _mlp(in_features: int, widths: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+    """Linear + ReLU per width, each followed by a dropout when `dropout` > 0."""
     layers = []
     for width in widths:
-        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True)] + ([nn.Dropout(dropout)] if dropout else [])
         in_features = width
     return nn.Sequential(*layers)
 
@@ -60,10 +61,10 @@ class VggLandmarks(nn.Module):
         super().__init__()
         self.image_branch = nn.Sequential(
             _vgg_block(1, 32), _vgg_block(32, 64), _vgg_block(64, 128),  # 48 -> 6
-            nn.Flatten(), _mlp(6 * 6 * 128, (64, 64), dropout=0.0),
+            nn.Flatten(), _mlp(6 * 6 * 128, (64, 64)),
         )
-        self.landmark_branch = _mlp(N_VALUES, (128, 64), dropout=0.0)
-        self.head = nn.Sequential(nn.Dropout(dropout), _mlp(64 + 64, (68,), dropout=0.0), nn.Linear(68, num_classes))
+        self.landmark_branch = _mlp(N_VALUES, (128, 64))
+        self.head = nn.Sequential(nn.Dropout(dropout), _mlp(64 + 64, (68,)), nn.Linear(68, num_classes))
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         points = features.normalise_points(landmarks).flatten(1)
