@@ -8,13 +8,18 @@ from fer_ray.models.registry import ModelSpec, register_model
 
 
 class BaselineCnn(nn.Module):
-    """224x224x3: five 3x3 convs (12, 12, 24, 24, 24), maxpool after the first four -> 14x14x24."""
+    """224x224x3: five 3x3 convs (12, 12, 24, 24, 24), maxpool after the first four -> 14x14x24.
+
+    Each convolution has BatchNorm, which seed 004's had not: without it the held-out macro-F1
+    after 4 epochs at lr 1e-3 ranged 0.24-0.55 with the order of the same training faces; with
+    it, 0.96-1.00 (tests/integration/test_families_learn.py)."""
 
     def __init__(self, num_classes: int):
         super().__init__()
         layers, in_channels = [], 3
         for i, out_channels in enumerate((12, 12, 24, 24, 24)):
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+                       nn.ReLU(inplace=True)]
             if i < 4:
                 layers.append(nn.MaxPool2d(2))
             in_channels = out_channels
