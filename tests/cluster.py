@@ -7,6 +7,7 @@ node's processes (found by its private temp dir), never other Ray instances.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -288,6 +289,22 @@ def enable_token_auth() -> None:
     """Ray 2.60 token auth with a throwaway token for this session (never the user's)."""
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+@contextlib.contextmanager
+def without_ray_data_io_retries():
+    """Runs started inside fail within seconds at whichever step a storage outage meets.
+    Ray Data's own checkpoint writes retry an unreachable S3 10 times over about 160 s,
+    whatever --storage-attempts says; the datasets a run creates take this process's
+    DataContext, here without the error patterns Ray retries."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved, context.retried_io_errors = context.retried_io_errors, []
+    try:
+        yield
+    finally:
+        context.retried_io_errors = saved
 
 
 def wait_for(condition, timeout: float, what: str):

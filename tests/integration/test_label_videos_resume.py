@@ -14,11 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import ray
 
 from fer_ray import cli, results, storage
 from tests import video_faces
-from tests.cluster import stage_actors, wait_for
+from tests.cluster import stage_actors, wait_for, without_ray_data_io_retries
 from tests.integration.helpers import read_output, run_file
 
 pytestmark = pytest.mark.integration
@@ -175,15 +174,10 @@ def test_failed_runs_leave_the_committed_result_as_it_was(ray_cluster, s3_server
     # storage gone mid-run, past the retries: the run fails, the committed result stays
     storage.write_bytes(f"{source}/d.mp4", (originals / "a.mp4").read_bytes())
     impatient = ["--storage-attempts", "2", "--storage-backoff-s", "0.1", "--storage-max-backoff-s", "0.1"]
-    # Ray Data's own checkpoint writes retry an unreachable S3 10 times over about 160 s,
-    # whatever --storage-attempts says; the run's datasets take this process's DataContext,
-    # so without those retries the run fails within seconds at whichever step the outage meets.
-    context = ray.data.DataContext.get_current()
-    ray_retries, context.retried_io_errors = context.retried_io_errors, []
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(code=cli.main(
         ["label-videos", "--input", source, "--output", output, *ARGS, *impatient])), daemon=True)
-    try:
+    with without_ray_data_io_retries():
         thread.start()
         runs = storage.join(output, results.RUNS_DIR)
         wait_for(lambda: len(storage.list_dirs(runs)) > 1 or not thread.is_alive(), 300, "the new run to be staged")
@@ -192,8 +186,6 @@ def test_failed_runs_leave_the_committed_result_as_it_was(ray_cluster, s3_server
             thread.join(timeout=300)
         finally:
             s3_server.start()
-    finally:
-        context.retried_io_errors = ray_retries
     assert not thread.is_alive() and outcome.get("code") == 1, outcome
     assert storage.read_bytes(marker) == before
     assert read_output(output, "frames").equals(frames)

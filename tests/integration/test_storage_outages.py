@@ -16,7 +16,7 @@ import pytest
 from fer_ray import results, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
 from fer_ray.storage import StorageUnavailable
-from tests.cluster import wait_for
+from tests.cluster import wait_for, without_ray_data_io_retries
 from tests.integration.helpers import read_output, run_preprocess
 
 pytestmark = pytest.mark.integration
@@ -151,17 +151,18 @@ def test_an_outage_past_the_retries_fails_the_run_and_the_rerun_resumes(s3_serve
     before = storage.read_bytes(storage.join(output, "_commit.json"))
     impatient = ["--storage-attempts", "2", "--storage-backoff-s", "0.1", "--storage-max-backoff-s", "0.1"]
     capsys.readouterr()
-    thread, outcome = in_thread(cli.main, ["preprocess", "--layout", "jaffe", "--input", s3_jaffe, "--output", output,
-                                           "--rows-per-file", "16", *impatient])
-    wait_for(lambda: committed_units(output) >= 1 or not thread.is_alive(), 300, "a committed unit")
-    assert thread.is_alive()
-    # The storage stays down until the run gives up: a fixed-length outage could fall while the
-    # run computes faces without touching storage, and it would then end 0 (seen on a slow machine).
-    s3_server.stop()
-    try:
-        thread.join(timeout=300)
-    finally:
-        s3_server.start()
+    with without_ray_data_io_retries():
+        thread, outcome = in_thread(cli.main, ["preprocess", "--layout", "jaffe", "--input", s3_jaffe, "--output",
+                                               output, "--rows-per-file", "16", *impatient])
+        wait_for(lambda: committed_units(output) >= 1 or not thread.is_alive(), 300, "a committed unit")
+        assert thread.is_alive()
+        # The storage stays down until the run gives up: a fixed-length outage could fall while the
+        # run computes faces without touching storage, and it would then end 0 (seen on a slow machine).
+        s3_server.stop()
+        try:
+            thread.join(timeout=300)
+        finally:
+            s3_server.start()
     assert not thread.is_alive(), "the run waited on storage forever"
     err = capsys.readouterr().err.strip().splitlines()
     assert outcome.get("value") == 1, outcome
