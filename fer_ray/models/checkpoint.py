@@ -165,11 +165,30 @@ def build_model(checkpoint: dict, expect_family: str | None = None) -> torch.nn.
         raise ConfigError(f"checkpoint: it holds a {name!r} model, not {expect_family!r}")
     cfg = config_of(checkpoint)
     model = create_model(name, num_classes=len(checkpoint["class_names"]), **architecture(cfg))
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise ConfigError(f"checkpoint: weights do not fit family {name!r}: {err}") from None
+    load_weights(model, checkpoint["model"], f"checkpoint: weights do not fit family {name!r}",
+                 "it was saved by another version of the family; train it again")
     return model.eval()
+
+
+def load_weights(model: torch.nn.Module, weights: dict, what: str, advice: str) -> None:
+    """model.load_state_dict(weights), or a one-line ConfigError `what (how they differ); advice`.
+    Weights saved before a family changed shape (a layer added, a width changed) meet this;
+    torch's own message lists every key over many lines."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise ConfigError(f"{what} ({weights_mismatch(model.state_dict(), weights)}); {advice}") from None
+
+
+def weights_mismatch(expected: dict, saved: dict) -> str:
+    """How saved weights differ from a model's: counts of missing, unexpected and reshaped
+    tensors, each with its first name."""
+    differences = {
+        "missing": [name for name in expected if name not in saved],
+        "unexpected": [name for name in saved if name not in expected],
+        "of another shape": [name for name in expected if name in saved and saved[name].shape != expected[name].shape],
+    }
+    return ", ".join(f"{len(names)} {kind}, e.g. {names[0]!r}" for kind, names in differences.items() if names)
 
 
 def architecture(cfg: TrainConfig) -> dict:

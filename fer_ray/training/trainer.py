@@ -80,6 +80,11 @@ def check_resume(cfg: TrainConfig, info: data.DataInfo) -> None:
             f"output: {cfg.output} holds a {state['model_name']!r} run over {len(state['class_names'])} classes, "
             f"which cannot resume as {cfg.model!r} over {len(info.class_names)}; choose another --output "
             f"or pass --resume false to start over there")
+    # the workers would fail on weights saved by another version of the family, after start-up
+    ckpt.load_weights(create_model(cfg.model, num_classes=len(info.class_names), **ckpt.architecture(cfg)),
+                      state["model"], f"output: {cfg.output} holds a {cfg.model!r} run whose weights do not fit "
+                      f"this version's {cfg.model!r}", "choose another --output or pass --resume false to start "
+                      "over there")
 
 
 def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bool = True,
