@@ -5,6 +5,7 @@ the checkpoint and its model (no Ray Train in the actor).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -70,7 +71,11 @@ class ClassifyStage(Stage):
 
     @torch.no_grad()
     def classified(self, batch: dict) -> dict:
-        tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in MODEL_INPUTS if key in batch}
+        with warnings.catch_warnings():
+            # Arrow's arrays are read-only; nothing writes to these tensors (the batcher makes
+            # float copies), so torch's warning about it would only fill the run's log.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = {key: torch.from_numpy(np.asarray(batch[key])) for key in MODEL_INPUTS if key in batch}
         inputs = (channels_last(value) for value in self.batcher.inputs(tensors))
         logits = self.model(*inputs).float()
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()
