@@ -83,8 +83,13 @@ class StagedRun:
 
     @property
     def reserved_cpus(self) -> int:
-        """CPUs Ray's own operators of this run hold (a pool sized to the cluster leaves them)."""
-        return CHECKPOINT_FILTER_CPUS if self.units_skipped else 0
+        """CPUs Ray's own operators of this run hold (a pool sized to the cluster leaves them).
+
+        Any resumed run, not only one with inputs counted as committed when it was planned: a
+        failed attempt's last write can commit Ray's checkpoint after that (seen after a storage
+        outage), and Ray then lists the checkpoint, in a task needing a whole CPU, beside a face
+        pool that had taken every CPU: it waited forever."""
+        return CHECKPOINT_FILTER_CPUS if self.state == RESUMED else 0
 
     def report(self) -> dict:
         return {"run": self.id, "run_state": self.state, "units_skipped": self.units_skipped,
