@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 EXECUTION_FIELDS = ("output", "workers", "batch_size", "num_gpus", "restart", "rows_per_file", "retry")
 RUN_FILE = "run.json"
 NEW, RESUMED, RESTARTED, UP_TO_DATE = "new", "resumed", "restarted", "up to date"
-# Ray inserts a checkpoint filter into a resumed run: an actor that holds one CPU.
+# Ray reads its checkpoint in a resumed run: a listing task that needs a whole CPU.
 CHECKPOINT_FILTER_CPUS = 1
 
 
