@@ -2,15 +2,16 @@
 resource requests to the cluster it joined."""
 from __future__ import annotations
 
-import gc
 import math
 import os
 import socket
 import sys
+import weakref
 from dataclasses import dataclass
 
 import ray
 import ray.data
+from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 from fer_ray.config import ConfigError
 
@@ -22,25 +23,89 @@ from fer_ray.config import ConfigError
 # (bench/preprocess.py). A few spare idle workers keep one warm for the next short task.
 SPARE_IDLE_WORKERS = 4
 SOFT_LIMIT_VARIABLE = "RAY_num_workers_soft_limit"
+CLUSTER_ANSWER_S = 5  # a head that takes longer to accept a connection is as good as down
 
 
 def start_ray() -> None:
     """Connect to the cluster named by RAY_ADDRESS (or a running local one), else start a
     local instance. The worker limit applies to an instance started here; a cluster's
     nodes get it from their own start command (see cluster/)."""
+    callbacks = ray.data.DataContext.get_current().custom_execution_callback_classes
+    if KillActorsOfFailedRuns not in callbacks:
+        callbacks.append(KillActorsOfFailedRuns)
     if ray.is_initialized():
-        # Ray Data lets go of a failed run's actors by dropping its references to them, and
-        # the failure's traceback keeps those in reference cycles until Python's cycle
-        # collector runs, which can be never. Until then they hold their CPUs, and the
-        # next run in this process (a resume after a failure) would wait on them forever.
-        gc.collect()
         return
+    check_ray_address()
     os.environ.setdefault(SOFT_LIMIT_VARIABLE, worker_soft_limit(os.cpu_count() or 1))
     ray.init(log_to_driver=_ray_output_shown, **local_instance_settings())
     if not _ray_output_shown:
         # Ray Data's own progress (tqdm bars on a terminal, log records elsewhere): the job
         # shows its own (fer_ray.progress); on a terminal Ray's bars would draw over it
         ray.data.DataContext.get_current().enable_progress_bars = not sys.stdout.isatty()
+
+
+def check_ray_address() -> None:
+    """Fail in seconds, naming the variable, when RAY_ADDRESS names a cluster that does not
+    answer or that refuses our token: ray.init would retry a silent address for minutes
+    and, on a wrong token, end with only "Failed to connect to Ray cluster"."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    given = os.environ.get("RAY_ADDRESS", "")
+    if given in ("", "auto", "local"):
+        return  # a local instance: started here, or found among this machine's live processes
+    client = given.startswith("ray://")
+    try:
+        address = given.removeprefix("ray://") if client else canonicalize_bootstrap_address(given)
+        host, port = address.rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=CLUSTER_ANSWER_S).close()
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"RAY_ADDRESS: no Ray cluster answers at {given!r} ({error}): expected the head "
+                          "node's host:port (its port 6379 unless `ray start --head --port` said otherwise) "
+                          "or ray://host:port for Ray Client; the dashboard's http://...:8265 is for `ray job "
+                          "submit`. Start the cluster, correct the address, or unset RAY_ADDRESS to run on a "
+                          "local instance") from None
+    if not client:
+        check_token_accepted(address)
+
+
+def check_token_accepted(address: str) -> None:
+    from ray._raylet import GcsClient
+
+    try:
+        GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        raise ConfigError(f"RAY_AUTH_TOKEN: the Ray cluster at {address} refused this process's token: set "
+                          "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or the file "
+                          "~/.ray/auth_token that `ray get-auth-token` prints)") from None
+
+
+class KillActorsOfFailedRuns(ExecutionCallback):
+    """Kills a failed run's actors (face detectors, classifiers) when the run fails.
+
+    Ray Data lets go of them by dropping its references and leaves the rest to reference
+    counting, but the failure's traceback reaches them (through the executor's frames), and
+    whatever keeps that traceback (pytest's and IPython's `sys.last_traceback`, a logged
+    exception, a notebook's history) keeps them alive holding their CPUs: the next run in
+    that process (a resume after a storage outage, say) then waits for CPUs forever. The
+    handles are held weakly, so that actors Ray Data scales down mid-run still go."""
+
+    def __init__(self):
+        self.actors: weakref.WeakSet = weakref.WeakSet()
+
+    def on_execution_step(self, executor) -> None:
+        for op in executor._topology:
+            for pool in op.get_autoscaling_actor_pools():
+                # private in Ray 2.60 (pinned): the pool's handles, started and starting
+                self.actors.update(pool._running_actors)
+                self.actors.update(pool._pending_actors.values())
+
+    def after_execution_fails(self, executor, error: Exception) -> None:
+        for actor in list(self.actors):
+            ray.kill(actor)
+        self.actors.clear()
+
+    def after_execution_succeeds(self, executor) -> None:
+        self.actors.clear()
 
 
 def local_instance_settings() -> dict:

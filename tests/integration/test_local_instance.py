@@ -1,8 +1,11 @@
-"""A local Ray instance that fer-ray starts while another one runs on the machine (here the
-session's head node): Ray code in its workers must still reach its own dashboard."""
+"""Joining Ray: a local instance that fer-ray starts while another one runs on the machine (here
+the session's head node), whose workers must still reach their own dashboard; and a RAY_ADDRESS
+where nothing answers, or a cluster that refuses the token, failing in seconds, naming the
+variable, before any output is written."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -39,3 +42,36 @@ def test_workers_of_a_local_instance_reach_its_dashboard_beside_another_instance
     # Train's placement-group cleaner and hung sweeps); the address fer-ray gives works
     assert "multiple active Ray instances" in untold
     assert told == "True"
+
+
+def preprocess_joining(tmp_path, **env) -> subprocess.CompletedProcess:
+    """`fer-ray preprocess` of the JAFFE sample with these environment changes; a join that hangs
+    fails by the timeout (Ray alone retried a silent address for minutes)."""
+    from fer_ray.sample_data import write_sample_data
+
+    raw = write_sample_data(str(tmp_path / "raw"), layouts=("jaffe",))["jaffe"]["uri"]
+    command = [sys.executable, "-m", "fer_ray.cli", "preprocess", "--layout", "jaffe", "--input", raw,
+               "--output", str(tmp_path / "out")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FER_RAY_LOG_DIR": str(tmp_path), **env})
+
+
+def test_an_address_where_no_cluster_answers_fails_naming_ray_address(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        silent = f"127.0.0.1:{closed.getsockname()[1]}"
+    for address in (silent, "http://127.0.0.1:8265"):
+        done = preprocess_joining(tmp_path, RAY_ADDRESS=address)
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert done.stderr.splitlines()[-1].startswith(
+            f"fer-ray: configuration error: RAY_ADDRESS: no Ray cluster answers at '{address}'"), done.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_cluster_that_refuses_the_token_fails_naming_the_token(ray_cluster, tmp_path):
+    done = preprocess_joining(tmp_path, RAY_ADDRESS=ray_cluster.address, RAY_AUTH_TOKEN="0" * 64)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("fer-ray: configuration error: RAY_AUTH_TOKEN: the Ray cluster at "), last
+    assert "0" * 64 not in done.stderr + done.stdout  # the token itself is never printed
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ from fer_ray import storage
 from fer_ray.config import ConfigError, PreprocessConfig, TrainConfig, TuneConfig
 from fer_ray.pipelines import preprocess
 from fer_ray.training import sweep, trainer
+from tests.cluster import stage_actors, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,25 @@ def test_gpu_face_actors_on_a_cluster_without_gpus_fail_from_the_cli(tmp_path, r
     with pytest.raises(ConfigError, match="^num_gpus: "):  # the same check in-process
         preprocess.run(PreprocessConfig(layout="fer2013", input=str(tmp_path / "fer2013.csv"),
                                         output=str(output), num_gpus=0.5))
+
+
+def test_a_failed_run_lets_go_of_its_cpus_while_its_traceback_is_kept(ray_cluster):
+    """A failed run's actors go when it fails, even while something keeps its traceback (pytest
+    keeps a failed test's, a notebook the last one): kept alive, they held their CPUs and the
+    next run in the process waited for them forever."""
+    import ray
+
+    from fer_ray import runtime
+
+    runtime.start_ray()
+
+    class RefusesEveryBatch:
+        def __call__(self, batch):
+            raise ValueError("refused")
+
+    failing = ray.data.range(4, override_num_blocks=2).map_batches(RefusesEveryBatch, concurrency=1, num_cpus=1)
+    with pytest.raises(Exception) as failed:
+        failing.materialize()
+    kept = failed.value.__traceback__
+    wait_for(lambda: not stage_actors("RefusesEveryBatch"), 60, "the failed run's actor to go")
+    assert kept is not None
