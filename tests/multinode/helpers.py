@@ -9,7 +9,7 @@ import signal
 import threading
 from collections import Counter
 
-from ray.util.state import list_jobs, list_tasks
+from ray.util.state import list_actors, list_jobs, list_tasks
 
 from tests.cluster import LocalCluster, WorkerNode, wait_for
 from tests.integration.helpers import read_output
@@ -80,3 +80,11 @@ def _comparable(value):
     if isinstance(value, dict):
         return {key: _comparable(item) for key, item in value.items()}
     return value
+
+
+def train_worker_nodes(cluster: LocalCluster, output: str) -> set[str]:
+    """The nodes of the live Ray Train workers of the job that writes `output`."""
+    job = job_id(cluster, output)
+    actors = list_actors(address=cluster.head.dashboard, filters=[("job_id", "=", job), ("state", "=", "ALIVE")],
+                         limit=10_000, raise_on_missing_output=False)
+    return {actor.node_id for actor in actors if actor.class_name == "RayTrainWorker"}

@@ -1,21 +1,36 @@
-"""Preprocessing and labelling through `ray job submit` on a head node and two worker nodes on this
-machine (tests/cluster.py LocalCluster): the face and segment actors' batches ran on both workers
+"""Preprocessing, labelling and training through `ray job submit` on a head node and two worker
+nodes on this machine (tests/cluster.py LocalCluster): the face and segment actors' batches ran on both workers
 (Ray's state API says where), the outputs equal a run on the session's single node, and a job
 whose second worker node loses its raylet in mid-run (SIGKILL, while a batch runs there) still
 finishes with the same outputs: every input one manifest/videos row, no face row lost or doubled.
+Training that loses a node running one of its workers resumes from its last checkpoint.
 
 One cluster for the module (a node costs ~200 MB and a few processes); the preprocessing node-loss
 test replaces the lost node afterwards, as an autoscaler would, for the labelling one."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import threading
 from collections import Counter
 
 import pytest
 
 from fer_ray import storage
+from tests.cluster import wait_for
+from tests.conftest import TRAIN_JOB
 from tests.integration.helpers import read_output
 from tests.integration.test_label_videos import ARGS, check_outputs, write_inputs
-from tests.multinode.helpers import ROOT, batches_by_node, rows, stage_tasks, submit, submit_losing_a_node
+from tests.multinode.helpers import (
+    ROOT,
+    batches_by_node,
+    rows,
+    stage_tasks,
+    submit,
+    submit_losing_a_node,
+    train_worker_nodes,
+)
 
 pytestmark = pytest.mark.job
 
@@ -116,3 +131,33 @@ def test_label_videos_job_spreads_and_survives_losing_a_node(three_nodes, one_no
     assert sorted(names) == sorted(set(names)) and len(names) == len(storage.list_files(videos))
     check_outputs(output)
     assert label_rows(output) == label_rows(one_node_labels)
+
+
+def test_training_job_resumes_from_its_checkpoint_after_losing_a_node(three_nodes, fer_shards, bucket):
+    """`jobs/train.py` with two workers of 0.5 CPU (the cluster's 2 CPUs less the one the trainer
+    leaves Ray Data). Once two epoch checkpoints are on storage, a node that runs a training
+    worker loses its raylet (the worker dies with it) and a new node takes its place, as an
+    autoscaler would start one: Ray Train restarts the worker group from the last checkpoint,
+    and no epoch is lost or run twice."""
+    output = f"{bucket}/multinode/train-node-lost"
+    args = ["--data", fer_shards, "--output", output, *[f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_JOB.items()]]
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(done=submit(three_nodes, "train", args)), daemon=True)
+    thread.start()
+    checkpoints = f"{output}/train"
+    wait_for(lambda: not thread.is_alive() or storage.exists(checkpoints) and sum(
+        uri.endswith("checkpoint.pt") for uri in storage.list_files(checkpoints)) >= 2, 400, "two epoch checkpoints")
+    assert thread.is_alive(), outcome
+    nodes = wait_for(lambda: train_worker_nodes(three_nodes, output), 60, "the training workers' nodes")
+    print(f"training workers on {len(nodes)} of the 2 worker nodes")
+    lost = next(worker for worker in three_nodes.workers if worker.node_id in nodes)
+    os.kill(lost.raylet().pid, signal.SIGKILL)
+    three_nodes.replace(lost)
+    thread.join(timeout=900)
+    done = outcome.get("done")
+    assert done is not None and done.returncode == 0, done and done.stdout[-3000:] + done.stderr[-3000:]
+    history = json.loads(storage.read_bytes(f"{output}/metrics.json"))["history"]
+    assert [h["epoch"] for h in history] == list(range(TRAIN_JOB["epochs"]))
+    restarts = [h for h in history if h["restored_from_epoch"] >= 0]
+    assert restarts, history
+    assert restarts[0]["epoch"] == restarts[0]["restored_from_epoch"] + 1  # right after the checkpoint
