@@ -4,8 +4,10 @@ every input is accounted for, and the driver's memory stays flat.
 A local Ray instance is started with a small object store (default 150 MiB), and the job
 reads a `folder` layout of large, noisy photos (JPEG, default 280 of about 2.2 MiB: about 4x
 the store). The encoded photos travel through the object store from the read tasks to the
-face actors. The script prints the input/store ratio, what Ray spilled to disk and restored
-(from its memory summary), the driver's RSS before, at peak and after, and the throughput.
+face actors. The same job then runs again with a store that holds the input twice over (the
+baseline: nothing has to spill), and the script prints, for both, the input/store ratio, what
+Ray spilled to disk and restored (from its memory summary), the driver's RSS before, at peak
+and after, and the throughput; the last line compares the two throughputs.
 Ray Data's streaming executor keeps what is in flight under the store's size (backpressure),
 so "spilled 0" is a possible, good outcome: it means the store never had to overflow.
 
@@ -87,6 +89,39 @@ def spilled_and_restored_mib() -> tuple[int, int]:
     return int(spilled.group(1)) if spilled else 0, int(restored.group(1)) if restored else 0
 
 
+def run_once(photos: str, out: str, store_mib: int, cpus: int, ray_dir: str) -> dict:
+    """The preprocessing job on a fresh local instance with this object store: its figures."""
+    import ray
+
+    from fer_ray.config import PreprocessConfig
+    from fer_ray.pipelines import preprocess
+
+    ray.init(num_cpus=cpus, object_store_memory=store_mib * MIB, _temp_dir=ray_dir, include_dashboard=False,
+             log_to_driver=False)
+    try:
+        before = psutil.Process().memory_info().rss
+        with PeakRss() as rss:
+            started = time.perf_counter()
+            summary = preprocess.run(PreprocessConfig(layout="folder", input=photos, output=out, workers=cpus))
+            seconds = time.perf_counter() - started
+        after = psutil.Process().memory_info().rss
+        spilled, restored = spilled_and_restored_mib()
+    finally:
+        ray.shutdown()
+    return {"summary": summary, "seconds": seconds, "spilled": spilled, "restored": restored,
+            "rss": (before, rss.peak, after)}
+
+
+def report(name: str, store_mib: int, photos: int, input_bytes: int, run: dict) -> None:
+    before, peak, after = run["rss"]
+    print(f"{name}: object store {store_mib} MiB (input/store {input_bytes / MIB / store_mib:.1f}x): "
+          f"{run['seconds']:.0f} s, {photos / run['seconds']:.2f} photos/s; statuses {run['summary']['status']}; "
+          f"every input accounted for: {run['summary']['inputs'] == photos}")
+    print(f"  spilled {run['spilled']} MiB, restored {run['restored']} MiB (Ray's memory summary); driver RSS "
+          f"{before / MIB:.0f} MiB before, {peak / MIB:.0f} at peak, {after / MIB:.0f} after "
+          f"(peak - before: {(peak - before) / MIB:.0f} MiB, {(peak - before) / input_bytes:.2f}x the input)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=280)
@@ -95,40 +130,24 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
 
-    import ray
-
-    from fer_ray.config import PreprocessConfig
-    from fer_ray.pipelines import preprocess
-
     with tempfile.TemporaryDirectory() as tmp:
+        photos = os.path.join(tmp, "photos")
         started = time.perf_counter()
-        input_bytes = write_photos(os.path.join(tmp, "photos"), args.photos, args.side)
+        input_bytes = write_photos(photos, args.photos, args.side)
         print(f"input: {args.photos} photos, {input_bytes / MIB:.0f} MiB "
               f"({time.perf_counter() - started:.0f} s to draw)")
-        ray.init(num_cpus=args.cpus, object_store_memory=args.object_store_mb * MIB,
-                 _temp_dir=os.path.join(tmp, "ray"), include_dashboard=False, log_to_driver=False)
-        rss_before = psutil.Process().memory_info().rss
-        config = PreprocessConfig(layout="folder", input=os.path.join(tmp, "photos"),
-                                  output=os.path.join(tmp, "out"), workers=args.cpus)
-        with PeakRss() as rss:
-            started = time.perf_counter()
-            summary = preprocess.run(config)
-            seconds = time.perf_counter() - started
-        spilled, restored = spilled_and_restored_mib()
-        rss_after = psutil.Process().memory_info().rss
-        ray.shutdown()
-
-    accounted = summary["inputs"] == args.photos
-    print(f"object store: {args.object_store_mb} MiB; input/store: {input_bytes / MIB / args.object_store_mb:.1f}x")
-    print(f"finished in {seconds:.0f} s, {args.photos / seconds:.2f} photos/s "
-          f"({input_bytes / MIB / seconds:.1f} MiB/s); statuses {summary['status']}; "
-          f"every input accounted for: {accounted}")
-    print(f"spilled {spilled} MiB, restored {restored} MiB (Ray's memory summary)")
-    print(f"driver RSS: {rss_before / MIB:.0f} MiB before, {rss.peak / MIB:.0f} MiB at peak, "
-          f"{rss_after / MIB:.0f} MiB after (peak - before: {(rss.peak - rss_before) / MIB:.0f} MiB, "
-          f"{(rss.peak - rss_before) / input_bytes:.2f}x the input)")
-    if not accounted:
-        sys.exit(f"{summary['inputs']} manifest rows for {args.photos} photos")
+        # the baseline: a store that holds the whole input twice over, so nothing needs to spill
+        stores = {"small store": args.object_store_mb, "ample store": max(2 * input_bytes // MIB, 512)}
+        runs = {name: run_once(photos, os.path.join(tmp, f"out-{i}"), mib, args.cpus, os.path.join(tmp, f"ray-{i}"))
+                for i, (name, mib) in enumerate(stores.items())}
+    for name, run in runs.items():
+        report(name, stores[name], args.photos, input_bytes, run)
+    ours, baseline = (args.photos / runs[name]["seconds"] for name in stores)
+    print(f"bench spilling: ours={ours:.2f} photos/s, baseline={baseline:.2f} photos/s, "
+          f"ratio={ours / baseline:.2f} (target >= 0.8)")
+    lost = {name: run["summary"]["inputs"] for name, run in runs.items() if run["summary"]["inputs"] != args.photos}
+    if lost:
+        sys.exit(f"manifest rows for {args.photos} photos: {lost}")
 
 
 if __name__ == "__main__":
