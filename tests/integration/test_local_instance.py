@@ -60,7 +60,7 @@ def test_an_address_where_no_cluster_answers_fails_naming_ray_address(tmp_path):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         silent = f"127.0.0.1:{closed.getsockname()[1]}"
-    for address in (silent, "http://127.0.0.1:8265"):
+    for address in (silent, f"ray://{silent}", "http://127.0.0.1:8265"):
         done = preprocess_joining(tmp_path, RAY_ADDRESS=address)
         assert done.returncode == 2, done.stderr[-3000:]
         assert done.stderr.splitlines()[-1].startswith(
