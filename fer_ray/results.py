@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -149,14 +150,20 @@ def arrow_dataset(uris: list[str]) -> pads.Dataset:
     return pads.dataset([storage.resolve(uri)[1] for uri in uris], filesystem=fs, format="parquet")
 
 
-def read_dataset(uris: list[str], columns: list[str] | None = None, where=None) -> ray.data.Dataset:
+def read_dataset(uris: list[str], columns: list[str] | None = None, where=None,
+                 task_args: dict | None = None) -> ray.data.Dataset:
     """Committed Parquet files as a Ray dataset, one block per file read by a task that needs a
-    tenth of a CPU; `where`, a pyarrow compute expression, keeps the rows it is true for. Ray
+    tenth of a CPU (or what `task_args` ask: a map whose task asks the same is fused into the
+    read task); `where`, a pyarrow compute expression, keeps the rows it is true for. Ray
     Data's read_parquet (and its default map and filter tasks) need a whole free CPU each: in a
     Tune sweep whose trials' placement groups hold all but 0.99 of the CPUs (a stopped trial's
     group not yet released is enough) they waited forever for one."""
-    return ray.data.read_datasource(CommittedFiles(uris, columns, where), num_cpus=LIGHT_CPUS,
-                                    override_num_blocks=max(1, len(uris)))
+    args = dict(task_args or {"num_cpus": LIGHT_CPUS})
+    num_cpus = args.pop("num_cpus")
+    with warnings.catch_warnings():  # retries have no named parameter in Ray 2.60 (stages.base says more)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ray.data.read_datasource(CommittedFiles(uris, columns, where), num_cpus=num_cpus,
+                                        ray_remote_args=args or None, override_num_blocks=max(1, len(uris)))
 
 
 class CommittedFiles(Datasource):

@@ -29,11 +29,10 @@ from fer_ray.datasets.common import Lister
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.predict import preprocess_config
-from fer_ray.pipelines.synthesize import sort_shuffle
 from fer_ray.pipelines.writer import Folder, ShardSink
 from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
 from fer_ray.schema import Status, VideoStatus
-from fer_ray.stages.base import apply_group_stage, apply_stage
+from fer_ray.stages.base import apply_group_stage, apply_stage, sort_shuffle
 from fer_ray.stages.classify import classifier_arrays, classify
 from fer_ray.stages.face import FaceStage
 from fer_ray.stages.video import (

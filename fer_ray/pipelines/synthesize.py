@@ -1,12 +1,12 @@
 """Synthesize: a preprocess output's faces/ -> mixed-emotion faces in mixed/, a manifest,
 a summary and a 7x7 contact sheet per sampled subject.
 
-Faces are grouped by subject on the cluster (Ray Data groupby); faces without a subject
-(they can only be reported) form one group, without their pixels.
+No pixels travel through a shuffle: a planning task cuts the subjects into work units from
+the `subject` column alone, and each fusing task reads its unit's faces straight from the
+faces/ files (pipelines.fusion_units).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -14,24 +14,19 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.data
-from ray.data.context import ShuffleStrategy
 
 from fer_ray import config, labels, results, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig
-from fer_ray.pipelines import runs
+from fer_ray.pipelines import fusion_units, runs
 from fer_ray.pipelines.writer import Folder, ShardSink
-from fer_ray.runtime import LIGHT_CPUS, start_ray
-from fer_ray.stages.base import apply_group_stage
-from fer_ray.stages.fusion import FuseSubjectsStage
+from fer_ray.runtime import LIGHT_CPUS, SYSTEM_FAILURE_RETRIES, available_cpus, start_ray
+from fer_ray.stages.base import apply_stage
+from fer_ray.stages.fusion import FACE_COLUMNS, FuseUnitsStage
 from fer_ray.vision.draw import contact_sheet, encode_png
 
-# What the stage reads of faces/: everything but the columns a fused face does not inherit.
-FACE_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_name", "face_index",
-                "face", "face_shape", "landmarks", "det_score", "detector", "landmarker"]
 OUTPUT_FOLDERS = {"mixed": Folder("is_mixed", schema.MIXED), "manifest": Folder("is_manifest", schema.MIXED_MANIFEST)}
 
 
@@ -79,9 +74,8 @@ def run(cfg: SynthesizeConfig) -> dict:
     runs.begin(staged, config.to_yaml(cfg))
     sink = ShardSink(staged.uri(), face_bytes=faces.face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts,
                      rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    with sort_shuffle():
-        sink.write_dataset(runs.checkpointed(staged, fused_rows(faces.files, cfg), "sample_id"), "synthesize",
-                           faces.rows, "faces")
+    units = planned_units(faces, staged, cfg)
+    sink.write_dataset(runs.checkpointed(staged, fused_rows(units, cfg), "unit"), "synthesize", faces.rows, "faces")
     totals = runs.finish_counts(staged, faces.rows)
     summary = make_summary(cfg, staged, totals, sink.totals)
     summary["contact_sheets"] = write_contact_sheets(cfg, staged, faces.files, summary["mixed_by_subject"])
@@ -90,32 +84,23 @@ def run(cfg: SynthesizeConfig) -> dict:
     return summary
 
 
-def fused_rows(files: list[str], cfg: SynthesizeConfig) -> ray.data.Dataset:
-    """One read, grouped by subject. One path from read to write: a resumed run filters its
-    committed faces once (two branches of the read would each hold a filter actor's CPU)."""
-    faces = results.read_dataset(files, FACE_COLUMNS).map_batches(without_nameless_pixels, batch_format="pyarrow",
-                                                           num_cpus=LIGHT_CPUS)
-    return apply_group_stage(faces, "subject", FuseSubjectsStage, cfg)
+def planned_units(faces: SynthesisInput, staged: runs.StagedRun, cfg: SynthesizeConfig) -> list[str]:
+    """The run's unit files, planned by a task (the driver holds nothing per face)."""
+    plan = ray.remote(num_cpus=LIGHT_CPUS, max_retries=SYSTEM_FAILURE_RETRIES)(fusion_units.write_plan)
+    return ray.get(plan.remote(faces.files, faces.face_bytes, available_cpus(),
+                               fusion_units.plan_uri(cfg.output, staged.id), cfg.retry))
 
 
-def without_nameless_pixels(table: pa.Table) -> pa.Table:
-    """Faces without a subject can only be reported (there is no second expression of the
-    same person to fuse with): their one group shuffles no pixels."""
-    face = pc.if_else(pc.equal(table["subject"], ""), pa.scalar(b"", pa.binary()), table["face"])
-    return table.set_column(table.schema.get_field_index("face"), "face", face)
-
-
-@contextlib.contextmanager
-def sort_shuffle():
-    """Group with Ray Data's sort-based shuffle while the job runs. The default hash shuffle
-    starts aggregator actors first: about 10 s more on the sample data, measured side by side."""
-    context = ray.data.DataContext.get_current()
-    previous = context.shuffle_strategy
-    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    try:
-        yield
-    finally:
-        context.shuffle_strategy = previous
+def fused_rows(units: list[str], cfg: SynthesizeConfig) -> ray.data.Dataset:
+    """One task per unit reads its plan and fuses its faces (the read and the map ask for the
+    same CPUs, so Ray fuses them: no task of its own, and its worker, for a one-row read)."""
+    task = {"num_cpus": FuseUnitsStage.num_cpus, "max_retries": SYSTEM_FAILURE_RETRIES}
+    ds = apply_stage(results.read_dataset(units, task_args=task), FuseUnitsStage, cfg, whole_blocks=True)
+    # Ray Data's per-operator reservations give the fusing tasks, next to the writer, a budget
+    # of about one and a quarter CPUs on a 2-CPU node: one unit at a time. Without them the
+    # tasks take every free CPU (the sample at scale 20: 14 s instead of 24 s).
+    ds.context.op_resource_reservation_enabled = False
+    return ds
 
 
 def synthesis_counts(rows: dict, keep: dict[str, np.ndarray]) -> dict:

@@ -9,10 +9,12 @@ declare its needs; `apply_stage` turns them into the right `map_batches` call.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
 import ray.data
+from ray.data.context import ShuffleStrategy
 
 from fer_ray.runtime import ACTOR_TASK_RETRIES, SYSTEM_FAILURE_RETRIES, actor_pool_size
 
@@ -64,6 +66,19 @@ def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cf
     the groups are formed on the cluster, never collected on the driver)."""
     return ds.groupby(key).map_groups(_run_task_stage, fn_args=(stage_cls, cfg), batch_format="numpy",
                                       num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus)
+
+
+@contextlib.contextmanager
+def sort_shuffle():
+    """Group with Ray Data's sort-based shuffle while the job runs. The default hash shuffle
+    starts aggregator actors first: about 10 s more on the sample data, measured side by side."""
+    context = ray.data.DataContext.get_current()
+    previous = context.shuffle_strategy
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        context.shuffle_strategy = previous
 
 
 def _run_task_stage(batch: dict, stage_cls: type[Stage], cfg) -> dict:

@@ -21,14 +21,19 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.data.block import BlockAccessor
 
-from fer_ray import labels, schema
+from fer_ray import labels, schema, storage
 from fer_ray.config import SynthesizeConfig
 from fer_ray.schema import FUSED_LANDMARKER, MixedStatus, face_array
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision.fusion import fuse, landmarks_problem
 
 BASIC = set(labels.BASIC7)
+# What fusion reads of faces/: everything but the columns a fused face does not inherit.
+FACE_COLUMNS = ["sample_id", "dataset", "source_uri", "subject", "split", "label_name", "face_index",
+                "face", "face_shape", "landmarks", "det_score", "detector", "landmarker"]
 
 
 def mixed_sample_id(parent_primary: str, parent_secondary: str, cfg: SynthesizeConfig) -> str:
@@ -131,6 +136,41 @@ class FuseSubjectsStage(Stage):
             weights=np.asarray(result.weights, np.float32), method=cfg.method,
             parent_primary=str(a["sample_id"]), parent_secondary=str(b["sample_id"]), is_mixed=True)
         return schema.row(schema.MIXED_ROWS, **{**identity(a), **fused})
+
+
+class FuseUnitsStage(Stage):
+    """Work units (pipelines.fusion_units) -> FuseSubjectsStage's rows for their faces, read
+    from the faces/ files directly, with each row's `unit` (the id Ray's row checkpoint
+    records, so a resumed run skips the units already written)."""
+    num_cpus = 1.0
+
+    def __init__(self, cfg: SynthesizeConfig):
+        super().__init__(cfg)
+        self.fuse = FuseSubjectsStage(cfg)
+
+    def __call__(self, batch: dict) -> pa.Table:
+        tables = []
+        for unit, files, rows, pixels in zip(batch["unit"], batch["files"], batch["rows"], batch["pixels"]):
+            faces = BlockAccessor.for_block(self.read_faces(files, rows, bool(pixels))).to_batch_format("numpy")
+            fused = self.fuse(faces)
+            tables.append(fused.append_column("unit", pa.array([str(unit)] * fused.num_rows, pa.string())))
+        return pa.concat_tables(tables)
+
+    def read_faces(self, files, rows, pixels: bool) -> pa.Table:
+        """The unit's face rows; without pixels (an empty `face`) for faces that are only reported."""
+        columns = FACE_COLUMNS if pixels else [c for c in FACE_COLUMNS if c != "face"]
+        parts = [read_rows(str(uri), np.asarray(at, np.int64), columns, self.cfg.retry)
+                 for uri, at in zip(files, rows)]
+        table = pa.concat_tables(parts, promote_options="default")  # faces/ files of older runs may differ
+        if not pixels:
+            table = table.append_column("face", pa.array([b""] * table.num_rows, pa.binary()))
+        return table
+
+
+def read_rows(uri: str, rows: np.ndarray, columns: list[str], retry) -> pa.Table:
+    fs, path = storage.resolve(uri)
+    table = storage.retrying(f"read {uri}", lambda: pq.read_table(path, filesystem=fs, columns=columns), retry)
+    return table.take(pa.array(rows))
 
 
 def face_problems(faces: list[dict]) -> dict[str, tuple[str, str]]:
