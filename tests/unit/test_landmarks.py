@@ -73,3 +73,15 @@ def test_every_configured_landmarker_is_one_create_landmarker_builds(name, tmp_p
     for the weights instead of answering 'not valid'."""
     with pytest.raises(FileNotFoundError, match="face.landmark_model"):
         create_landmarker(name, model_path=str(tmp_path / "missing"))
+
+
+def test_points_array_reads_dlib_points_exactly_negative_and_large_ones_included():
+    import dlib
+
+    from fer_ray.vision.landmarks import points_array
+
+    values = [(-7, 3), (0, -12), (4093, 2999), (-1, -1)] + [(i * 37 - 600, 5 - i * 11) for i in range(64)]
+    shape = dlib.full_object_detection(dlib.rectangle(0, 0, 10, 10), dlib.points([dlib.point(*v) for v in values]))
+    got = points_array(shape)
+    assert got.dtype == np.float64 and got.shape == (68, 2)
+    assert np.array_equal(got, np.array([(p.x, p.y) for p in shape.parts()], np.float64))
