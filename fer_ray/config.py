@@ -39,6 +39,9 @@ def opt(default, help_text: str):
     return field(default=default, metadata={"help": help_text})
 
 
+MIN_DETECT_SIDE = 160  # below it a reduced search would miss most faces
+
+
 class ConfigError(ValueError):
     """A bad configuration value; raised before any cluster work."""
 
@@ -57,6 +60,10 @@ class FaceConfig:
     flip_input: bool = opt(False, "FAN: add the heatmaps of the mirrored face (face-alignment's "
                                   "default; twice the work)")
     min_face_size: int = opt(24, "pixels, shorter side of a detected box")
+    detect_side: int = opt(1024, "images whose longer side is above this are searched for faces at a reduced "
+                                 "size with this longer side (the landmarks and the crop still come from the "
+                                 "full image; faces under min_face_size at that size are not found); 0 = "
+                                 "search every image at full size")
     largest_only: bool = opt(False, "keep only the largest face of each image")
     crop: str = opt("eyes", "eyes = level the eye line and cut crop_width x crop_height eye distances "
                             "(seed 001); margin = the detector's box made square and widened by `margin` px a "
@@ -87,6 +94,8 @@ class FaceConfig:
             _positive(f"face.{name}", getattr(self, name))
         if self.margin < 0:
             raise ConfigError(f"face.margin: {show(self.margin)} must be >= 0")
+        if self.detect_side != 0 and self.detect_side < MIN_DETECT_SIDE:
+            raise ConfigError(f"face.detect_side: {show(self.detect_side)} must be 0 (off) or >= {MIN_DETECT_SIDE}")
         if not 0.0 < self.eye_row < 1.0:
             raise ConfigError(f"face.eye_row: {show(self.eye_row)} must be between 0 and 1")
 

@@ -102,6 +102,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     if _is_high_depth(image):
         gray = _high_depth_to_8bit(np.asarray(image))
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if image.mode == "RGB":
+        return np.array(image)  # one copy: convert() would copy first (36 MB for a 12 MP photo)
     return np.asarray(image.convert("RGB")).copy()
 
 

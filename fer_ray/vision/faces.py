@@ -92,7 +92,7 @@ class FaceExtractor:
 
     def _detect(self, images: list[np.ndarray], expected: list) -> list[tuple[np.ndarray, np.ndarray]]:
         whole = [i for i, boxes in enumerate(expected) if boxes is None]
-        found = dict(zip(whole, detect_many(self.detector, [images[i] for i in whole])))
+        found = dict(zip(whole, detect_many(self.detector, [images[i] for i in whole], self.cfg.detect_side)))
         for i, boxes in enumerate(expected):
             if boxes is not None:
                 found[i] = detect_near(self.detector, images[i], boxes, self.cfg.min_face_size)

@@ -535,3 +535,24 @@ def _finish(img: np.ndarray, size: int, rng, noise: float) -> np.ndarray:
         if noise > 0:
             img += rng.standard_normal(img.shape, dtype=np.float32) * noise
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def draw_photo(width: int, height: int, face_side: int, expressions: tuple[str, ...] = ("happy", "sad"),
+               seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """An RGB photo of `width` x `height` (a smooth two-tone background: texture makes Haar find
+    false faces at full size, which would leave nothing to compare) with one drawn face
+    of `face_side` pixels per expression, side by side in its upper half, at a realistic
+    share of a camera frame; also each face's top-left corner. Big photos for the reduced
+    detection path."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    canvas = np.stack([60 + 120 * x / width, 80 + 90 * y / height, np.full_like(x, 140)], -1).astype(np.uint8)
+    corners = []
+    for k, expression in enumerate(expressions):
+        x0 = int(width * (0.08 + k * 0.9 / max(1, len(expressions))))
+        y0 = int(height * (0.12 + 0.1 * (k % 2)))
+        face, _ = draw_face(expression, identity_for(f"photo-{seed}-{k}", seed), face_side, color=True, rng=rng,
+                            face_scale=0.85)
+        canvas[y0:y0 + face_side, x0:x0 + face_side] = face[:height - y0, :width - x0]
+        corners.append((x0, y0))
+    return canvas, corners
