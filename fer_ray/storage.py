@@ -23,13 +23,13 @@ import stat
 import time
 import typing
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from fer_ray import s3_listing
 from fer_ray.schema import Status
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,16 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
-    """An S3 filesystem configured from the environment (never from config)."""
+def _s3_settings() -> tuple[str | None, str, str | None]:
+    """(endpoint, region, access key id) from the environment (never from config)."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return _s3_filesystem(endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"))
+    return endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID")
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the environment (never from config)."""
+    return _s3_filesystem(*_s3_settings())
 
 
 @functools.lru_cache(maxsize=8)
@@ -313,8 +318,8 @@ class Listed:
     error: str = ""
 
 
-# An object store lists one sub-prefix per request stream, a page of 1000 keys per round
-# trip; sub-prefixes are listed side by side on this many threads (pyarrow releases the GIL).
+# An object store lists one sub-prefix or key range per request stream, a page of 1000 keys
+# per round trip; prefixes and ranges are listed side by side on this many threads.
 LIST_THREADS = 16
 # How many directory levels are listed one at a time, at most, to find sub-prefixes to list
 # in parallel: enough for `<split>/<class>/<image>` layouts, few requests for flat ones.
@@ -343,41 +348,82 @@ def list_objects(fs: pafs.FileSystem, path: str, retry: RetryPolicy | None = Non
     """The files under a prefix of an object store, listed on LIST_THREADS threads.
 
     One recursive listing of a large prefix is a single sequential chain of pages. Instead,
-    the first levels are listed one level at a time (each directory of a level on its own
-    thread) until there are at least LIST_THREADS sub-prefixes or SPLIT_LEVELS levels are
-    done; then each sub-prefix is listed recursively on its own thread. Every call retries
-    on its own. A missing top prefix is FileNotFoundError, as with a sequential listing.
+    the first levels are listed one level at a time (every directory of a level side by
+    side) until there are at least LIST_THREADS sub-prefixes or SPLIT_LEVELS levels are
+    done; then the sub-prefixes are listed recursively side by side. A large level or
+    sub-prefix (a flat one has all its keys on one level) is cut into key ranges listed side
+    by side (`s3_listing`). Every request retries on its own. A missing top prefix is
+    FileNotFoundError, as with a sequential listing.
     """
-    files, prefixes = [], [path]
-    with ThreadPoolExecutor(LIST_THREADS, thread_name_prefix="fer-ray-list") as pool:
-        for level in range(SPLIT_LEVELS):
-            if not prefixes or (level and len(prefixes) >= LIST_THREADS):
-                break
-            listed = pool.map(lambda prefix, top=not level: _list_level(fs, prefix, top, retry), prefixes)
-            prefixes = []
-            for level_files, directories in listed:
-                files.extend(level_files)
-                prefixes.extend(directories)
-        for found in pool.map(lambda prefix: _list_prefix(fs, prefix, retry), prefixes):
-            files.extend(found)
+    bucket, _, key = path.partition("/")
+    lister = s3_listing.RangedLister(_s3_page_function(retry), bucket, LIST_THREADS)
+    top = f"{key}/" if key else ""
+    files, prefixes, listings = [], [top], []
+    for level in range(SPLIT_LEVELS):
+        if not prefixes or (level and len(prefixes) >= LIST_THREADS):
+            break
+        listings.append(lister.list(prefixes, delimiter="/"))
+        if not level and key and top not in listings[0].found:
+            raise FileNotFoundError(f"{to_uri(fs, path)}: no such prefix")
+        files.extend(_listed(bucket, listings[-1]))
+        prefixes = sorted(listings[-1].prefixes)
+    if prefixes:
+        listings.append(lister.list(prefixes))
+        files.extend(_listed(bucket, listings[-1]))
+    log.debug("listed %s: %d files in %d pages over %d key ranges, at most %d requests pending at once",
+              to_uri(fs, path), len(files), sum(x.pages for x in listings), sum(x.ranges for x in listings),
+              max(x.peak_in_flight for x in listings))
     return files
 
 
-def _list_level(fs: pafs.FileSystem, prefix: str, top: bool, retry) -> tuple[list[Listed], list[str]]:
-    """(files, sub-directories) directly under a prefix."""
-    selector = pafs.FileSelector(prefix, recursive=False, allow_not_found=not top)
-    infos = retrying(f"list {to_uri(fs, prefix)}", lambda: fs.get_file_info(selector), retry)
-    return _files(fs, infos), [i.path for i in infos if i.type == pafs.FileType.Directory]
+def _listed(bucket: str, listing: s3_listing.Listing) -> Iterator[Listed]:
+    return (Listed(f"s3://{bucket}/{key}", size, mtime) for key, (size, mtime) in listing.objects.items())
 
 
-def _list_prefix(fs: pafs.FileSystem, prefix: str, retry) -> list[Listed]:
-    """Every file under a prefix, in one recursive listing (one that vanished lists nothing)."""
-    selector = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
-    return _files(fs, retrying(f"list {to_uri(fs, prefix)}", lambda: fs.get_file_info(selector), retry))
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, region: str, _key_id: str | None):
+    """A boto3 S3 client for listings (pyarrow lists whole directories only, no key ranges):
+    credentials from the environment as for pyarrow, its own retries off (`retrying` retries),
+    a connection per listing thread. Thread-safe; cached like the filesystem."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"total_max_attempts": 1}, max_pool_connections=LIST_THREADS,
+                    connect_timeout=10, read_timeout=60)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
-def _files(fs: pafs.FileSystem, infos: list[pafs.FileInfo]) -> list[Listed]:
-    return [Listed(to_uri(fs, i.path), i.size or 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File]
+def _s3_page_function(retry: RetryPolicy | None) -> s3_listing.ListPage:
+    """One ListObjectsV2 request, retried like every storage call (botocore's errors as the
+    OSErrors `retrying` and the callers know)."""
+    client = _s3_client(*_s3_settings())
+
+    def list_page(request: dict) -> dict:
+        return retrying(f"list s3://{request['Bucket']}/{request['Prefix']}",
+                        lambda: _s3_request(client.list_objects_v2, request), retry)
+
+    return list_page
+
+
+def _s3_request(call: Callable[..., T], request: dict) -> T:
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as EndpointUnreachable
+
+    try:
+        return call(**request)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = f"{code}: HTTP status {status}: {err}"
+        if code == "NoSuchBucket" or status == 404:
+            raise FileNotFoundError(message) from err
+        if status in (401, 403):
+            raise PermissionError(message) from err
+        raise OSError(message) from err  # transient when 5xx (TRANSIENT_MARKERS)
+    except (EndpointUnreachable, HTTPClientError) as err:  # refused, reset, timed out
+        raise ConnectionError(str(err)) from err
+    except BotoCoreError as err:  # no credentials, a malformed endpoint: final
+        raise PermissionError(str(err)) from err
 
 
 def _walk_local(directory: bytes) -> Iterator[Listed]:

@@ -4,7 +4,9 @@ sub-prefixes included), rides out an outage as every storage call does, and a ru
 inputs writes its manifest as several Parquet shards, never one file."""
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from fer_ray import results, storage
+from fer_ray import results, s3_listing, storage
 from fer_ray.config import RetryConfig
 from fer_ray.datasets import RowsDatasource
 from fer_ray.storage import StorageUnavailable
@@ -34,22 +36,35 @@ def object_keys() -> list[str]:
     return keys
 
 
-@pytest.fixture(scope="module")
-def listed_prefix(s3_server, bucket) -> str:
-    """The objects uploaded in parallel (boto3: one request per object, half pyarrow's), plus
-    empty sub-prefixes (directory markers)."""
+def upload(s3_server, prefix: str, keys: list[str]) -> None:
+    """Objects put in parallel (boto3: one request per object, half pyarrow's)."""
     import boto3
 
-    prefix = f"{bucket}/listing/many"
-    fs, path = storage.resolve(prefix)
-    name, root = path.split("/", 1)
+    name, root = storage.resolve(prefix)[1].split("/", 1)
     client = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing-secret")
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda key: client.put_object(Bucket=name, Key=f"{root}/{key}", Body=key.encode()),
-                      object_keys()))
+        list(pool.map(lambda key: client.put_object(Bucket=name, Key=f"{root}/{key}", Body=key.encode()), keys))
+
+
+@pytest.fixture(scope="module")
+def listed_prefix(s3_server, bucket) -> str:
+    """object_keys(), plus empty sub-prefixes (directory markers)."""
+    prefix = f"{bucket}/listing/many"
+    upload(s3_server, prefix, object_keys())
+    fs, path = storage.resolve(prefix)
     for empty in ("empty_top", "class_3/empty", "a/b/also_empty"):
         fs.create_dir(f"{path}/{empty}")
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def flat_prefix(s3_server, bucket) -> str:
+    """AffectNet's `train_set/images/` in small: 1,500 numbered names on one level (no
+    sub-prefix to list side by side), a few odd ones, and a sub-prefix beside them."""
+    prefix = f"{bucket}/listing/flat"
+    names = [f"images/{i}.jpg" for i in range(1500)] + ["images/a b.jpg", "images/é.jpg", "images/~.jpg"]
+    upload(s3_server, prefix, names + ["annotations/0_exp.npy"])
     return prefix
 
 
@@ -73,6 +88,18 @@ def test_the_parallel_listing_names_what_a_sequential_one_names(listed_prefix, m
     assert len(expected) == 2000 and as_tuples(entries) == expected
     assert not any(e.uri.endswith("empty") or e.problem for e in entries)  # markers are no files
     assert f"{listed_prefix}/top_0.jpg" in {e.uri for e in entries}
+
+
+def test_a_flat_prefix_is_cut_into_key_ranges_listed_side_by_side(flat_prefix, monkeypatch, caplog):
+    """Pages of 40 keys (S3's are 1000), so that 1,500 keys take the cuts 37,500 would."""
+    monkeypatch.setattr(s3_listing, "PAGE_KEYS", 40)
+    with caplog.at_level(logging.DEBUG, logger="fer_ray.storage"):
+        entries = storage.list_tree(f"{flat_prefix}/images")
+    assert as_tuples(entries) == sequential(f"{flat_prefix}/images") and len(entries) == 1503
+    stats = re.search(r"(\d+) pages over (\d+) key ranges, at most (\d+) requests pending at once", caplog.text)
+    pages, ranges, at_once = map(int, stats.groups())
+    print(f"1,503 flat keys in pages of 40: {pages} pages over {ranges} ranges, {at_once} at once")
+    assert ranges > 1 and at_once > 1 and pages < 2 * 1503 / 40
 
 
 def test_a_missing_prefix_is_not_found_and_a_file_prefix_lists_its_own_keys(listed_prefix):
