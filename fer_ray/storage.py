@@ -500,11 +500,11 @@ def file_fingerprint(uri: str, retry: RetryPolicy | None = None) -> str:
 
 # ---------------------------------------------------------------- checks before any work
 
-def check_readable(uri: str) -> str | None:
+def check_readable(uri: str, retry: RetryPolicy | None = None) -> str | None:
     """None if the URI can be read, else a one-line reason (used before any Ray work)."""
     fs, path = resolve(uri)
     try:
-        info = retrying(f"look up {uri}", lambda: fs.get_file_info(path))
+        info = retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry)
     except (OSError, StorageUnavailable) as err:  # denied bucket, bad endpoint, missing credentials
         return f"cannot access {uri}: {first_line(err)}"
     if info.type == pafs.FileType.NotFound:
@@ -512,7 +512,7 @@ def check_readable(uri: str) -> str | None:
     return None
 
 
-def check_writable(uri: str) -> str | None:
+def check_writable(uri: str, retry: RetryPolicy | None = None) -> str | None:
     """None if an output can be written under the URI, else a one-line reason. Nothing is
     left behind: locally the nearest existing directory is checked; on S3 the bucket must
     exist and a tiny probe object is written and deleted again."""
@@ -520,7 +520,7 @@ def check_writable(uri: str) -> str | None:
     try:
         if isinstance(fs, pafs.LocalFileSystem):
             return _local_writable(path)
-        return _s3_writable(fs, path, uri)
+        return _s3_writable(fs, path, uri, retry)
     except (OSError, StorageUnavailable) as err:
         return f"cannot write to {uri}: {first_line(err)}"
 
@@ -538,14 +538,13 @@ def _local_writable(path: str) -> str | None:
     return None
 
 
-def _s3_writable(fs: pafs.S3FileSystem, path: str, uri: str) -> str | None:
+def _s3_writable(fs: pafs.S3FileSystem, path: str, uri: str, retry: RetryPolicy | None) -> str | None:
     bucket = path.split("/", 1)[0]
-    if retrying(f"look up bucket {bucket}", lambda: fs.get_file_info(bucket)).type == pafs.FileType.NotFound:
+    if retrying(f"look up bucket {bucket}", lambda: fs.get_file_info(bucket), retry).type == pafs.FileType.NotFound:
         return f"bucket {bucket!r} of {uri} does not exist (or these credentials cannot see it)"
     probe = f"{path}/.fer-ray-write-check-{uuid.uuid4().hex}"
-    with fs.open_output_stream(probe) as stream:
-        stream.write(b"")
-    fs.delete_file(probe)
+    retrying(f"write {to_uri(fs, probe)}", lambda: _write_once(fs, probe, lambda stream: stream.write(b"")), retry)
+    retrying(f"remove {to_uri(fs, probe)}", lambda: fs.delete_file(probe), retry)
     return None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ray.data
 
-from fer_ray import datasets, storage
+from fer_ray import datasets
 from fer_ray.config import ConfigError, PreprocessConfig
 from fer_ray.datasets import Inputs, RowsDatasource
 from fer_ray.pipelines import runs
@@ -22,10 +22,7 @@ def check(cfg: PreprocessConfig) -> Inputs:
     cfg.validate()
     runs.absolute_paths(cfg)
     FaceStage.check_weights(cfg)
-    problem = storage.check_readable(cfg.input)
-    if problem:
-        raise ConfigError(f"input: {problem}")
-    runs.check_output(cfg.input, cfg.output)
+    runs.check_input_output(cfg.input, cfg.output, cfg.retry)
     if cfg.layout == "fer2013":
         from fer_ray.datasets.fer2013 import check_header
 

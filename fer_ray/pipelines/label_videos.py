@@ -94,10 +94,7 @@ def check(cfg: LabelVideosConfig) -> tuple[str, dict, PreprocessConfig, list[dic
     face_cfg = preprocess_config(state, cfg)  # the checkpoint's face settings with this run's overrides
     FaceStage.check_weights(face_cfg)
     runs.absolute_paths(cfg)
-    problem = storage.check_readable(cfg.input)
-    if problem:
-        raise ConfigError(f"input: {problem}")
-    runs.check_output(cfg.input, cfg.output)
+    runs.check_input_output(cfg.input, cfg.output, cfg.retry)
     rows, fingerprint = list_videos(cfg.input, cfg.retry)
     return path, state, face_cfg, mark_annotated(rows, cfg.annotate), fingerprint
 

@@ -138,10 +138,7 @@ def check(cfg: PredictConfig) -> Plan:
 
 def check_input_output(cfg: PredictConfig) -> None:
     runs.absolute_paths(cfg)
-    problem = storage.check_readable(cfg.input)
-    if problem:
-        raise ConfigError(f"input: {problem}")
-    runs.check_output(cfg.input, cfg.output, is_file=cfg.output_format != "shards")
+    runs.check_input_output(cfg.input, cfg.output, cfg.retry, is_file=cfg.output_format != "shards")
 
 
 def face_plan(cfg: PredictConfig, path: str, state: dict) -> Plan:

@@ -107,14 +107,18 @@ def absolute_paths(cfg) -> None:
     cfg.input, cfg.output = storage.absolute(cfg.input), storage.absolute(cfg.output)
 
 
-def check_output(input_uri: str, output: str, is_file: bool = False) -> None:
-    """The output (a directory, or a file when is_file) must be writable and apart from the
-    input: writing inside the input would make the outputs inputs of the next run, and the
-    input inside the output could be removed with a superseded run."""
+def check_input_output(input_uri: str, output: str, retry: RetryConfig, is_file: bool = False) -> None:
+    """The input must be readable, the output (a directory, or a file when is_file) writable
+    and apart from the input: writing inside the input would make the outputs inputs of the
+    next run, and the input inside the output could be removed with a superseded run.
+    Storage calls retry as the run's own do (`retry`)."""
+    problem = storage.check_readable(input_uri, retry)
+    if problem:
+        raise config.ConfigError(f"input: {problem}")
     if storage.overlaps(input_uri, output):
         raise config.ConfigError(f"output: {output} overlaps the input {input_uri}; choose an output outside it "
                                  f"(and not containing it)")
-    problem = storage.check_writable(posixpath.dirname(output.rstrip("/")) if is_file else output)
+    problem = storage.check_writable(posixpath.dirname(output.rstrip("/")) if is_file else output, retry)
     if problem:
         raise config.ConfigError(f"output: {problem}")
 

@@ -44,10 +44,7 @@ def check(cfg: SynthesizeConfig) -> SynthesisInput:
     """Everything that can be known wrong before any Ray work."""
     cfg.validate()
     runs.absolute_paths(cfg)
-    problem = storage.check_readable(cfg.input)
-    if problem:
-        raise ConfigError(f"input: {problem}")
-    runs.check_output(cfg.input, cfg.output)
+    runs.check_input_output(cfg.input, cfg.output, cfg.retry)
     commit = results.read_commit(cfg.input)
     if commit is not None and "mixed" in commit.files:
         raise ConfigError(f"input: {cfg.input} holds mixed/ shards (a synthesis output); synthesis reads the "

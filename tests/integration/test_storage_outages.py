@@ -69,6 +69,23 @@ def test_an_outage_longer_than_the_retries_stops_the_stage(s3_server, objects):
         s3_server.start()
 
 
+@pytest.mark.parametrize("down", ["input", "output"])
+def test_the_checks_before_a_run_retry_as_the_run_is_configured_to(s3_server, bucket, down):
+    """With storage down before the run, the input or output check gives up after the run's own
+    retry budget (2 attempts here, not the default 8 over about 35 s) and names the field."""
+    from fer_ray.config import ConfigError
+    from fer_ray.pipelines.runs import check_input_output
+
+    local = "/tmp"  # the side that is not on the stopped server
+    source, target = (f"{bucket}/down/in", local) if down == "input" else (local, f"{bucket}/down/out")
+    s3_server.stop()
+    try:
+        with pytest.raises(ConfigError, match=f"^{down}: .*storage still unreachable after 2 attempts"):
+            check_input_output(source, target, IMPATIENT)
+    finally:
+        s3_server.start()
+
+
 def test_a_csv_stream_continues_where_an_outage_cut_it(s3_server, bucket):
     from fer_ray.datasets.fer2013 import read_blocks
     from fer_ray.sample_data import write_sample_data
