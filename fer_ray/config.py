@@ -276,9 +276,11 @@ LABEL_SET_CHOICES = ("", "canonical8", "basic7", "mixed42", "fer2013")
 SPLITS = ("train", "val", "test")
 CACHE_CHOICES = ("auto", "on", "off")
 INIT_CHOICES = ("", "pretrained")
+PLACEMENT_CHOICES = ("pack", "spread")
 CHOICES["label_set"] = LABEL_SET_CHOICES
 CHOICES["cache"] = CACHE_CHOICES
 CHOICES["init"] = INIT_CHOICES
+CHOICES["placement"] = PLACEMENT_CHOICES
 
 
 @dataclass
@@ -307,6 +309,10 @@ class TrainConfig:
     gpu: bool = opt(False, "one GPU per worker")
     cpus_per_worker: float = opt(0.0, "CPUs reserved per worker; 0 = fit the cluster: 1, or less so that the "
                                       "workers, a Tune trial and one CPU for Ray Data's reading fit")
+    placement: str = opt("pack", "where the workers go: pack = on as few nodes as fit them (gradients cross "
+                                 "no network); spread = on as many nodes as there are workers, where "
+                                 "possible (a lost node takes fewer workers; memory and CPUs per node "
+                                 "shared by fewer)")
     cache: str = opt("auto", "keep decoded train/val splits in the object store between epochs: "
                              "auto = when they fit in half of it")
     bf16: bool = opt(True, "bf16 autocast on GPU")
@@ -327,6 +333,7 @@ class TrainConfig:
         _choice("label_set", self.label_set, LABEL_SET_CHOICES)
         _choice("cache", self.cache, CACHE_CHOICES)
         _choice("init", self.init, INIT_CHOICES)
+        _choice("placement", self.placement, PLACEMENT_CHOICES)
         for name in ("epochs", "batch_size", "workers", "lr"):
             _positive(name, getattr(self, name))
         for name in ("weight_decay", "augment", "max_failures", "cpus_per_worker"):

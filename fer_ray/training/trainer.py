@@ -178,7 +178,9 @@ def build_trainer(cfg: TrainConfig, info: data.DataInfo, callbacks: tuple = ()) 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config(cfg, info, datasets["train"]),
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=resources),
+        # SPREAD is Ray's soft spreading: workers pack where no other node has room, never wait
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=resources,
+                                     placement_strategy=cfg.placement.upper()),
         run_config=RunConfig(
             name=RUN_NAME, storage_path=path, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=cfg.max_failures),

@@ -23,14 +23,19 @@ def job_id(cluster: LocalCluster, output: str) -> str | None:
     return jobs[0].job_id if jobs else None
 
 
-def stage_tasks(cluster: LocalCluster, output: str, stage: str, state: str | None = None) -> list:
-    """The batches (task attempts) the actors of `stage` ran for the job that writes `output`."""
+def job_tasks(cluster: LocalCluster, output: str, named, state: str | None = None) -> list:
+    """The task attempts of the job that writes `output` whose name passes `named`."""
     job = job_id(cluster, output)
     if job is None:
         return []
     filters = [("job_id", "=", job)] + ([("state", "=", state)] if state else [])
     tasks = list_tasks(address=cluster.head.dashboard, filters=filters, limit=10_000, raise_on_missing_output=False)
-    return [task for task in tasks if task.name == f"MapWorker(MapBatches({stage})).submit"]
+    return [task for task in tasks if named(task.name)]
+
+
+def stage_tasks(cluster: LocalCluster, output: str, stage: str, state: str | None = None) -> list:
+    """The batches (task attempts) the actors of `stage` ran for the job that writes `output`."""
+    return job_tasks(cluster, output, lambda name: name == f"MapWorker(MapBatches({stage})).submit", state)
 
 
 def batches_by_node(cluster: LocalCluster, output: str, stage: str) -> Counter:

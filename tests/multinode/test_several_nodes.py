@@ -1,6 +1,7 @@
-"""Preprocessing, labelling and training through `ray job submit` on a head node and two worker
-nodes on this machine (tests/cluster.py LocalCluster): the face and segment actors' batches ran on both workers
-(Ray's state API says where), the outputs equal a run on the session's single node, and a job
+"""Preprocessing, synthesis, labelling and training through `ray job submit` on a head node and
+two worker nodes on this machine (tests/cluster.py LocalCluster): the face and segment actors'
+batches, the fusing tasks and the training workers ran on both workers (Ray's state API says
+where), the outputs equal a run on the session's single node, and a job
 whose second worker node loses its raylet in mid-run (SIGKILL, while a batch runs there) still
 finishes with the same outputs: every input one manifest/videos row, no face row lost or doubled.
 Training that loses a node running one of its workers resumes from its last checkpoint.
@@ -25,6 +26,7 @@ from tests.integration.test_label_videos import ARGS, check_outputs, write_input
 from tests.multinode.helpers import (
     ROOT,
     batches_by_node,
+    job_tasks,
     rows,
     stage_tasks,
     submit,
@@ -89,6 +91,23 @@ def check_lost_batches_redone(cluster, output: str, stage: str, lost_node: str) 
     assert failed and failed <= redone, Counter((task.node_id, task.state) for task in attempts)
 
 
+def test_synthesis_job_spreads_its_units_and_equals_one_node(three_nodes, jaffe_faces, synthesized, bucket):
+    """jobs/synthesize.py with the session's single-node synthesis's options (region fusion,
+    every pair): its fusing tasks (Ray Data tasks, not actors) ran on both worker nodes, and
+    its mixed faces and manifest are those of the single node's run."""
+    output = f"{bucket}/multinode/synth"
+    done = submit(three_nodes, "synthesize", ["--input", jaffe_faces, "--output", output])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    fusing = Counter(task.node_id for task in job_tasks(three_nodes, output, lambda name: "_run_task_stage" in name,
+                                                        "FINISHED"))
+    print(f"fusing tasks per worker node: {sorted(fusing.values())}")
+    assert set(fusing) == {worker.node_id for worker in three_nodes.workers}, fusing
+    reference, _ = synthesized
+    for folder in ("mixed", "manifest"):
+        assert rows(output, folder) == rows(reference, folder), folder
+    assert len(rows(output, "mixed")) > 0
+
+
 @pytest.fixture(scope="module")
 def videos(bucket, tmp_path_factory) -> str:
     """tests/integration/test_label_videos.py's videos (good ones and one of each bad kind) on S3."""
@@ -135,12 +154,13 @@ def test_label_videos_job_spreads_and_survives_losing_a_node(three_nodes, one_no
 
 def test_training_job_resumes_from_its_checkpoint_after_losing_a_node(three_nodes, fer_shards, bucket):
     """`jobs/train.py` with two workers of 0.5 CPU (the cluster's 2 CPUs less the one the trainer
-    leaves Ray Data). Once two epoch checkpoints are on storage, a node that runs a training
-    worker loses its raylet (the worker dies with it) and a new node takes its place, as an
-    autoscaler would start one: Ray Train restarts the worker group from the last checkpoint,
-    and no epoch is lost or run twice."""
+    leaves Ray Data), spread: one on each worker node. Once two epoch checkpoints are on
+    storage, a node that runs a training worker loses its raylet (the worker dies with it) and
+    a new node takes its place, as an autoscaler would start one: Ray Train restarts the
+    worker group from the last checkpoint, and no epoch is lost or run twice."""
     output = f"{bucket}/multinode/train-node-lost"
-    args = ["--data", fer_shards, "--output", output, *[f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_JOB.items()]]
+    args = ["--data", fer_shards, "--output", output, "--placement=spread",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_JOB.items()]]
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(done=submit(three_nodes, "train", args)), daemon=True)
     thread.start()
@@ -150,6 +170,7 @@ def test_training_job_resumes_from_its_checkpoint_after_losing_a_node(three_node
     assert thread.is_alive(), outcome
     nodes = wait_for(lambda: train_worker_nodes(three_nodes, output), 60, "the training workers' nodes")
     print(f"training workers on {len(nodes)} of the 2 worker nodes")
+    assert nodes == {worker.node_id for worker in three_nodes.workers}  # spread: one on each
     lost = next(worker for worker in three_nodes.workers if worker.node_id in nodes)
     os.kill(lost.raylet().pid, signal.SIGKILL)
     three_nodes.replace(lost)

@@ -97,6 +97,7 @@ def test_cosine_schedule_starts_at_lr_and_decays():
     ({"label_set": "basic6"}, "label_set: 'basic6' is not valid"),
     ({"dropout": 1.5}, "dropout: 1.5 must be < 1"),
     ({"cache": "maybe"}, "cache: 'maybe' is not valid; choose one of: auto, on, off"),
+    ({"placement": "STRICT_SPREAD"}, "placement: 'STRICT_SPREAD' is not valid; choose one of: pack, spread"),
     ({"val_split": "dev"}, "val_split: 'dev' is not valid"),
     ({"clip_length": 12}, "clip_length: 12 is for clip families .*c3d.*leave it 0"),
     ({"model": "c3d", "fc_size": -1}, "fc_size: -1 must be a whole number >= 0"),
