@@ -30,6 +30,7 @@ CUT_CHARACTERS = "-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvw
 PAGE_KEYS = 1000  # S3's largest page
 
 ListPage = Callable[[dict], dict]  # ListObjectsV2 keyword arguments -> its response
+Entry = Callable[[str, int, int], Any]  # (key, size, mtime_ns) -> what the listing keeps per object
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +72,10 @@ def mtime_ns(modified) -> int:
 
 @dataclass
 class Listing:
-    """What a listing found: objects as (key, size, mtime_ns), sub-prefixes (with a delimiter)
-    and whether anything at all (a directory marker included) is under each listed prefix."""
-    objects: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """What a listing found: an entry per object (each once: the ranges do not overlap),
+    sub-prefixes (with a delimiter) and whether anything at all (a directory marker
+    included) is under each listed prefix."""
+    objects: list = field(default_factory=list)
     prefixes: set[str] = field(default_factory=set)
     found: set[str] = field(default_factory=set)
     pages: int = 0
@@ -86,8 +88,11 @@ class RangedLister:
     are idle (a range then costs one request more, often an empty one; cutting stops once
     every thread is busy, so a listing costs little more than its pages)."""
 
-    def __init__(self, list_page: ListPage, bucket: str, threads: int, page_keys: int | None = None):
-        self.list_page, self.bucket, self.threads = list_page, bucket, threads
+    def __init__(self, list_page: ListPage, bucket: str, threads: int, page_keys: int | None = None,
+                 entry: Entry = lambda key, size, mtime: (key, size, mtime)):
+        """entry: what is kept per object, made as the page arrives (no second copy of the
+        listing: a million objects are held once)."""
+        self.list_page, self.bucket, self.threads, self.entry = list_page, bucket, threads, entry
         self.page_keys = page_keys or PAGE_KEYS
 
     def list(self, prefixes: list[str], delimiter: str = "") -> Listing:
@@ -122,12 +127,13 @@ class RangedLister:
                        + [(item["Prefix"], None) for item in page.get("CommonPrefixes", [])],
                        key=lambda pair: pair[0])
         inside = [(name, item) for name, item in names if key_range.holds(name)]
-        for name, item in inside:
+        if inside:
             listing.found.add(key_range.prefix)
+        for name, item in inside:
             if item is None:
                 listing.prefixes.add(name)
             elif not name.endswith("/"):  # a directory marker is no file
-                listing.objects[name] = (item.get("Size", 0), mtime_ns(item["LastModified"]))
+                listing.objects.append(self.entry(name, item.get("Size", 0), mtime_ns(item["LastModified"])))
         if not page.get("IsTruncated") or len(inside) < len(names) or not inside:
             return []
         first, last = inside[0][0], inside[-1][0]

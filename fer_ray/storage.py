@@ -356,7 +356,8 @@ def list_objects(fs: pafs.FileSystem, path: str, retry: RetryPolicy | None = Non
     FileNotFoundError, as with a sequential listing.
     """
     bucket, _, key = path.partition("/")
-    lister = s3_listing.RangedLister(_s3_page_function(retry), bucket, LIST_THREADS)
+    lister = s3_listing.RangedLister(_s3_page_function(retry), bucket, LIST_THREADS,
+                                     entry=lambda name, size, mtime: Listed(f"s3://{bucket}/{name}", size, mtime))
     top = f"{key}/" if key else ""
     files, prefixes, listings = [], [top], []
     for level in range(SPLIT_LEVELS):
@@ -365,19 +366,15 @@ def list_objects(fs: pafs.FileSystem, path: str, retry: RetryPolicy | None = Non
         listings.append(lister.list(prefixes, delimiter="/"))
         if not level and key and top not in listings[0].found:
             raise FileNotFoundError(f"{to_uri(fs, path)}: no such prefix")
-        files.extend(_listed(bucket, listings[-1]))
+        files.extend(listings[-1].objects)
         prefixes = sorted(listings[-1].prefixes)
     if prefixes:
         listings.append(lister.list(prefixes))
-        files.extend(_listed(bucket, listings[-1]))
+        files.extend(listings[-1].objects)
     log.debug("listed %s: %d files in %d pages over %d key ranges, at most %d requests pending at once",
               to_uri(fs, path), len(files), sum(x.pages for x in listings), sum(x.ranges for x in listings),
               max(x.peak_in_flight for x in listings))
     return files
-
-
-def _listed(bucket: str, listing: s3_listing.Listing) -> Iterator[Listed]:
-    return (Listed(f"s3://{bucket}/{key}", size, mtime) for key, (size, mtime) in listing.objects.items())
 
 
 @functools.lru_cache(maxsize=8)

@@ -114,6 +114,14 @@ def test_configuration_errors_stay_exit_2_and_are_logged(capsys, log_dir, tmp_pa
     assert "configuration error: layout: 'nope'" in log_file.read_text()
 
 
+def test_a_bad_training_placement_exits_2_naming_the_field_before_touching_the_output(capsys, log_dir, tmp_path):
+    output = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--data", str(tmp_path), "--output", str(output), "--placement", "strict")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("fer-ray: configuration error: placement: 'strict' is not valid; choose one of: pack, spread")
+    assert not output.exists()
+
+
 def test_interrupted_run_exits_130_with_one_line(capsys, log_dir, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -58,7 +58,12 @@ class SortedKeys:
 
 
 def listed(store: SortedKeys, prefixes, delimiter="", threads=16, page_keys=100):
-    return RangedLister(store, "bucket", threads, page_keys).list(prefixes, delimiter)
+    """The listing, its objects as {key: (size, mtime_ns)}, checked to be each listed once."""
+    found = RangedLister(store, "bucket", threads, page_keys).list(prefixes, delimiter)
+    objects = {key: (size, mtime) for key, size, mtime in found.objects}
+    assert len(objects) == len(found.objects)
+    found.objects = objects
+    return found
 
 
 def affectnet_names(n: int) -> list[str]:
