@@ -119,12 +119,16 @@ def _epoch_checkpoints(uri: str) -> list[str]:
 
 def newest_epoch_state(run_uri: str) -> dict | None:
     """The newest epoch checkpoint of a run that loads; an upload cut short by a crash is skipped."""
+    return next(epoch_states(run_uri), None)
+
+
+def epoch_states(run_uri: str):
+    """The run's epoch checkpoints that load, newest first; an upload cut short by a crash is skipped."""
     for uri in reversed(_epoch_checkpoints(run_uri)):
         try:
-            return load_bytes(storage.read_bytes(uri), uri)
+            yield load_bytes(storage.read_bytes(uri), uri)
         except (ConfigError, OSError):
             continue
-    return None
 
 
 def load(uri: str) -> dict:

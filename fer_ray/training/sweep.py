@@ -9,6 +9,7 @@ trials on validation macro-F1. Outputs under the sweep's output URI:
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pandas as pd
 from ray import tune
@@ -45,10 +46,14 @@ def trial_config(base: dict, params: dict, output: str) -> TrainConfig:
     return trainer.with_fields(cfg, {**{k: params[k] for k in SEARCHED}, "output": output})
 
 
+def trial_output(sweep_output: str, trial_id: str) -> str:
+    return storage.join(sweep_output, "trials", trial_id)
+
+
 def run_trial(params: dict, base: dict) -> None:
     """One trial: train the sampled config into <sweep>/trials/<trial id>."""
     trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(base, params, storage.join(base["output"], "trials", trial_id))
+    cfg = trial_config(base, params, trial_output(base["output"], trial_id))
     trainer.run(cfg, callbacks=(TuneReportCallback(),), test=False, trial_cpus=TRIAL_CPUS, progress=False)
 
 
@@ -140,12 +145,22 @@ def searched_text(params: dict) -> str:
                     for name in SEARCHED if name in params)
 
 
+def trial_history(output: str, result) -> pd.DataFrame:
+    """A trial's epochs. Its own metrics.json, written when its training finished, holds every
+    one: Tune never heard of those done before the sweep was interrupted when the resumed trial
+    had none left to run. Tune's record for a trial that failed or was stopped early."""
+    metrics = storage.join(output, "metrics.json")
+    if not result.error and storage.exists(metrics):
+        return pd.DataFrame(json.loads(storage.read_bytes(metrics))["history"])
+    return result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+
+
 def write_outputs(cfg: TuneConfig, results) -> dict:
     """results.csv (one row per trial), best_config.yaml, trials.png; returns a summary."""
     rows, curves, labels = [], {}, {}
     for result in results:
         trial_id = result.metrics.get("trial_id") or result.path.rstrip("/").split("/")[-1]
-        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        history = trial_history(trial_output(cfg.train.output, trial_id), result)
         params = {k: result.config[k] for k in SEARCHED}
         best = float(history[trainer.SCORE].max()) if trainer.SCORE in history else float("nan")
         rows.append({"trial": trial_id, **params, "epochs_run": len(history), f"best_{trainer.SCORE}": best,

@@ -198,11 +198,7 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
     eval_workers is 0, test the checkpoint."""
     if result.error:
         raise result.error
-    best = result.get_best_checkpoint(metric=SCORE, mode="max") or result.checkpoint
-    with best.as_directory() as directory:
-        best_state = ckpt.load_local(directory)
-    with result.checkpoint.as_directory() as directory:
-        history = ckpt.load_local(directory)["history"]
+    best_state, history = best_and_history(cfg, result)
     best_state["history"] = history
     best_uri = storage.join(cfg.output, ckpt.FILENAME)
     storage.write_bytes(best_uri, ckpt.to_bytes(best_state))
@@ -216,6 +212,25 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
         reports.write_after_run(cfg.output)
     return report
 
+
+
+def best_and_history(cfg: TrainConfig, result: ray.train.Result) -> tuple[dict, list[dict]]:
+    """(the best epoch's checkpoint, the whole run's history). Ray Train's record of the run
+    holds no checkpoint when an earlier run did every epoch and was killed after uploading the
+    last checkpoint but before Ray recorded it: the workers resumed from the run's own files
+    (training.loop) with no epoch left. Then those files decide."""
+    if result.checkpoint is not None:
+        best = result.get_best_checkpoint(metric=SCORE, mode="max") or result.checkpoint
+        with best.as_directory() as directory:
+            best_state = ckpt.load_local(directory)
+        with result.checkpoint.as_directory() as directory:
+            return best_state, ckpt.load_local(directory)["history"]
+    states = list(ckpt.epoch_states(cfg.output))
+    if not states:
+        raise RuntimeError(f"training at {cfg.output} ended without any epoch checkpoint")
+    history = max(states, key=lambda state: state["epoch"])["history"]
+    score = {entry["epoch"]: entry[SCORE] for entry in history}
+    return max(states, key=lambda state: score[state["epoch"]]), history
 
 
 def with_fields(cfg: TrainConfig, values: dict) -> TrainConfig:

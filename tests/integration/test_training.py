@@ -89,6 +89,28 @@ def test_restarted_run_resumes_from_the_latest_checkpoint(trained):
     assert history[:EPOCHS] == trained[1]["history"]  # the first run's epochs are kept as they were
 
 
+def test_a_run_whose_last_checkpoint_ray_never_recorded_ends_from_its_own(trained, bucket):
+    """A driver killed after the last epoch's checkpoint was uploaded and before Ray Train
+    recorded it (seen in an interrupted sweep): run again, Ray hands the workers no checkpoint
+    and they find every epoch done in the run's files. The run still ends: checkpoint.pt is the
+    best of those files, and the report holds the whole history, no epoch run twice."""
+    cfg, _ = trained
+    output = f"{bucket}/train-unrecorded"
+    for uri in storage.list_files(storage.join(cfg.output, "train")):
+        if uri.endswith("checkpoint.pt"):  # the epoch checkpoints, none of Ray Train's own record
+            storage.write_bytes(output + uri[len(cfg.output):], storage.read_bytes(uri))
+    states = list(ckpt.epoch_states(output))
+    newest = max(states, key=lambda state: state["epoch"])
+    report = trainer.run(trainer.with_fields(cfg, {"output": output, "epochs": newest["epoch"] + 1}))
+    assert report["history"] == newest["history"]
+    score = {entry["epoch"]: entry["val_macro_f1"] for entry in newest["history"]}
+    best = max(states, key=lambda state: score[state["epoch"]])
+    assert report["best_epoch"] == best["epoch"]
+    kept = ckpt.load(output)
+    assert kept["epoch"] == best["epoch"] and kept["history"] == newest["history"]
+    assert all(torch.equal(kept["model"][name], best["model"][name]) for name in best["model"])
+
+
 def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket, tmp_path):
     from fer_ray.training.evaluate import evaluate
 
