@@ -47,9 +47,14 @@ def submit(cluster: LocalCluster, job: str, args: list[str]):
     return cluster.head.submit(["python", f"jobs/{job}.py", *args], working_dir=str(ROOT))
 
 
+# A batch handed to an actor is queued there until it runs; one that runs for under a second
+# can go from queued to finished between two of the state API's updates, never seen running.
+DONE = ("FINISHED", "FAILED")
+
+
 def submit_losing_a_node(cluster: LocalCluster, job: str, args: list[str], output: str, stage: str,
                          replace: bool = False) -> WorkerNode:
-    """`ray job submit`, and once a batch of `stage` is running on the second worker node, that
+    """`ray job submit`, and once a batch of `stage` runs or waits on the second worker node, that
     node's raylet is killed (SIGKILL, by pid): its workers and objects go with it. With `replace`,
     a new worker node joins once Ray has declared the lost one dead, as an autoscaler would start
     one. Returns the lost node, after the job ended (and succeeded)."""
@@ -57,9 +62,14 @@ def submit_losing_a_node(cluster: LocalCluster, job: str, args: list[str], outpu
     thread = threading.Thread(target=lambda: outcome.update(done=submit(cluster, job, args)), daemon=True)
     thread.start()
     victim = cluster.workers[1]
-    wait_for(lambda: any(task.node_id == victim.node_id for task in stage_tasks(cluster, output, stage, "RUNNING"))
-             or not thread.is_alive(), 300, f"a {stage} batch running on the second worker node")
-    assert thread.is_alive(), "the job ended before a batch ran on the second worker node"
+    wait_for(lambda: any(task.node_id == victim.node_id and task.state not in DONE
+                         for task in stage_tasks(cluster, output, stage)) or not thread.is_alive(),
+             300, f"a {stage} batch running or queued on the second worker node")
+    if not thread.is_alive():
+        batches = Counter((task.node_id, task.state) for task in stage_tasks(cluster, output, stage))
+        done = outcome.get("done")
+        raise AssertionError(f"the job ended before a batch was handed to the second worker node; batches per "
+                             f"(node, state): {dict(batches)}; the job said: {done and done.stdout[-2000:]}")
     os.kill(victim.raylet().pid, signal.SIGKILL)
     if replace:
         cluster.replace(victim)
