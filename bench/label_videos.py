@@ -18,7 +18,8 @@ Printed: video-seconds per wall-second for both sides, per core, the ratio a/b, 
 (b)'s time in decode / detect / landmarks / crop / classify, for (a) how much of the cores'
 wall time the stages themselves report (videos/ elapsed_s: probe + segments + reduce), and the
 CPU-seconds per video-second of both, (a)'s split by process role (segment actors, classify
-actor, driver, other Ray processes: raylet, GCS, dashboard, task workers), read with psutil over
+actor, driver, task workers (Ray's worker processes of the job's tasks: probe, shuffle, reduce,
+writes), Ray's daemons (raylet, GCS, dashboard and agents)), read with psutil over
 this process and its descendants. CPU time moves less than wall time when others load the
 machine. A first 4 s video is labelled before any clock ("warm-up": Ray's workers import once,
 as on a running cluster); its wall and CPU time are printed, the start-up every run pays.
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def run_ours(folder: Path, out: str, args, period_s: float = 1.0, **overrides) -
     videos = results.read_table(out, "videos", ["elapsed_s", "n_segments"]).to_pydict()
     return {"wall": wall, "sampled": summary["frames_sampled"], "faces": summary["frames"],
             "busy": float(sum(videos["elapsed_s"])), "segments": int(sum(videos["n_segments"])),
-            "cpu": dict(sampler.cpu_s), "peak_rss": dict(sampler.peak_rss)}
+            "cpu": dict(sampler.cpu_s), "peak_rss": dict(sampler.peak_rss), "started": dict(sampler.started)}
 
 
 # ------------------------------------------------------------------ measuring
@@ -240,6 +241,8 @@ def report_scenario(name: str, n_videos: int, video_s: float, ours: list, serial
     print(f"      CPU-s per video-s (last round; a busy machine slows wall time, less so this): "
           f"ours {cpu_a / video_s:.3f} (" + ", ".join(f"{role} {100 * spent / cpu_a:.0f}%" for role, spent in
                                            sorted(last_a["cpu"].items())) + f"), serial {last_b['cpu'] / video_s:.3f}")
+    print("      processes started during (a)'s run: "
+          + (", ".join(f"{role} {n}" for role, n in sorted(last_a["started"].items())) or "none"))
     parts = last_b["parts"]
     total = sum(parts.values())
     print("      serial time: " + ", ".join(f"{p} {100 * parts.get(p, 0) / total:.0f}%" for p in PARTS)
@@ -257,7 +260,8 @@ def role_of(process: psutil.Process, driver: int) -> str:
     if process.pid == driver:
         return "driver"
     title = " ".join(process.cmdline())
-    return next((role for marker, role in ROLES.items() if marker in title), "other Ray processes")
+    default = "task workers" if title.startswith("ray::") else "Ray's daemons"
+    return next((role for marker, role in ROLES.items() if marker in title), default)
 
 
 class ProcessSampler(threading.Thread):
@@ -272,6 +276,7 @@ class ProcessSampler(threading.Thread):
         self.peak_rss: dict[str, int] = defaultdict(int)
         self.cpu_s: dict[str, float] = defaultdict(float)
         self.seen: dict[int, float] = {}
+        self.started: Counter = Counter()  # processes first seen during the run, by role
         self.stopped = threading.Event()
         self.sample(count=False)  # the CPU already spent by processes alive now is not this run's
 
@@ -289,6 +294,8 @@ class ProcessSampler(threading.Thread):
             except psutil.Error:
                 continue  # a worker that just exited
             spent = times.user + times.system
+            if count and process.pid not in self.seen:
+                self.started[role] += 1
             if count:
                 self.cpu_s[role] += spent - self.seen.get(process.pid, 0.0)
             self.seen[process.pid] = spent
