@@ -382,7 +382,7 @@ def make_inputs(args, tmp: Path) -> tuple[dict[str, Path], dict[str, float]]:
         if args.scenario in ("long", "both"):
             lengths["long"] = [args.long_s]
         if args.scenario in ("short", "both"):
-            lengths["short"] = [5.0 + i % 6 for i in range(args.short)]  # 5 to 10 s
+            lengths["short"] = short_lengths(args.short)
     if not args.no_memory:
         lengths["memory-short"], lengths["memory-long"] = [args.memory_s], [4 * args.memory_s]
     folders = {name: tmp / name for name in lengths}

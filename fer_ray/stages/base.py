@@ -61,11 +61,15 @@ def _map_with_retries(ds: ray.data.Dataset, fn, **kwargs) -> ray.data.Dataset:
         return ds.map_batches(fn, **kwargs)
 
 
-def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cfg) -> ray.data.Dataset:
+def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cfg,
+                      concurrency: int | None = None) -> ray.data.Dataset:
     """Map a stage over all rows of each `key` value at once (a Ray Data groupby shuffle:
-    the groups are formed on the cluster, never collected on the driver)."""
+    the groups are formed on the cluster, never collected on the driver). concurrency: at
+    most this many of its tasks at once (a light stage's fraction of a CPU would otherwise let
+    Ray start a worker process for each, every one importing the stage's libraries)."""
     return ds.groupby(key).map_groups(_run_task_stage, fn_args=(stage_cls, cfg), batch_format="numpy",
-                                      num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus)
+                                      num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus,
+                                      concurrency=concurrency)
 
 
 @contextlib.contextmanager
