@@ -30,14 +30,7 @@ from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import runs
 from fer_ray.pipelines.predict import preprocess_config
 from fer_ray.pipelines.writer import Folder, ShardSink
-from fer_ray.runtime import (
-    LIGHT_CPUS,
-    actor_pool_size,
-    available_cpus,
-    check_classifier_gpu,
-    cluster_capacity,
-    start_ray,
-)
+from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, check_classifier_gpu, cluster_capacity, start_ray
 from fer_ray.schema import Status, VideoStatus
 from fer_ray.stages.base import apply_group_stage, apply_stage, sort_shuffle
 from fer_ray.stages.classify import classifier_arrays, classify
@@ -188,8 +181,7 @@ def labelled(cfg: LabelVideosConfig, face_cfg: PreprocessConfig, rows: list[dict
                   finish=without_pixels)
     reduce = ReduceSettings(staged.uri(), tuple(state["class_names"]), cfg.smooth_s, cfg.min_run_s, cfg.min_iou,
                             cfg.max_lost_s, cfg.retry, cfg.fps, cfg.preroll_s, cfg.max_pixels, committed)
-    # one video's reduce is CPU work (its timeline is drawn with matplotlib): one per CPU at once
-    return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce, concurrency=available_cpus())
+    return apply_group_stage(ds, "video_uri", LabelVideoStage, reduce)
 
 
 def clip_length_of(state: dict) -> int:

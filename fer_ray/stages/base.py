@@ -16,7 +16,7 @@ import numpy as np
 import ray.data
 from ray.data.context import ShuffleStrategy
 
-from fer_ray.runtime import ACTOR_TASK_RETRIES, SYSTEM_FAILURE_RETRIES, actor_pool_size
+from fer_ray.runtime import ACTOR_TASK_RETRIES, SYSTEM_FAILURE_RETRIES, actor_pool_size, available_cpus
 
 
 class Stage:
@@ -61,15 +61,16 @@ def _map_with_retries(ds: ray.data.Dataset, fn, **kwargs) -> ray.data.Dataset:
         return ds.map_batches(fn, **kwargs)
 
 
-def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cfg,
-                      concurrency: int | None = None) -> ray.data.Dataset:
+def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cfg) -> ray.data.Dataset:
     """Map a stage over all rows of each `key` value at once (a Ray Data groupby shuffle:
-    the groups are formed on the cluster, never collected on the driver). concurrency: at
-    most this many of its tasks at once (a light stage's fraction of a CPU would otherwise let
-    Ray start a worker process for each, every one importing the stage's libraries)."""
+    the groups are formed on the cluster, never collected on the driver).
+
+    At most one task per CPU at once: the groups all come after the shuffle's barrier, and a
+    light stage's fraction of a CPU would let ten run on two cores, Ray starting a worker
+    process for each that imports the stage's libraries (label-videos' reduce: matplotlib)."""
     return ds.groupby(key).map_groups(_run_task_stage, fn_args=(stage_cls, cfg), batch_format="numpy",
                                       num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus,
-                                      concurrency=concurrency)
+                                      concurrency=available_cpus())
 
 
 @contextlib.contextmanager

@@ -227,7 +227,8 @@ def best_and_history(cfg: TrainConfig, result: ray.train.Result) -> tuple[dict, 
             return best_state, ckpt.load_local(directory)["history"]
     states = list(ckpt.epoch_states(cfg.output))
     if not states:
-        raise RuntimeError(f"training at {cfg.output} ended without any epoch checkpoint")
+        raise RuntimeError(f"training: the run at {cfg.output} ended with no epoch checkpoint that loads under "
+                           f"{storage.join(cfg.output, RUN_NAME)}; run it again with --resume false to start over")
     history = max(states, key=lambda state: state["epoch"])["history"]
     score = {entry["epoch"]: entry[SCORE] for entry in history}
     return max(states, key=lambda state: score[state["epoch"]]), history
