@@ -30,6 +30,7 @@ from fer_ray.schema import Status, VideoStatus
 from fer_ray.stages.base import Stage, batch_rows
 from fer_ray.vision import timeline, tracking
 from fer_ray.vision.annotate import H264Writer, annotated_frames, marks_by_time
+from fer_ray.vision.chart import timeline_png
 from fer_ray.vision.decode import decode_image
 from fer_ray.vision.draw import encode_png
 from fer_ray.vision.faces import FaceExtractor
@@ -317,10 +318,6 @@ class LabelVideoStage(Stage):
         name = vtt_name(str(video["video_uri"]))
         uri = storage.join(self.cfg.run_uri, "webvtt", name)
         storage.write_bytes(uri, timeline.webvtt(runs).encode(), self.cfg.retry)
-        # imported here, not at the top: the segment actors import this module and never draw,
-        # and matplotlib would add about half a CPU-second to each one's start (bench/label_videos.py)
-        from fer_ray.plots import timeline_png
-
         picture = timeline_png(curves, classes, title=posixpath.basename(str(video["video_uri"])),
                                thumbnails=thumbnails(kept) or None)
         storage.write_bytes(timeline_uri(uri), picture, self.cfg.retry)

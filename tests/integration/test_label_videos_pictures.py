@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fer_ray import cli, storage
-from fer_ray.plots import timeline_png
+from fer_ray.vision.chart import timeline_png
 from fer_ray.vision.draw import track_colour
 from fer_ray.vision.video import decode_segment
 from tests import video_faces

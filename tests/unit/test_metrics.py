@@ -221,19 +221,3 @@ def test_trials_png_other_metric_and_mode():
     _assert_real_image(trials_png(trials, metric="val_loss", mode="min"))
     with pytest.raises(ValueError):
         trials_png(trials, mode="best")
-
-
-def test_a_video_timeline_has_a_panel_per_track_and_says_when_there_is_no_face():
-    import cv2
-
-    from fer_ray.plots import timeline_png
-
-    times = np.linspace(0, 5, 26)
-    rising = np.stack([1 - times / 5, times / 5], axis=1)
-    one = cv2.imdecode(np.frombuffer(timeline_png({0: (times, rising)}, ["neutral", "sad"]), np.uint8), 1)
-    two = cv2.imdecode(np.frombuffer(timeline_png({0: (times, rising), 3: (times, rising[::-1])},
-                                                  ["neutral", "sad"]), np.uint8), 1)
-    empty = cv2.imdecode(np.frombuffer(timeline_png({}, ["neutral", "sad"]), np.uint8), 1)
-    assert one.shape[1] == two.shape[1] == empty.shape[1] == 900
-    assert two.shape[0] > one.shape[0]  # one panel more
-    assert len(np.unique(one.reshape(-1, 3), axis=0)) > len(np.unique(empty.reshape(-1, 3), axis=0))

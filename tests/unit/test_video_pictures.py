@@ -14,10 +14,10 @@ import pytest
 from fer_ray import storage
 from fer_ray.config import ConfigError, LabelVideosConfig, RetryConfig
 from fer_ray.pipelines.label_videos import mark_annotated
-from fer_ray.plots import timeline_png
 from fer_ray.schema import VIDEO_INPUTS, row
 from fer_ray.stages.video import LabelVideoStage, ReduceSettings, keep_thumbnails, thumbnails
 from fer_ray.vision.annotate import H264Writer, annotated_frames, marks_by_time
+from fer_ray.vision.chart import timeline_png
 from fer_ray.vision.decode import decode_image
 from fer_ray.vision.draw import track_colour
 from fer_ray.vision.video import DecodedFrame

@@ -1,0 +1,66 @@
+"""A video's timeline picture (fer_ray.vision.chart), without Ray: its panels, where the
+curves land, its time ticks and its limits."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_ray.vision.chart import MAX_TRACKS, PALETTE, WIDTH, nice_ticks, panel_boxes, time_range, timeline_png
+
+
+def picture(tracks: dict, classes=("neutral", "sad"), **kwargs) -> np.ndarray:
+    """The PNG decoded, as RGB."""
+    bgr = cv2.imdecode(np.frombuffer(timeline_png(tracks, list(classes), **kwargs), np.uint8), cv2.IMREAD_COLOR)
+    return bgr[:, :, ::-1]
+
+
+def test_a_video_timeline_has_a_panel_per_track_and_says_when_there_is_no_face():
+    times = np.linspace(0, 5, 26)
+    rising = np.stack([1 - times / 5, times / 5], axis=1)
+    one, two = picture({0: (times, rising)}), picture({0: (times, rising), 3: (times, rising[::-1])})
+    empty = picture({})
+    assert one.shape[1] == two.shape[1] == empty.shape[1] == WIDTH
+    assert two.shape[0] > one.shape[0]  # one panel more
+    assert len(np.unique(one.reshape(-1, 3), axis=0)) > len(np.unique(empty.reshape(-1, 3), axis=0))
+    assert not np.isin(colour_mask(empty, PALETTE[0]), True).any()  # no curve without a face
+
+
+def colour_mask(image: np.ndarray, colour, tolerance: int = 60) -> np.ndarray:
+    return np.abs(image.astype(int) - np.array(colour)).max(axis=2) <= tolerance
+
+
+def test_a_curve_is_drawn_where_its_probability_and_time_are():
+    """Class 0 rises from 0 to 1 over the video, class 1 falls: in the panel, class 0's colour
+    goes up from left to right (rows count down) and class 1's goes down. The panel's right
+    quarter, where the legend is, is left out."""
+    times = np.linspace(0, 10, 51)
+    rising = times / 10
+    image = picture({0: (times, np.stack([rising, 1 - rising], axis=1))}, title="v.mp4")
+    x0, y0, x1, y1 = panel_boxes(1, image.shape[0], left=72)[0]
+    inside = image[y0 + 2:y1 - 1, x0 + 2:x0 + 3 * (x1 - x0) // 4]
+    for colour, sign in ((PALETTE[0], -1), (PALETTE[1], 1)):
+        rows, cols = np.nonzero(colour_mask(inside, colour))
+        assert len(rows) > 300, colour  # a line across the panel
+        assert sign * np.corrcoef(cols, rows)[0, 1] > 0.95, colour
+        # it starts at the panel's bottom (rising) or top (falling)
+        start = rows[cols <= cols.min() + 2]
+        assert len(start) and (start.min() > inside.shape[0] - 8 if sign < 0 else start.max() < 8), colour
+
+
+@pytest.mark.parametrize("low,high", [(-0.4, 8.4), (0.0, 1.0), (-0.05, 0.05), (12.3, 3601.7), (1e-4, 3e-4)])
+def test_time_ticks_are_round_values_inside_the_axis(low, high):
+    ticks = nice_ticks(low, high)
+    assert 2 <= len(ticks) <= 7
+    assert all(low - 1e-9 <= t <= high + 1e-9 for t in ticks)
+    steps = np.diff(ticks)
+    assert np.allclose(steps, steps[0])
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert any(np.isclose(mantissa, m) for m in (1, 2, 5))
+
+
+def test_the_time_axis_spans_every_track_with_room_and_is_never_empty():
+    assert time_range([np.array([2.0, 6.0]), np.array([1.0, 3.0])]) == pytest.approx((0.75, 6.25))
+    low, high = time_range([np.array([4.0])])  # one sampled frame: a second around it
+    assert low < 4.0 < high and high - low >= 1.0
+    assert time_range([]) == pytest.approx((-0.05, 1.05))
