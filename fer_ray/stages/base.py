@@ -67,7 +67,8 @@ def apply_group_stage(ds: ray.data.Dataset, key: str, stage_cls: type[Stage], cf
 
     At most one task per CPU at once: the groups all come after the shuffle's barrier, and a
     light stage's fraction of a CPU would let ten run on two cores, Ray starting a worker
-    process for each that imports the stage's libraries (label-videos' reduce: matplotlib)."""
+    process for each that imports the stage's libraries (label-videos' reduce: PyAV, OpenCV,
+    Pillow; matplotlib too until f4aa9c3)."""
     return ds.groupby(key).map_groups(_run_task_stage, fn_args=(stage_cls, cfg), batch_format="numpy",
                                       num_cpus=stage_cls.num_cpus, num_gpus=stage_cls.num_gpus,
                                       concurrency=available_cpus())
