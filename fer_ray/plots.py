@@ -9,6 +9,8 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fer_ray.vision.chart import PALETTE
+
 DPI = 100
 
 
@@ -27,6 +29,6 @@ def png(fig: Figure) -> bytes:
 
 
 def palette(count: int) -> list:
-    """Distinct colours for at most 10 series (matplotlib's tab10)."""
-    from matplotlib import colormaps
-    return [colormaps["tab10"](i % 10) for i in range(count)]
+    """Distinct colours for at most 10 series, as matplotlib takes them: the video timeline's
+    (matplotlib's tab10), so a class has one colour in every picture."""
+    return [tuple(c / 255 for c in PALETTE[i % len(PALETTE)]) for i in range(count)]

@@ -23,7 +23,7 @@ PANEL_HEIGHT, GAP = 160, 0.3  # the height a panel adds, the gap between panels 
 MAX_TRACKS = 8  # a video's timeline shows its longest tracks, this many at most
 THUMBNAIL_COLUMN = WIDTH // 8  # faces stay left of this x
 TICK = 4
-# matplotlib's tab10, as RGB: the colours the training plots use too
+# matplotlib's tab10, as RGB; the training plots take theirs from here too (plots.palette)
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 INK, FRAME, BACKGROUND = (0, 0, 0), (0, 0, 0), (255, 255, 255)
