@@ -76,6 +76,7 @@ def panel_boxes(rows: int, height: int, left: int) -> list[tuple[int, int, int, 
 def time_range(times: list[np.ndarray]) -> tuple[float, float]:
     """The shared time axis: all tracks' times with 5% room either side (1 s wide at least)."""
     values = np.concatenate([np.asarray(t, np.float64).ravel() for t in times]) if times else np.zeros(0)
+    values = values[np.isfinite(values)]
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     if high - low < 1.0:
         middle = (low + high) / 2
@@ -118,8 +119,11 @@ def draw_curve(image: np.ndarray, box: tuple[int, int, int, int], span: tuple[fl
                times: np.ndarray, values: np.ndarray, colour: tuple[int, int, int]) -> None:
     """One class's probability as an anti-aliased polyline inside the panel (sub-pixel points)."""
     x0, y0, x1, y1 = box
-    x = x0 + (times - span[0]) / (span[1] - span[0]) * (x1 - x0)
-    y = y1 - np.clip(values, 0.0, 1.0) * (y1 - y0)
+    finite = np.isfinite(times) & np.isfinite(values)  # a gap in the data is left out, as matplotlib does
+    x = x0 + (times[finite] - span[0]) / (span[1] - span[0]) * (x1 - x0)
+    y = y1 - np.clip(values[finite], 0.0, 1.0) * (y1 - y0)
+    if len(x) == 0:
+        return
     if len(x) == 1:  # one sample: a dot, as matplotlib would show nothing
         cv2.circle(image, (round(x[0]), round(y[0])), 2, colour, -1, cv2.LINE_AA)
         return

@@ -48,6 +48,13 @@ def test_a_curve_is_drawn_where_its_probability_and_time_are():
         assert len(start) and (start.min() > inside.shape[0] - 8 if sign < 0 else start.max() < 8), colour
 
 
+def test_the_timeline_shows_the_longest_tracks_at_most():
+    tracks = {t: (np.linspace(0, 1, 5 + t), np.full((5 + t, 2), 0.5)) for t in range(MAX_TRACKS + 3)}
+    height = picture(tracks).shape[0]
+    assert height == picture({t: tracks[t] for t in range(MAX_TRACKS)}).shape[0]
+    assert height > picture({t: tracks[t] for t in range(MAX_TRACKS - 1)}).shape[0]
+
+
 @pytest.mark.parametrize("low,high", [(-0.4, 8.4), (0.0, 1.0), (-0.05, 0.05), (12.3, 3601.7), (1e-4, 3e-4)])
 def test_time_ticks_are_round_values_inside_the_axis(low, high):
     ticks = nice_ticks(low, high)
@@ -64,3 +71,14 @@ def test_the_time_axis_spans_every_track_with_room_and_is_never_empty():
     low, high = time_range([np.array([4.0])])  # one sampled frame: a second around it
     assert low < 4.0 < high and high - low >= 1.0
     assert time_range([]) == pytest.approx((-0.05, 1.05))
+    assert time_range([np.array([2.0, np.nan, 6.0])]) == pytest.approx((1.8, 6.2))  # a gap is no time
+
+
+def test_a_gap_in_a_curve_is_left_out_and_the_rest_drawn():
+    times = np.linspace(0, 10, 51)
+    probabilities = np.stack([times / 10, 1 - times / 10], axis=1)
+    probabilities[20, 0] = np.nan
+    times_with_gap = times.copy()
+    times_with_gap[30] = np.nan
+    image = picture({0: (times_with_gap, probabilities)}, title="\u8996\u983b \U0001f600")  # glyphs the font lacks
+    assert colour_mask(image, PALETTE[0]).sum() > 300 and colour_mask(image, PALETTE[1]).sum() > 300
