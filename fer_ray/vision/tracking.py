@@ -44,7 +44,6 @@ exactly once. Overlap rows (owned False) exist only to join tracks.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 # Timestamps are seconds as floats: this absorbs the rounding of t +- window arithmetic.
 TIME_EPS = 1e-9
@@ -85,6 +84,10 @@ def assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     """
     if scores.size == 0:
         return []
+    # imported here: scipy.optimize takes 0.24 s to import, and every face actor of every job
+    # imports this module (for `iou`) while only tracking needs the solver
+    from scipy.optimize import linear_sum_assignment
+
     counted = np.where(scores >= minimum, scores, 0.0)
     rows, cols = linear_sum_assignment(counted, maximize=True)
     return [(int(r), int(c)) for r, c in zip(rows, cols) if scores[r, c] >= minimum]
