@@ -227,8 +227,9 @@ def best_and_history(cfg: TrainConfig, result: ray.train.Result) -> tuple[dict, 
             return best_state, ckpt.load_local(directory)["history"]
     states = list(ckpt.epoch_states(cfg.output))
     if not states:
-        raise RuntimeError(f"training: the run at {cfg.output} ended with no epoch checkpoint that loads under "
-                           f"{storage.join(cfg.output, RUN_NAME)}; run it again with --resume false to start over")
+        # the advice before the folder: the CLI shortens a failure to one line of 200 characters
+        raise RuntimeError(f"training: no epoch checkpoint of this run loads; run it again with --resume false to "
+                           f"start over (its epochs: {storage.join(cfg.output, RUN_NAME)})")
     history = max(states, key=lambda state: state["epoch"])["history"]
     score = {entry["epoch"]: entry[SCORE] for entry in history}
     return max(states, key=lambda state: score[state["epoch"]]), history

@@ -4,6 +4,7 @@ it. The run's own epoch files decide; with none that loads, the run fails in one
 leaves the output's checkpoint.pt as it was (no Ray cluster: Ray Train's Result as fit returns it)."""
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import ray.train
 import torch
 
-from fer_ray import config
+from fer_ray import cli, config, logs
 from fer_ray.config import TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.models import checkpoint as ckpt
@@ -61,7 +62,30 @@ def test_with_no_epoch_that_loads_the_run_fails_in_one_line_and_keeps_the_output
     before = open(os.path.join(cfg.output, ckpt.FILENAME), "rb").read()
     with pytest.raises(RuntimeError) as raised:
         trainer.finish(cfg, unrecorded(cfg), 1.0, eval_workers=0)
-    assert str(raised.value) == (f"training: the run at {cfg.output} ended with no epoch checkpoint that loads "
-                                 f"under {cfg.output}/train; run it again with --resume false to start over")
+    assert str(raised.value) == ("training: no epoch checkpoint of this run loads; run it again with --resume false "
+                                 f"to start over (its epochs: {cfg.output}/train)")
     assert open(os.path.join(cfg.output, ckpt.FILENAME), "rb").read() == before
     assert sorted(os.listdir(cfg.output)) == [ckpt.FILENAME]
+
+
+def test_as_the_user_meets_it_exit_code_1_one_line_on_stderr_and_the_output_kept(tmp_path, monkeypatch, capsys):
+    """The same failure through the CLI's own failure path (`cli.run_command`, as `fer-ray train`
+    ends): the command's body is the trainer's finish on Ray Train's empty record."""
+    monkeypatch.setenv("FER_RAY_LOG_DIR", str(tmp_path / "logs"))
+    cfg = TrainConfig(model="landmark_mlp", output=str(tmp_path / ("experiments-" * 12) / "run"))  # a long path
+    ckpt.save(epoch_state(cfg, 0), cfg.output)
+    before = open(os.path.join(cfg.output, ckpt.FILENAME), "rb").read()
+    args = argparse.Namespace(command="train", verbose=False,
+                              func=lambda _: trainer.finish(cfg, unrecorded(cfg), 1.0, eval_workers=0))
+    run_log = logs.RunLog("train")
+    try:
+        code = cli.run_command(args, run_log)
+    finally:
+        run_log.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1
+    # the advice survives the CLI's 200-character cut of a long output path
+    assert lines[0].startswith("fer-ray train: failed: RuntimeError: training: no epoch checkpoint of this run "
+                               "loads; run it again with --resume false to start over (its epochs: ")
+    assert lines[0].endswith(f" (details: {run_log.path})")
+    assert open(os.path.join(cfg.output, ckpt.FILENAME), "rb").read() == before
