@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -20,13 +21,27 @@ from fer_ray.vision.draw import encode_png
 WIDTH = 900
 TITLE_BAND, AXIS_BAND = 45, 55
 PANEL_HEIGHT, GAP = 160, 0.3  # the height a panel adds, the gap between panels (of a panel's height)
+FIXED_HEIGHT = TITLE_BAND + AXIS_BAND + 20  # 120 + 160 px a track: the matplotlib figure's 1.2 + 1.6 in
 MAX_TRACKS = 8  # a video's timeline shows its longest tracks, this many at most
 THUMBNAIL_COLUMN = WIDTH // 8  # faces stay left of this x
+# a panel's left edge: room for "track N" and the probability labels (after the faces, if any)
+PANEL_LEFT, PANEL_LEFT_AFTER_FACES, PANEL_RIGHT = 72, THUMBNAIL_COLUMN + 63, WIDTH - 18
 TICK = 4
 # matplotlib's tab10, as RGB; the training plots take theirs from here too (plots.palette)
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
-INK, FRAME, BACKGROUND = (0, 0, 0), (0, 0, 0), (255, 255, 255)
+INK, BACKGROUND = (0, 0, 0), (255, 255, 255)
+
+
+class Label(NamedTuple):
+    """A text drawn by Pillow once OpenCV has drawn the lines: at (x, y) by Pillow's anchor
+    (e.g. "mm": its middle), or turned to read upwards and centred there."""
+    x: int
+    y: int
+    text: str
+    size: int
+    anchor: str = "mm"
+    upwards: bool = False
 
 
 def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
@@ -37,12 +52,12 @@ def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: 
     left (nothing for a track without one)."""
     shown = sorted(sorted(tracks, key=lambda t: -len(tracks[t][0]))[:MAX_TRACKS])
     rows = max(len(shown), 1)
-    image = np.full((TITLE_BAND + AXIS_BAND + 20 + PANEL_HEIGHT * rows, WIDTH, 3), BACKGROUND, np.uint8)
-    panels = panel_boxes(rows, image.shape[0], left=THUMBNAIL_COLUMN + 63 if thumbnails is not None else 72)
-    left = panels[0][0]
+    image = np.full((FIXED_HEIGHT + PANEL_HEIGHT * rows, WIDTH, 3), BACKGROUND, np.uint8)
+    panels = panel_boxes(rows, image.shape[0], left=PANEL_LEFT_AFTER_FACES if thumbnails is not None else PANEL_LEFT)
+    middle = (panels[0][0] + PANEL_RIGHT) // 2
     t0, t1 = time_range([tracks[t][0] for t in shown])
     xs = nice_ticks(t0, t1)
-    texts = []  # drawn by Pillow once OpenCV is done: (x, y, text, size, anchor, colour, rotated)
+    texts: list[Label] = []
     for k, box in enumerate(panels):
         draw_axes(image, box, (t0, t1), xs, texts, last=k == rows - 1)
     for box, track in zip(panels, shown):
@@ -51,17 +66,16 @@ def timeline_png(tracks: dict[int, tuple[np.ndarray, np.ndarray]], class_names: 
         for i in range(len(class_names)):
             draw_curve(image, box, (t0, t1), np.asarray(times, np.float64), probabilities[:, i],
                        PALETTE[i % len(PALETTE)])
-        texts.append((box[0] - 38, (box[1] + box[3]) // 2, f"track {track}", 12, "mm", INK, True))
+        texts.append(Label(box[0] - 38, (box[1] + box[3]) // 2, f"track {track}", 12, upwards=True))
         if thumbnails is not None and thumbnails.get(track) is not None:
             paste_thumbnail(image, thumbnails[track], box)
     if not shown:
-        box = panels[0]
-        texts.append(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2, "no face found", 12, "mm", INK, False))
-    texts.append(((left + panels[0][2]) // 2, TITLE_BAND - 6, title, 13, "md", INK, False))
-    texts.append(((left + panels[0][2]) // 2, image.shape[0] - 12, "time in the video (s)", 12, "md", INK, False))
+        texts.append(Label(middle, (panels[0][1] + panels[0][3]) // 2, "no face found", 12))
+    texts.append(Label(middle, TITLE_BAND - 6, title, 13, "md"))
+    texts.append(Label(middle, image.shape[0] - 12, "time in the video (s)", 12, "md"))
     picture = Image.fromarray(image)
     draw_texts(picture, texts)
-    if shown:
+    if shown and class_names:
         draw_legend(picture, panels[0], class_names)
     return encode_png(np.asarray(picture))
 
@@ -70,7 +84,7 @@ def panel_boxes(rows: int, height: int, left: int) -> list[tuple[int, int, int, 
     """(x0, y0, x1, y1) of each panel, top to bottom, between the title and the time axis."""
     panel = (height - TITLE_BAND - AXIS_BAND) / (rows + GAP * (rows - 1))
     tops = [TITLE_BAND + k * panel * (1 + GAP) for k in range(rows)]
-    return [(left, round(top), WIDTH - 18, round(top + panel)) for top in tops]
+    return [(left, round(top), PANEL_RIGHT, round(top + panel)) for top in tops]
 
 
 def time_range(times: list[np.ndarray]) -> tuple[float, float]:
@@ -99,20 +113,20 @@ def tick_label(value: float) -> str:
 
 
 def draw_axes(image: np.ndarray, box: tuple[int, int, int, int], span: tuple[float, float], xs: list[float],
-              texts: list, last: bool) -> None:
+              texts: list[Label], last: bool) -> None:
     """A panel's frame, its probability ticks (0, 0.5, 1) with labels, its time ticks (labelled
     on the last panel only, the axis being shared)."""
     x0, y0, x1, y1 = box
-    cv2.rectangle(image, (x0, y0), (x1, y1), FRAME, 1)
+    cv2.rectangle(image, (x0, y0), (x1, y1), INK, 1)
     for value in (0.0, 0.5, 1.0):
         y = round(y1 - value * (y1 - y0))
-        cv2.line(image, (x0 - TICK, y), (x0, y), FRAME, 1)
-        texts.append((x0 - TICK - 3, y, f"{value:.1f}", 11, "rm", INK, False))
+        cv2.line(image, (x0 - TICK, y), (x0, y), INK, 1)
+        texts.append(Label(x0 - TICK - 3, y, f"{value:.1f}", 11, "rm"))
     for value in xs:
         x = round(x0 + (value - span[0]) / (span[1] - span[0]) * (x1 - x0))
-        cv2.line(image, (x, y1), (x, y1 + TICK), FRAME, 1)
+        cv2.line(image, (x, y1), (x, y1 + TICK), INK, 1)
         if last:
-            texts.append((x, y1 + TICK + 2, tick_label(value), 11, "mt", INK, False))
+            texts.append(Label(x, y1 + TICK + 2, tick_label(value), 11, "mt"))
 
 
 def draw_curve(image: np.ndarray, box: tuple[int, int, int, int], span: tuple[float, float],
@@ -147,19 +161,24 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def draw_texts(picture: Image.Image, texts: list) -> None:
+def draw_texts(picture: Image.Image, texts: list[Label]) -> None:
     draw = ImageDraw.Draw(picture)
-    for x, y, text, size, anchor, colour, rotated in texts:
-        if not text:
+    for label in texts:
+        if not label.text:
             continue
-        if not rotated:
-            draw.text((x, y), text, fill=colour, font=font(size), anchor=anchor)
-            continue
-        left, top, right, bottom = font(size).getbbox(text)
-        label = Image.new("L", (right - left + 2, bottom - top + 2), 0)
-        ImageDraw.Draw(label).text((1 - left, 1 - top), text, fill=255, font=font(size))
-        label = label.rotate(90, expand=True)
-        picture.paste(Image.new("RGB", label.size, colour), (x - label.width // 2, y - label.height // 2), label)
+        if label.upwards:
+            draw_upwards(picture, label)
+        else:
+            draw.text((label.x, label.y), label.text, fill=INK, font=font(label.size), anchor=label.anchor)
+
+
+def draw_upwards(picture: Image.Image, label: Label) -> None:
+    """Pillow draws text level only: draw it on a mask, turn that, and ink through it."""
+    left, top, right, bottom = font(label.size).getbbox(label.text)
+    mask = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    ImageDraw.Draw(mask).text((1 - left, 1 - top), label.text, fill=255, font=font(label.size))
+    mask = mask.rotate(90, expand=True)
+    picture.paste(Image.new("RGB", mask.size, INK), (label.x - mask.width // 2, label.y - mask.height // 2), mask)
 
 
 def draw_legend(picture: Image.Image, box: tuple[int, int, int, int], class_names: Sequence[str]) -> None:

@@ -6,7 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_ray.vision.chart import MAX_TRACKS, PALETTE, WIDTH, nice_ticks, panel_boxes, time_range, timeline_png
+from fer_ray.vision.chart import (
+    MAX_TRACKS,
+    PALETTE,
+    PANEL_LEFT,
+    WIDTH,
+    nice_ticks,
+    panel_boxes,
+    time_range,
+    timeline_png,
+)
 
 
 def picture(tracks: dict, classes=("neutral", "sad"), **kwargs) -> np.ndarray:
@@ -24,6 +33,7 @@ def test_a_video_timeline_has_a_panel_per_track_and_says_when_there_is_no_face()
     assert two.shape[0] > one.shape[0]  # one panel more
     assert len(np.unique(one.reshape(-1, 3), axis=0)) > len(np.unique(empty.reshape(-1, 3), axis=0))
     assert not np.isin(colour_mask(empty, PALETTE[0]), True).any()  # no curve without a face
+    assert picture({0: (times, np.zeros((26, 0)))}, classes=()).shape == one.shape  # no classes: no legend
 
 
 def colour_mask(image: np.ndarray, colour, tolerance: int = 60) -> np.ndarray:
@@ -37,7 +47,7 @@ def test_a_curve_is_drawn_where_its_probability_and_time_are():
     times = np.linspace(0, 10, 51)
     rising = times / 10
     image = picture({0: (times, np.stack([rising, 1 - rising], axis=1))}, title="v.mp4")
-    x0, y0, x1, y1 = panel_boxes(1, image.shape[0], left=72)[0]
+    x0, y0, x1, y1 = panel_boxes(1, image.shape[0], left=PANEL_LEFT)[0]
     inside = image[y0 + 2:y1 - 1, x0 + 2:x0 + 3 * (x1 - x0) // 4]
     for colour, sign in ((PALETTE[0], -1), (PALETTE[1], 1)):
         rows, cols = np.nonzero(colour_mask(inside, colour))
