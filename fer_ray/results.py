@@ -29,7 +29,7 @@ import yaml
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from fer_ray import storage
+from fer_ray import schema, storage
 from fer_ray.config import ConfigError
 from fer_ray.runtime import LIGHT_CPUS
 
@@ -136,7 +136,7 @@ def commit_tables(output: str, job: str, tables: dict[str, list[pa.Table]], run_
         for i, table in enumerate(parts):
             fs, path = storage.resolve(run_uri(output, run, folder, f"part-{i:05d}.parquet"))
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            pq.write_table(table, path, filesystem=fs)
+            pq.write_table(table, path, filesystem=fs, **schema.parquet_options(table))
             files.setdefault(folder, []).append(storage.relative(storage.to_uri(fs, path), output))
     storage.write_bytes(run_uri(output, run, "config.yaml"), yaml.safe_dump(run_config or {}).encode())
     commit = Commit(output, job, run, files)

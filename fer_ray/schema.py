@@ -459,3 +459,18 @@ def _union(*schemas: pa.Schema) -> list[pa.Field]:
 # What the per-video reduce emits: every column of the four folders, and a flag per folder.
 VIDEO_OUTPUT_ROWS = pa.schema([*_union(*(s for _, s in VIDEO_FOLDERS.values())),
                                *[(flag, pa.bool_()) for flag, _ in VIDEO_FOLDERS.values()]])
+
+
+# Face pixels barely compress: a 224 px RGB face is 131 KiB at zstd's level 1 and at pyarrow's
+# default level alike. Written with pyarrow's defaults it took 0.80 ms, without a dictionary
+# for the bytes columns 0.64 ms, and at level 1 as well 0.39 ms.
+PARQUET_COMPRESSION = {"compression": "zstd", "compression_level": 1}
+
+
+def parquet_options(table: pa.Table) -> dict:
+    """`pq.write_table`'s options for every Parquet file fer-ray writes: zstd at level 1, and a
+    dictionary for every column but the bytes ones (pixels, thumbnails), whose values never
+    repeat: pyarrow would hash each one into a dictionary it then gives up on."""
+    binary = (pa.types.is_binary, pa.types.is_large_binary)
+    return {**PARQUET_COMPRESSION,
+            "use_dictionary": [f.name for f in table.schema if not any(kind(f.type) for kind in binary)]}

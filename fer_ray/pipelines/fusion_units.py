@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fer_ray import results, storage
+from fer_ray import results, schema, storage
 from fer_ray.config import RetryConfig
 
 UNIT_SCHEMA = pa.schema([("unit", pa.string()), ("files", pa.list_(pa.string())),
@@ -113,4 +113,5 @@ def _write_unit(face_files: list[str], unit: dict, uri: str, retry: RetryConfig)
     table = pa.Table.from_pylist([row], UNIT_SCHEMA)
     fs, path = storage.resolve(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    storage.retrying(f"write {uri}", lambda: pq.write_table(table, path, filesystem=fs), retry)
+    options = schema.parquet_options(table)
+    storage.retrying(f"write {uri}", lambda: pq.write_table(table, path, filesystem=fs, **options), retry)

@@ -44,18 +44,6 @@ FILE_BYTES = 16 << 20
 COUNTS_FOLDER = "counts"
 
 
-# Face pixels barely compress: a 224 px RGB face is 131 KiB at zstd's level 1 and at pyarrow's
-# default level alike. Written with pyarrow's defaults it took 0.80 ms, without a dictionary
-# for the bytes columns 0.64 ms, and at level 1 as well 0.39 ms.
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
-
-
-def dictionary_columns(table: pa.Table) -> list[str]:
-    """Columns worth dictionary encoding: all but the bytes columns (pixels, thumbnails), whose
-    values never repeat; pyarrow would hash each one into a dictionary it then gives up on."""
-    return [f.name for f in table.schema if not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))]
-
-
 @dataclass(frozen=True)
 class Folder:
     """An output folder: the boolean column that selects its rows (None: every row), and its
@@ -145,7 +133,7 @@ class ShardSink(_FileDatasink):
 
         def write() -> None:
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            pq.write_table(table, path, filesystem=fs, **PARQUET_OPTIONS, use_dictionary=dictionary_columns(table))
+            pq.write_table(table, path, filesystem=fs, **schema.parquet_options(table))
 
         storage.retrying(f"write {storage.join(self.run_uri, name)}", write, self.retry)
 

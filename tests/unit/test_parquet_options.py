@@ -1,13 +1,13 @@
-"""How the jobs' Parquet files are written (pipelines.writer), without Ray: the bytes columns
-(pixels, thumbnails) get no dictionary, the repeated ones keep theirs, and the file reads back
-the same."""
+"""How fer-ray's Parquet files are written (schema.parquet_options), without Ray: the bytes
+columns (pixels, thumbnails) get no dictionary, the repeated ones keep theirs, and the file
+reads back the same."""
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fer_ray.pipelines.writer import PARQUET_OPTIONS, dictionary_columns
+from fer_ray.schema import parquet_options
 
 
 def test_bytes_columns_get_no_dictionary_and_the_file_reads_back_the_same(tmp_path):
@@ -18,9 +18,9 @@ def test_bytes_columns_get_no_dictionary_and_the_file_reads_back_the_same(tmp_pa
         "label_name": pa.array(["happy", "sad"] * 100),
         "landmarks": pa.array([rng.random(136).tolist() for _ in range(200)], pa.list_(pa.float32())),
     })
-    assert dictionary_columns(table) == ["label_name", "landmarks"]
+    assert parquet_options(table)["use_dictionary"] == ["label_name", "landmarks"]
     path = tmp_path / "faces.parquet"
-    pq.write_table(table, path, **PARQUET_OPTIONS, use_dictionary=dictionary_columns(table))
+    pq.write_table(table, path, **parquet_options(table))
     columns = pq.ParquetFile(path).metadata.row_group(0)
     encodings = {columns.column(i).path_in_schema.split(".")[0]: set(columns.column(i).encodings)
                  for i in range(columns.num_columns)}
