@@ -130,6 +130,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         _report(history, rank, model, optimizer, loop_config, class_names)
         if rank == 0:
             write_progress(cfg, history)
+    if start_epoch >= cfg.epochs and history:
+        # resumed with every epoch done (the last one's checkpoint was uploaded, the driver killed
+        # before Ray recorded it): its scores once more, or Tune ends the trial with no metric and
+        # raises; the checkpoint comes from the run's own files (trainer.best_and_history)
+        ray.train.report(history[-1])
 
 
 def _build(cfg: TrainConfig, num_classes: int, init_state: dict | None = None):
