@@ -198,9 +198,28 @@ def begin(run: StagedRun, cfg_yaml: str) -> None:
     """Say what this run does, and stage its configuration and identity."""
     run.started = time.time()
     say(describe(run))
-    if run.state != RESUMED:
+    if run.state == RESUMED:
+        settle_checkpoints(run)
+    else:
         storage.write_bytes(run.uri("config.yaml"), cfg_yaml.encode(), run.retry)
         storage.write_bytes(run.uri(RUN_FILE), json.dumps(run.identity, indent=1, default=str).encode(), run.retry)
+
+
+def settle_checkpoints(run: StagedRun) -> None:
+    """Finish the checkpoint commits an outage cut in half. On S3, Ray commits a write task's
+    checkpoint by copying its pending file to the committed name, then deleting the pending
+    one; when only the delete fails, both stay. The rerun's cleanup of pending tasks would
+    then delete that task's files and counts while its committed checkpoint still skips its
+    inputs: they would be lost (the run could never account for them). The committed file is
+    made only after the task's files are written, so the task is complete; drop its pending
+    file, as Ray's own commit does when it finds both."""
+    pending_suffix = f"{PENDING_CHECKPOINT_SUFFIX}.parquet"
+    committed = committed_tasks(run)
+    for uri in files_under(run, run.checkpoint_uri, pending_suffix):
+        if posixpath.basename(uri).removesuffix(pending_suffix) in committed:
+            log.warning("%s: the checkpoint of write task %s was committed but its pending file stayed; "
+                        "removing the pending file", run.job, posixpath.basename(uri))
+            storage.remove_dir(uri, run.retry)
 
 
 def describe(run: StagedRun) -> str:
