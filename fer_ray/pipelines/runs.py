@@ -50,6 +50,7 @@ RUN_FILE = "run.json"
 NEW, RESUMED, RESTARTED, UP_TO_DATE = "new", "resumed", "restarted", "up to date"
 # Ray reads its checkpoint in a resumed run: a listing task that needs a whole CPU.
 CHECKPOINT_FILTER_CPUS = 1
+PENDING_FILE = f"{PENDING_CHECKPOINT_SUFFIX}.parquet"  # how a write task's uncommitted checkpoint ends
 
 
 class RunError(RuntimeError):
@@ -181,7 +182,7 @@ def committed_units(run: StagedRun) -> int:
 def committed_tasks(run: StagedRun) -> set[str]:
     """The names of the write tasks whose files Ray's checkpoint marks committed."""
     return {task_name(uri) for uri in files_under(run, run.checkpoint_uri, ".parquet")
-            if not uri.endswith(f"{PENDING_CHECKPOINT_SUFFIX}.parquet")}
+            if not uri.endswith(PENDING_FILE)}
 
 
 def task_name(uri: str) -> str:
@@ -213,10 +214,9 @@ def settle_checkpoints(run: StagedRun) -> None:
     inputs: they would be lost (the run could never account for them). The committed file is
     made only after the task's files are written, so the task is complete; drop its pending
     file, as Ray's own commit does when it finds both."""
-    pending_suffix = f"{PENDING_CHECKPOINT_SUFFIX}.parquet"
     committed = committed_tasks(run)
-    for uri in files_under(run, run.checkpoint_uri, pending_suffix):
-        if posixpath.basename(uri).removesuffix(pending_suffix) in committed:
+    for uri in files_under(run, run.checkpoint_uri, PENDING_FILE):
+        if posixpath.basename(uri).removesuffix(PENDING_FILE) in committed:
             log.warning("%s: the checkpoint of write task %s was committed but its pending file stayed; "
                         "removing the pending file", run.job, posixpath.basename(uri))
             storage.remove_dir(uri, run.retry)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from fer_ray import labels, results, storage
 from fer_ray.config import PreprocessConfig
-from fer_ray.pipelines import preprocess
+from fer_ray.pipelines import preprocess, runs
 
 
 def read_output(output_uri: str, folder: str):
@@ -56,7 +56,7 @@ def expected_pairs(faces: list[dict]) -> int:
 def committed_units(output: str) -> int:
     """Write tasks Ray has committed in the output's unfinished runs."""
     root = storage.join(output, results.CHECKPOINTS_DIR)
-    return sum(1 for uri in storage.list_files(root) if not uri.endswith(".pending.parquet")) if (
+    return sum(1 for uri in storage.list_files(root) if not uri.endswith(runs.PENDING_FILE)) if (
         storage.exists(root)) else 0
 
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from fer_ray import cli, results, storage
+from fer_ray.pipelines import runs
 from tests.cluster import stage_actors, wait_for
 from tests.integration.helpers import committed_units, kill_cli_after_units, read_output, run_file, run_preprocess
 
@@ -112,8 +113,8 @@ def test_a_killed_run_is_never_read_and_resumes_to_the_uninterrupted_result(samp
     # of the pending file): the task is committed yet its pending file stayed. Ray's cleanup
     # of pending tasks would delete its files while its inputs are skipped as committed.
     half_moved = next(uri for uri in storage.list_files(storage.join(output, results.CHECKPOINTS_DIR))
-                      if not uri.endswith(".pending.parquet"))
-    storage.write_bytes(half_moved.removesuffix(".parquet") + ".pending.parquet", storage.read_bytes(half_moved))
+                      if not uri.endswith(runs.PENDING_FILE))
+    storage.write_bytes(half_moved.removesuffix(".parquet") + runs.PENDING_FILE, storage.read_bytes(half_moved))
 
     resumed = run_preprocess("jaffe", str(sample / "jaffe"), output, rows_per_file=SMALL_FILES)
     assert resumed["run_state"] == "resumed" and resumed["units_skipped"] > 0

@@ -17,7 +17,7 @@ from fer_ray import results, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
 from fer_ray.storage import StorageUnavailable
 from tests.cluster import wait_for, without_ray_data_io_retries
-from tests.integration.helpers import read_output, run_preprocess
+from tests.integration.helpers import committed_units, read_output, run_preprocess
 
 pytestmark = pytest.mark.integration
 
@@ -124,11 +124,6 @@ def s3_jaffe(bucket, ray_cluster):
     write_sample_data(f"{bucket}/outage-runs/raw", layouts=("jaffe",))
     return f"{bucket}/outage-runs/raw/jaffe"
 
-
-def committed_units(output: str) -> int:
-    root = storage.join(output, results.CHECKPOINTS_DIR)
-    return sum(1 for uri in storage.list_files(root) if not uri.endswith(".pending.parquet")) if (
-        storage.exists(root)) else 0
 
 
 def in_thread(function, *args, **kwargs):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from fer_ray import cli, labels, results, schema, storage
 from fer_ray.config import ConfigError, SynthesizeConfig, TrainConfig
-from fer_ray.pipelines import fusion_units, synthesize
+from fer_ray.pipelines import fusion_units, runs, synthesize
 from tests.cluster import wait_for
 from tests.integration.helpers import expected_pairs, read_output
 
@@ -167,7 +167,7 @@ def test_a_killed_synthesis_resumes_to_the_uninterrupted_result(region, jaffe_fa
     checkpoints = storage.join(output, results.CHECKPOINTS_DIR)
     try:
         wait_for(lambda: driver.poll() is not None or (storage.exists(checkpoints) and any(
-            not u.endswith(".pending.parquet") and not is_plan(u) for u in storage.list_files(checkpoints))),
+            not u.endswith(runs.PENDING_FILE) and not is_plan(u) for u in storage.list_files(checkpoints))),
             300, "a committed write")
     finally:
         driver.send_signal(signal.SIGKILL)
