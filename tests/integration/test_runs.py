@@ -11,7 +11,7 @@ import pytest
 from fer_ray import cli, results, storage
 from fer_ray.pipelines import runs
 from tests.cluster import stage_actors, wait_for
-from tests.integration.helpers import committed_units, kill_cli_after_units, read_output, run_file, run_preprocess
+from tests.integration.helpers import kill_cli_after_units, read_output, run_file, run_preprocess
 
 pytestmark = pytest.mark.integration
 SMALL_FILES = 16  # rows per output file: many commit units from the small sample
@@ -124,16 +124,28 @@ def test_a_killed_run_is_never_read_and_resumes_to_the_uninterrupted_result(samp
     assert not storage.exists(storage.join(output, results.CHECKPOINTS_DIR))  # dropped by the commit
 
 
-def test_a_face_actor_killed_mid_run_loses_no_input(sample, reference, tmp_path):
+def face_batches_in_hand(dashboard: str) -> bool:
+    """Whether a face actor holds a batch of this driver's (running it, or queued there)."""
+    import ray
+    from ray.util.state import list_tasks
+
+    filters = [("job_id", "=", ray.get_runtime_context().get_job_id()),
+               ("name", "=", "MapWorker(MapBatches(FaceStage)).submit")]
+    tasks = list_tasks(address=dashboard, filters=filters, limit=10_000, raise_on_missing_output=False)
+    return any(task.state not in ("FINISHED", "FAILED") for task in tasks)
+
+
+def test_a_face_actor_killed_mid_run_loses_no_input(sample, reference, ray_cluster, tmp_path):
     output = str(tmp_path / "out")
     outcome = {}
-    # One face actor: it is the run's bottleneck, so most of the run is still to come after its
-    # first commit (with two, the rest could finish before the kill: seen on a 2-core runner),
-    # and the run cannot finish unless Ray brings it back.
+    # One face actor, the run's bottleneck: it gets the input's blocks one after another, so when
+    # it holds its first, the rest are still to come, and the run cannot finish unless Ray brings
+    # it back. (Waiting for a committed unit raced the run's end: its writes can all come last.)
     driver = threading.Thread(target=lambda: outcome.update(summary=run_preprocess(
         "jaffe", str(sample / "jaffe"), output, rows_per_file=SMALL_FILES, workers=1)), daemon=True)
     driver.start()
-    wait_for(lambda: committed_units(output) >= 1 or not driver.is_alive(), 300, "a committed unit")
+    wait_for(lambda: face_batches_in_hand(ray_cluster.dashboard) or not driver.is_alive(), 300,
+             "a batch handed to the face actor")
     victims = stage_actors("FaceStage")
     assert victims and driver.is_alive()
     victims[0].kill()
