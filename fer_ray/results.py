@@ -16,6 +16,7 @@ Without fer-ray: `json.load` the marker and read the files it lists, e.g.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 import warnings
@@ -30,8 +31,11 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from fer_ray import schema, storage
-from fer_ray.config import ConfigError
+from fer_ray.config import ConfigError, RetryConfig
+from fer_ray.logs import say
 from fer_ray.runtime import LIGHT_CPUS
+
+log = logging.getLogger(__name__)
 
 COMMIT_FILE = "_commit.json"
 RUNS_DIR = "runs"
@@ -111,20 +115,29 @@ def uncommitted_reason(uri: str) -> str:
     return f"{uri} holds no fer-ray result (no {COMMIT_FILE}); give the output of a finished run"
 
 
-def publish(commit: Commit) -> None:
+def publish(commit: Commit, retry: RetryConfig | None = None) -> None:
     """Make `commit` the output's result: the marker is written last, in one piece; then
-    the files of every other run (and of earlier layouts) go."""
-    storage.write_bytes(storage.join(commit.output, COMMIT_FILE), commit.to_json())
-    remove_superseded(commit.output, commit.run)
+    the files of every other run (and of earlier layouts) go.
+
+    Once the marker is written the run is published, whatever follows: storage that fails
+    while the superseded files are removed leaves them for the next publish into this
+    output (readers take only the files the marker lists), and says so."""
+    storage.write_bytes(storage.join(commit.output, COMMIT_FILE), commit.to_json(), retry)
+    try:
+        remove_superseded(commit.output, commit.run, retry)
+    except storage.StorageUnavailable as err:
+        log.warning("removing the files superseded by run %s: %s", commit.run, err)
+        say(f"{commit.output}: run {commit.run} is published, but storage failed while the files it supersedes "
+            f"were removed; readers ignore them, and the next run published there removes them")
 
 
-def remove_superseded(output: str, keep_run: str) -> None:
+def remove_superseded(output: str, keep_run: str, retry: RetryConfig | None = None) -> None:
     runs = storage.join(output, RUNS_DIR)
-    for entry in storage.list_dirs(runs):
+    for entry in storage.list_dirs(runs, retry):
         if entry != keep_run:
-            storage.remove_dir(storage.join(runs, entry))
+            storage.remove_dir(storage.join(runs, entry), retry)
     for name in (CHECKPOINTS_DIR, *LEGACY_OUTPUTS):
-        storage.remove_dir(storage.join(output, name))
+        storage.remove_dir(storage.join(output, name), retry)
 
 
 def commit_tables(output: str, job: str, tables: dict[str, list[pa.Table]], run_config: dict | None = None) -> Commit:

@@ -303,7 +303,7 @@ def publish(run: StagedRun, folders: tuple[str, ...], **info) -> results.Commit:
     files = {folder: run_files(run, folder) for folder in folders}
     check_committed(run, files)
     commit = results.Commit(run.output, run.job, run.id, files, info)
-    results.publish(commit)
+    results.publish(commit, run.retry)
     reports.write_after_run(run.output)
     return commit
 

@@ -115,6 +115,35 @@ def test_writes_during_an_outage_are_retried(s3_server, bucket):
     assert pq.read_table(path, filesystem=fs).equals(table)
 
 
+def test_an_outage_right_after_the_commit_leaves_the_run_published(s3_server, bucket, monkeypatch, capsys):
+    """The marker is written, then storage goes down while the superseded run is removed:
+    the new run is the result (no error), and the next publish removes what was left."""
+    output = f"{bucket}/outage/published"
+    first = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [1]})]})
+    second = results.Commit(output, "preprocess", "run-second", {"faces": ["runs/run-second/faces/part.parquet"]})
+    fs, path = storage.resolve(storage.join(output, second.files["faces"][0]))
+    pq.write_table(pa.table({"x": [2, 3]}), path, filesystem=fs)
+    write_bytes = storage.write_bytes
+
+    def down_once_the_marker_is_written(uri, data, retry=None):
+        write_bytes(uri, data, retry)
+        if uri.endswith(results.COMMIT_FILE):
+            s3_server.stop()
+
+    monkeypatch.setattr(storage, "write_bytes", down_once_the_marker_is_written)
+    try:
+        results.publish(second, IMPATIENT)  # must not raise: the run is published
+    finally:
+        s3_server.start()
+    monkeypatch.undo()
+    said = capsys.readouterr().err
+    assert f"run {second.run} is published, but storage failed" in said, said
+    assert results.read_commit(output).run == second.run
+    assert results.read_table(output, "faces")["x"].to_pylist() == [2, 3]
+    assert first.run in storage.list_dirs(storage.join(output, results.RUNS_DIR))
+    third = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [4]})]})
+    assert storage.list_dirs(storage.join(output, results.RUNS_DIR)) == [third.run]
+
 # ---------------------------------------------------------------- whole runs on Ray
 
 @pytest.fixture(scope="module")
