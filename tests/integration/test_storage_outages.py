@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 # Waits of 0.25, 0.5, 1, 1, ... s: about 6 s of retries, enough for a 3 s outage.
 PATIENT = RetryConfig(storage_attempts=9, storage_backoff_s=0.25, storage_max_backoff_s=1.0)
 IMPATIENT = RetryConfig(storage_attempts=2, storage_backoff_s=0.1, storage_max_backoff_s=0.1)
+IMPATIENT_FLAGS = ["--storage-attempts", "2", "--storage-backoff-s", "0.1", "--storage-max-backoff-s", "0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -115,35 +116,6 @@ def test_writes_during_an_outage_are_retried(s3_server, bucket):
     assert pq.read_table(path, filesystem=fs).equals(table)
 
 
-def test_an_outage_right_after_the_commit_leaves_the_run_published(s3_server, bucket, monkeypatch, capsys):
-    """The marker is written, then storage goes down while the superseded run is removed:
-    the new run is the result (no error), and the next publish removes what was left."""
-    output = f"{bucket}/outage/published"
-    first = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [1]})]})
-    second = results.Commit(output, "preprocess", "run-second", {"faces": ["runs/run-second/faces/part.parquet"]})
-    fs, path = storage.resolve(storage.join(output, second.files["faces"][0]))
-    pq.write_table(pa.table({"x": [2, 3]}), path, filesystem=fs)
-    write_bytes = storage.write_bytes
-
-    def down_once_the_marker_is_written(uri, data, retry=None):
-        write_bytes(uri, data, retry)
-        if uri.endswith(results.COMMIT_FILE):
-            s3_server.stop()
-
-    monkeypatch.setattr(storage, "write_bytes", down_once_the_marker_is_written)
-    try:
-        results.publish(second, IMPATIENT)  # must not raise: the run is published
-    finally:
-        s3_server.start()
-    monkeypatch.undo()
-    said = capsys.readouterr().err
-    assert f"run {second.run} is published, but storage failed" in said, said
-    assert results.read_commit(output).run == second.run
-    assert results.read_table(output, "faces")["x"].to_pylist() == [2, 3]
-    assert first.run in storage.list_dirs(storage.join(output, results.RUNS_DIR))
-    third = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [4]})]})
-    assert storage.list_dirs(storage.join(output, results.RUNS_DIR)) == [third.run]
-
 # ---------------------------------------------------------------- whole runs on Ray
 
 @pytest.fixture(scope="module")
@@ -191,11 +163,10 @@ def test_an_outage_past_the_retries_fails_the_run_and_the_rerun_resumes(s3_serve
     output = f"{bucket}/outage-runs/failing"
     run_preprocess("jaffe", s3_jaffe, output, limit=24)
     before = storage.read_bytes(storage.join(output, "_commit.json"))
-    impatient = ["--storage-attempts", "2", "--storage-backoff-s", "0.1", "--storage-max-backoff-s", "0.1"]
     capsys.readouterr()
     with without_ray_data_io_retries():
         thread, outcome = in_thread(cli.main, ["preprocess", "--layout", "jaffe", "--input", s3_jaffe, "--output",
-                                               output, "--rows-per-file", "16", "--workers", "1", *impatient])
+                                               output, "--rows-per-file", "16", "--workers", "1", *IMPATIENT_FLAGS])
         wait_for(lambda: committed_units(output) >= 1 or not thread.is_alive(), 300, "a committed unit")
         assert thread.is_alive()
         # The storage stays down until the run gives up: a fixed-length outage could fall while the
@@ -231,3 +202,37 @@ def test_a_committed_file_read_rides_out_an_outage(s3_server, bucket):
     blocks = list(read())
     restarted.join()
     assert pa.concat_tables(blocks).to_pydict() == {"label": [1, 3]}
+
+
+def test_an_outage_right_after_the_commit_leaves_the_run_published(s3_server, s3_jaffe, bucket, monkeypatch,
+                                                                  capsys):
+    """The marker is written, then storage goes down while the superseded run is removed:
+    the job exits 0 with the new run as the result, and the next run removes what was left."""
+    from fer_ray import cli
+
+    output = f"{bucket}/outage-runs/published"
+    first = run_preprocess("jaffe", s3_jaffe, output, limit=12)
+    write_bytes = storage.write_bytes
+
+    def down_once_the_marker_is_written(uri, data, retry=None):
+        write_bytes(uri, data, retry)
+        if uri.endswith(results.COMMIT_FILE):
+            # past the run's retries below (2 tries, each with pyarrow's own retries: about 4 s),
+            # not past the results page's (the default retries: 35 s)
+            s3_server.outage(8.0)
+
+    monkeypatch.setattr(storage, "write_bytes", down_once_the_marker_is_written)
+    capsys.readouterr()
+    code = cli.main(["preprocess", "--layout", "jaffe", "--input", s3_jaffe, "--output", output, "--limit", "24",
+                     *IMPATIENT_FLAGS])
+    monkeypatch.undo()
+    wait_for(lambda: storage.exists(storage.join(output, results.COMMIT_FILE)), 30, "the server back")
+    said = capsys.readouterr().err
+    assert code == 0, said
+    commit = results.read_commit(output)
+    assert f"run {commit.run} is published, but storage failed" in said, said
+    assert commit.run != first["run"] and read_output(output, "manifest").num_rows == 24
+    runs_dir = storage.join(output, results.RUNS_DIR)
+    assert storage.list_dirs(runs_dir) == sorted([first["run"], commit.run])  # left for the next publish
+    latest = run_preprocess("jaffe", s3_jaffe, output, limit=36)
+    assert storage.list_dirs(runs_dir) == [latest["run"]]
