@@ -298,7 +298,7 @@ def run_quietly(args: argparse.Namespace, run_log: logs.RunLog) -> int:
           flush=True)
     runtime.show_ray_output(False)
     try:
-        with logs.LibraryOutputToLog(run_log):
+        with logs.LibraryOutputToLog(run_log), runtime.ray_of_one_command():
             return run_command(args, run_log)
     finally:
         runtime.show_ray_output(True)

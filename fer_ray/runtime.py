@@ -2,6 +2,7 @@
 resource requests to the cluster it joined."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -42,6 +43,22 @@ def start_ray() -> None:
         # Ray Data's own progress (tqdm bars on a terminal, log records elsewhere): the job
         # shows its own (fer_ray.progress); on a terminal Ray's bars would draw over it
         ray.data.DataContext.get_current().enable_progress_bars = not sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def ray_of_one_command():
+    """Ray for the length of one command: an instance it starts, or a cluster it joins, is
+    shut down (left) when the command ends rather than at the process's exit. Ray relays the
+    raylet's warnings to the driver as they come (e.g. "14 PYTHON worker processes have been
+    started"), and the last can come after the command's work is done: shut down inside the
+    CLI's quiet mode, they go to the run log, not to the screen under the command's last line.
+    A Ray that was up before (a notebook's, a test session's) is left as it was."""
+    started_here = not ray.is_initialized()
+    try:
+        yield
+    finally:
+        if started_here and ray.is_initialized():
+            ray.shutdown()
 
 
 def check_ray_address() -> None:

@@ -13,7 +13,6 @@ import textwrap
 WORKER_STATE_API = textwrap.dedent("""
     import os, ray
     from fer_ray import runtime
-    runtime.start_ray()
 
     @ray.remote
     def state_api(told: bool):
@@ -25,8 +24,11 @@ WORKER_STATE_API = textwrap.dedent("""
         except Exception as err:
             return f"{type(err).__name__}: {err}"
 
-    print(ray.get(state_api.remote(True)))
-    print(ray.get(state_api.remote(False)))  # last: it unsets the variable in its worker process
+    with runtime.ray_of_one_command():  # as the CLI runs a command
+        runtime.start_ray()
+        print(ray.get(state_api.remote(True)))
+        print(ray.get(state_api.remote(False)))  # last: it unsets the variable in its worker process
+    print(ray.is_initialized())
 """)
 
 
@@ -37,11 +39,23 @@ def test_workers_of_a_local_instance_reach_its_dashboard_beside_another_instance
     done = subprocess.run([sys.executable, "-c", WORKER_STATE_API], capture_output=True, text=True, timeout=300,
                           env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    told, untold = done.stdout.splitlines()[-2:]
+    told, untold, up_after = done.stdout.splitlines()[-3:]
     # Ray's own lookup of "the" instance fails with two on the machine (what killed Ray
     # Train's placement-group cleaner and hung sweeps); the address fer-ray gives works
     assert "multiple active Ray instances" in untold
     assert told == "True"
+    # the instance the command started ends with it (Ray's last relayed lines go to its log)
+    assert up_after == "False"
+
+
+def test_a_ray_up_before_a_command_stays_up_after_it(ray_cluster):
+    import ray
+
+    from fer_ray import runtime
+
+    with runtime.ray_of_one_command():
+        runtime.start_ray()
+    assert ray.is_initialized()
 
 
 def preprocess_joining(tmp_path, **env) -> subprocess.CompletedProcess:

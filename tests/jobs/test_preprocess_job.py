@@ -36,7 +36,7 @@ def test_job_shows_its_progress_and_puts_rays_own_output_in_the_run_log(preproce
     summary = json.loads(storage.read_bytes(run_file(preprocess_job.output, "_summary.json")))
     assert f"preprocess: {summary['inputs']}/{summary['inputs']} images (100%)" in shown
     # Ray Data's progress records and the C++ core's lines are not on the job's screen...
-    for ray_line in ("logging_progress", "streaming_executor", "core_worker", "Total Progress"):
+    for ray_line in ("logging_progress", "streaming_executor", "core_worker", "Total Progress", "(raylet)"):
         assert ray_line not in shown
     # ...but in the log file the job named
     log_file = re.search(r"Ray's own output goes to (\S+\.log)", shown).group(1)
