@@ -205,6 +205,7 @@ BAUM2_CLASSES = ("happy", "surprise", "sad", "anger")  # what the sample's clips
 BAUM2_SUBJECTS = 10  # per unit of scale
 BAUM2_RATE = 23  # BAUM-2's frame rate
 BAUM2_SIZE = (160, 120)  # width, height: small frames, a quick ingest
+BAUM2_FACE_SCALE = 0.9  # the face's size in the frame (draw_face's face_scale)
 BAUM2_LEVELS = 12  # intensity steps drawn per clip: frames of one step are the same drawing
 AVI_BIT_RATE = 600_000  # FFmpeg's default (200 kb/s) leaves blocks on a 160x120 face
 BAUM2_BROKEN = "S003/avi/099.avi"  # random bytes under a clip name, with a label file
@@ -231,9 +232,11 @@ def unfolding(n: int, count: int, onset: float, apex: float) -> float:
     return round(rise * rise * (3 - 2 * rise) * BAUM2_LEVELS) / BAUM2_LEVELS
 
 
-def baum2_clip(subject: str, stem: str, expression: str, seed: int = 0) -> bytes:
+def baum2_clip(subject: str, stem: str, expression: str, seed: int = 0, size: tuple[int, int] = BAUM2_SIZE,
+               face_scale: float = BAUM2_FACE_SCALE) -> bytes:
     """One clip as an AVI (MPEG-4 Part 2, as many BAUM-2 clips): 1-2 s at 23 fps, a face whose
-    expression unfolds from neutral to its peak, drifting a little."""
+    expression unfolds from neutral to its peak, drifting a little; frames of `size` (width,
+    height)."""
     rng = np.random.default_rng([seed, zlib.crc32(f"baum2/{subject}/{stem}".encode())])
     count = int(rng.integers(BAUM2_RATE, 2 * BAUM2_RATE + 1))
     onset, apex = rng.uniform(0.05, 0.25), rng.uniform(0.55, 0.8)
@@ -245,8 +248,8 @@ def baum2_clip(subject: str, stem: str, expression: str, seed: int = 0) -> bytes
     def frame(n: int) -> np.ndarray:
         level = unfolding(n, count, onset, apex)
         if level not in drawn:  # the same take (pose, light) at every level: only the expression moves
-            drawn[level], _ = draw_face(expression, identity, BAUM2_SIZE[1], color=True, width=BAUM2_SIZE[0],
-                                        rng=np.random.default_rng(take), face_scale=0.9, intensity=level,
+            drawn[level], _ = draw_face(expression, identity, size[1], color=True, width=size[0],
+                                        rng=np.random.default_rng(take), face_scale=face_scale, intensity=level,
                                         noise=0.0)
         return np.roll(drawn[level], int(round(n * drift)), axis=1)
 
@@ -275,13 +278,15 @@ def label_text(class_name: str, float_form: bool) -> bytes:
     return (f"{float(code):16.7e}\n" if float_form else f"{code}\n").encode()
 
 
-def baum2_archive(seed: int = 0, scale: int = 1, pool=None) -> list[tuple[str, bytes]]:
+def baum2_archive(seed: int = 0, scale: int = 1, pool=None, size: tuple[int, int] = BAUM2_SIZE,
+                  face_scale: float = BAUM2_FACE_SCALE) -> list[tuple[str, bytes]]:
     """(path, bytes) of the BAUM-2-style sample: <subject>/avi/<clip>.avi and
     <subject>/emotion/<clip>.txt (both label forms, alternating), one clip without its label
-    file and one broken clip (random bytes)."""
+    file and one broken clip (random bytes). `size` and `face_scale` as for baum2_clip (the
+    sample's are small frames filled by the face; bench/clips.py also draws bigger ones)."""
     clips = baum2_clips(seed, scale)
     mapper = pool.map if pool is not None else map
-    videos = list(mapper(lambda clip: baum2_clip(*clip, seed=seed), clips))
+    videos = list(mapper(lambda clip: baum2_clip(*clip, seed=seed, size=size, face_scale=face_scale), clips))
     files = []
     for k, ((subject, stem, expression), video) in enumerate(zip(clips, videos)):
         files.append((f"{subject}/avi/{stem}.avi", video))
