@@ -11,9 +11,9 @@ times the subjects).
             eyes, rotate, crop 2.1d x 3.2d, bilateral filter, 48x48 grey), keeping a frame only when
             exactly one face is found, as the seed did. Label files are read as well.
 
---frame WxH draws the archive's clips that size instead of the sample's 160x120, with the face
---face-scale of the frame's height (the sample's 0.9 fills a small frame; BAUM-2's clips come
-from films, with faces smaller than the frame), e.g. `--frame 640x360 --face-scale 0.4`.
+--frame WxH draws the archive's clips that size instead of the sample's 160x120, and --face-scale
+sizes the face in it (draw_face's face_scale; the sample's 0.9 gives a face about 0.44 of the
+frame's height: 52 px at 160x120, 157 px with `--frame 640x360`).
 
 Ours does more per frame (dlib's 68 landmarks, a tracker, frames kept even when the face is lost),
 so the ratio understates the pipeline's advantage on equal work. Rounds alternate the two
