@@ -318,6 +318,16 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# A batch handed to an actor is queued there until it runs; one that runs for under a second
+# can go from queued to finished between two of the state API's updates, never seen running.
+DONE = ("FINISHED", "FAILED")
+
+
+def stage_batch_task(stage: str) -> str:
+    """The state API's name of a batch that a `stage` actor runs (or has queued)."""
+    return f"MapWorker(MapBatches({stage})).submit"
+
+
 def stage_actors(stage: str) -> list[psutil.Process]:
     """The Ray actors of one stage class on this machine (their process title names it,
     e.g. ray::MapWorker(MapBatches(FaceStage)))."""

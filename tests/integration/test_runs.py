@@ -10,7 +10,7 @@ import pytest
 
 from fer_ray import cli, results, storage
 from fer_ray.pipelines import runs
-from tests.cluster import stage_actors, wait_for
+from tests.cluster import DONE, stage_actors, stage_batch_task, wait_for
 from tests.integration.helpers import kill_cli_after_units, read_output, run_file, run_preprocess
 
 pytestmark = pytest.mark.integration
@@ -129,10 +129,9 @@ def face_batches_in_hand(dashboard: str) -> bool:
     import ray
     from ray.util.state import list_tasks
 
-    filters = [("job_id", "=", ray.get_runtime_context().get_job_id()),
-               ("name", "=", "MapWorker(MapBatches(FaceStage)).submit")]
+    filters = [("job_id", "=", ray.get_runtime_context().get_job_id()), ("name", "=", stage_batch_task("FaceStage"))]
     tasks = list_tasks(address=dashboard, filters=filters, limit=10_000, raise_on_missing_output=False)
-    return any(task.state not in ("FINISHED", "FAILED") for task in tasks)
+    return any(task.state not in DONE for task in tasks)
 
 
 def test_a_face_actor_killed_mid_run_loses_no_input(sample, reference, ray_cluster, tmp_path):

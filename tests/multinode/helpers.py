@@ -11,7 +11,7 @@ from collections import Counter
 
 from ray.util.state import list_actors, list_jobs, list_tasks
 
-from tests.cluster import LocalCluster, WorkerNode, wait_for
+from tests.cluster import DONE, LocalCluster, WorkerNode, stage_batch_task, wait_for
 from tests.integration.helpers import read_output
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def job_tasks(cluster: LocalCluster, output: str, named, state: str | None = Non
 
 def stage_tasks(cluster: LocalCluster, output: str, stage: str, state: str | None = None) -> list:
     """The batches (task attempts) the actors of `stage` ran for the job that writes `output`."""
-    return job_tasks(cluster, output, lambda name: name == f"MapWorker(MapBatches({stage})).submit", state)
+    return job_tasks(cluster, output, lambda name: name == stage_batch_task(stage), state)
 
 
 def batches_by_node(cluster: LocalCluster, output: str, stage: str) -> Counter:
@@ -45,11 +45,6 @@ def batches_by_node(cluster: LocalCluster, output: str, stage: str) -> Counter:
 
 def submit(cluster: LocalCluster, job: str, args: list[str]):
     return cluster.head.submit(["python", f"jobs/{job}.py", *args], working_dir=str(ROOT))
-
-
-# A batch handed to an actor is queued there until it runs; one that runs for under a second
-# can go from queued to finished between two of the state API's updates, never seen running.
-DONE = ("FINISHED", "FAILED")
 
 
 def submit_losing_a_node(cluster: LocalCluster, job: str, args: list[str], output: str, stage: str,
