@@ -40,6 +40,7 @@ sys.path.insert(0, ROOT)
 
 from bench.preprocess import seed_faces  # noqa: E402
 from fer_ray import results, sample_videos  # noqa: E402
+from fer_ray.sample_data import write_files  # noqa: E402
 
 
 def seed_clip(path: str, clip_length: int) -> list[np.ndarray]:
@@ -70,10 +71,7 @@ def write_archive(root: str, args) -> None:
     """The BAUM-2-style sample archive at --scale, its clips drawn at --frame."""
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         files = sample_videos.baum2_archive(scale=args.scale, pool=pool, size=args.frame, face_scale=args.face_scale)
-    for path, data in files:
-        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
-        with open(os.path.join(root, path), "wb") as out:
-            out.write(data)
+    write_files(root, files)
 
 
 def run_seed(archive: str, clip_length: int) -> tuple[float, int]:

@@ -107,14 +107,20 @@ def write_sample_data(output_uri: str, seed: int = 0, scale: int = 1, layouts=No
     if scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
     result = {}
-    # OpenCV and numpy release the GIL while drawing; object-store writes mostly wait.
-    with ThreadPoolExecutor(os.cpu_count() or 2) as draw, ThreadPoolExecutor(16) as write:
+    # OpenCV and numpy release the GIL while drawing
+    with ThreadPoolExecutor(os.cpu_count() or 2) as draw:
         for layout in layouts:
             root = storage.join(output_uri, layout)
             files = LAYOUTS[layout](seed, scale, draw)
-            list(write.map(lambda f, root=root: storage.write_bytes(storage.join(root, f[0]), f[1]), files))
+            write_files(root, files)
             result[layout] = {"uri": root, "files": len(files)}
     return result
+
+
+def write_files(root_uri: str, files: Files) -> None:
+    """(relative path, bytes) pairs under a URI; object-store writes mostly wait, so 16 at once."""
+    with ThreadPoolExecutor(16) as write:
+        list(write.map(lambda f: storage.write_bytes(storage.join(root_uri, f[0]), f[1]), files))
 
 
 # ---------------------------------------------------------------- helpers
