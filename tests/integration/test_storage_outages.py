@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 # Waits of 0.25, 0.5, 1, 1, ... s: about 6 s of retries, enough for a 3 s outage.
 PATIENT = RetryConfig(storage_attempts=9, storage_backoff_s=0.25, storage_max_backoff_s=1.0)
 IMPATIENT = RetryConfig(storage_attempts=2, storage_backoff_s=0.1, storage_max_backoff_s=0.1)
-IMPATIENT_FLAGS = ["--storage-attempts", "2", "--storage-backoff-s", "0.1", "--storage-max-backoff-s", "0.1"]
+IMPATIENT_FLAGS = [part for name, value in vars(IMPATIENT).items()
+                   for part in ("--" + name.replace("_", "-"), str(value))]  # the same, as the CLI takes it
 
 
 @pytest.fixture(scope="module")
