@@ -120,12 +120,13 @@ def publish(commit: Commit, retry: RetryConfig | None = None) -> None:
     the files of every other run (and of earlier layouts) go.
 
     Once the marker is written the run is published, whatever follows: storage that fails
-    while the superseded files are removed leaves them for the next publish into this
-    output (readers take only the files the marker lists), and says so."""
+    while the superseded files are removed (down past the retries, or refusing deletes)
+    leaves them for the next publish into this output (readers take only the files the
+    marker lists), and says so."""
     storage.write_bytes(storage.join(commit.output, COMMIT_FILE), commit.to_json(), retry)
     try:
         remove_superseded(commit.output, commit.run, retry)
-    except storage.StorageUnavailable as err:
+    except (storage.StorageUnavailable, OSError) as err:
         log.warning("removing the files superseded by run %s: %s", commit.run, err)
         say(f"{commit.output}: run {commit.run} is published, but storage failed while the files it supersedes "
             f"were removed; readers ignore them, and the next run published there removes them")
