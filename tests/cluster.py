@@ -24,10 +24,20 @@ import psutil
 VENV_BIN = os.path.dirname(sys.executable)
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never given out before in this test session. A port is free again
+    as soon as its probe socket closes, so the kernel can hand the same one back to the next
+    call: one `ray start` once got it for two of its components and refused to start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def run_job_with_no_cluster(entrypoint: list[str], cwd: str, timeout: int = 90) -> subprocess.CompletedProcess:
