@@ -43,8 +43,11 @@ def batches_by_node(cluster: LocalCluster, output: str, stage: str) -> Counter:
     return Counter(task.node_id for task in stage_tasks(cluster, output, stage, "FINISHED"))
 
 
-def submit(cluster: LocalCluster, job: str, args: list[str]):
-    return cluster.head.submit(["python", f"jobs/{job}.py", *args], working_dir=str(ROOT))
+def submit(cluster: LocalCluster, job: str, args: list[str], env: dict[str, str] | None = None):
+    """`ray job submit` of jobs/<job>.py, its driver given the `env` variables."""
+    settings = [f"{name}={value}" for name, value in (env or {}).items()]
+    return cluster.head.submit([*(["env", *settings] if settings else []), "python", f"jobs/{job}.py", *args],
+                               working_dir=str(ROOT))
 
 
 def submit_losing_a_node(cluster: LocalCluster, job: str, args: list[str], output: str, stage: str,

@@ -51,8 +51,13 @@ def preprocess_args(preprocess_job, output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def spread_preprocess(three_nodes, preprocess_job, bucket):
+    """The preprocess job on the three nodes. Its face actors start before any batch is handed
+    out: the sample's 177 images make only 3 batches, and the actor that was ready first once
+    took all of them (an actor is handed 2 at once, and took the third when one was done), so
+    the other node got none. A real dataset's thousands of batches wait for a free actor."""
     output = f"{bucket}/multinode/jaffe"
-    done = submit(three_nodes, "preprocess", preprocess_args(preprocess_job, output))
+    done = submit(three_nodes, "preprocess", preprocess_args(preprocess_job, output),
+                  env={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return output
 
