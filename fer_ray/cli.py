@@ -34,6 +34,17 @@ VERBOSE_HELP = ("show Ray's own output (progress records, warnings, workers' out
                 "the run's log file, and on failure the traceback (it is always in the log file)")
 
 
+def flag(field: str) -> str:
+    """A config field's command-line flag: `cpus_per_worker` -> `--cpus-per-worker`."""
+    return "--" + field.replace("_", "-")
+
+
+def flags(fields: dict) -> list[str]:
+    """Config fields as this CLI takes them, `--name=value` each (`=`: a value that starts
+    with `-` is still the flag's value)."""
+    return [f"{flag(field)}={value}" for field, value in fields.items()]
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
     parser.add_argument("--config", help="YAML file of config fields (nested as in the written config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
@@ -45,7 +56,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cfg_cls: type) -> None:
             f"; one of: {', '.join(choices)}]" if choices else "]")
         # a bare boolean flag means true (`--gpu`); `--gpu false` still works
         extra = {"nargs": "?", "const": "true"} if kind is bool else {}
-        parser.add_argument(f"--{leaf.replace('_', '-')}", dest=path, default=argparse.SUPPRESS,
+        parser.add_argument(flag(leaf), dest=path, default=argparse.SUPPRESS,
                             metavar=kind.__name__.upper(), help=help_text, **extra)
 
 

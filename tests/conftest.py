@@ -142,11 +142,11 @@ def training_job(ray_cluster, fer_shards, bucket):
     """`ray job submit jobs/train.py`, data and run on S3, as users run it; once two epoch
     checkpoints are on storage the whole training worker group is SIGKILLed, so the run
     must be restarted by Ray Train from its last checkpoint and still finish well."""
-    from fer_ray import storage
+    from fer_ray import cli, storage
 
     output = f"{bucket}/runs/dexpression"
     args = ["--data", fer_shards, "--output", output,
-            *[f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_JOB.items()]]
+            *cli.flags(TRAIN_JOB)]
     outcome = {}
     submit = threading.Thread(target=lambda: outcome.update(done=ray_cluster.submit(
         ["python", "jobs/train.py", *args], working_dir=str(ROOT))), daemon=True)

@@ -24,8 +24,7 @@ ARGS = {"model": "landmark_mlp", "label_set": "basic7", "epochs": 1, "batch_size
 @pytest.fixture(scope="module")
 def folded(jaffe_faces, bucket, capsys):
     output = f"{bucket}/runs/folds-landmark_mlp"
-    flags = [f"--{name.replace('_', '-')}={value}" for name, value in ARGS.items()]
-    code = cli.main(["train", "--data", jaffe_faces, "--output", output, "--folds", str(FOLDS), *flags])
+    code = cli.main(["train", "--data", jaffe_faces, "--output", output, "--folds", str(FOLDS), *cli.flags(ARGS)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     return output, json.loads(storage.read_bytes(f"{output}/folds.json")), printed

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from fer_ray import results, storage
+from fer_ray import cli, results, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
 from fer_ray.storage import StorageUnavailable
 from tests.cluster import wait_for, without_ray_data_io_retries
@@ -24,8 +24,7 @@ pytestmark = pytest.mark.integration
 # Waits of 0.25, 0.5, 1, 1, ... s: about 6 s of retries, enough for a 3 s outage.
 PATIENT = RetryConfig(storage_attempts=9, storage_backoff_s=0.25, storage_max_backoff_s=1.0)
 IMPATIENT = RetryConfig(storage_attempts=2, storage_backoff_s=0.1, storage_max_backoff_s=0.1)
-IMPATIENT_FLAGS = [part for name, value in vars(IMPATIENT).items()
-                   for part in ("--" + name.replace("_", "-"), str(value))]  # the same, as the CLI takes it
+IMPATIENT_FLAGS = cli.flags(vars(IMPATIENT))  # the same, as the CLI takes it
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +158,6 @@ def test_a_run_rides_out_an_outage_mid_run(s3_server, s3_jaffe, bucket):
 
 
 def test_an_outage_past_the_retries_fails_the_run_and_the_rerun_resumes(s3_server, s3_jaffe, bucket, capsys):
-    from fer_ray import cli
 
     output = f"{bucket}/outage-runs/failing"
     run_preprocess("jaffe", s3_jaffe, output, limit=24)
@@ -209,7 +207,6 @@ def test_an_outage_right_after_the_commit_leaves_the_run_published(s3_server, s3
                                                                   capsys):
     """The marker is written, then storage goes down while the superseded run is removed:
     the job exits 0 with the new run as the result, and the next run removes what was left."""
-    from fer_ray import cli
 
     output = f"{bucket}/outage-runs/published"
     first = run_preprocess("jaffe", s3_jaffe, output, limit=12)

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from fer_ray import config, storage
+from fer_ray import cli, config, storage
 from fer_ray.config import TrainConfig, TuneConfig
 from fer_ray.training import sweep
 from tests.browser import check_page
@@ -27,12 +27,11 @@ def read_results(output: str) -> pd.DataFrame:
 def interrupted_sweep(cfg: TuneConfig, address: str) -> set[str]:
     """Start `fer-ray tune` as its own driver, kill it once Tune has saved its state and a
     trial has a checkpoint; returns the trial ids that had started."""
-    flags = [f"--{path.split('.')[-1].replace('_', '-')}={value}" for path, value in (
-        ("models", cfg.models), ("trials", cfg.trials), ("grace_period", cfg.grace_period),
-        ("batch_sizes", cfg.batch_sizes), ("search_seed", cfg.search_seed), ("data", cfg.train.data),
-        ("output", cfg.train.output), ("epochs", cfg.train.epochs), ("workers", cfg.train.workers),
-        ("cpus_per_worker", cfg.train.cpus_per_worker), ("max_concurrent", cfg.max_concurrent))]
-    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", "tune", *flags],
+    options = {**{name: getattr(cfg, name) for name in ("models", "trials", "grace_period", "batch_sizes",
+                                                        "search_seed", "max_concurrent")},
+               **{name: getattr(cfg.train, name) for name in ("data", "output", "epochs", "workers",
+                                                              "cpus_per_worker")}}
+    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", "tune", *cli.flags(options)],
                               env={**os.environ, "RAY_ADDRESS": address},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials, state = storage.join(cfg.train.output, "trials"), storage.join(cfg.train.output, sweep.EXPERIMENT)

@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from fer_ray import storage
+from fer_ray import cli, storage
 from tests.cluster import wait_for
 from tests.conftest import TRAIN_JOB
 from tests.integration.helpers import read_output
@@ -171,7 +171,7 @@ def test_training_job_resumes_from_its_checkpoint_after_losing_a_node(three_node
     worker group from the last checkpoint, and no epoch is lost or run twice."""
     output = f"{bucket}/multinode/train-node-lost"
     args = ["--data", fer_shards, "--output", output, "--placement=spread",
-            *[f"--{k.replace('_', '-')}={v}" for k, v in NODE_LOST_TRAIN_JOB.items()]]
+            *cli.flags(NODE_LOST_TRAIN_JOB)]
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(done=submit(three_nodes, "train", args)), daemon=True)
     thread.start()

@@ -176,3 +176,15 @@ def test_every_field_explains_itself_in_help(cls):
     helps = config.field_help(cls)
     assert set(helps) == set(config.leaf_fields(cls))
     assert all(text.strip() for text in helps.values()), [k for k, v in helps.items() if not v.strip()]
+
+
+def test_flags_set_the_config_fields_they_are_made_from():
+    """cli.flags, which the tests use to pass options, spells each field as the parser takes it
+    (a nested field by its leaf name; a negative value stays the flag's value)."""
+    fields = {"layout": "jaffe", "input": "in", "output": "out", "crop_width": 2.2, "min_face_size": 30,
+              "clip_start_s": 0.5, "storage_attempts": 4}
+    cfg = cli.build_config(PreprocessConfig, cli.build_parser().parse_args(["preprocess", *cli.flags(fields)]))
+    assert (cfg.layout, cfg.input, cfg.output, cfg.face.crop_width, cfg.face.min_face_size, cfg.clip_start_s,
+            cfg.retry.storage_attempts) == tuple(fields.values())
+    negative = cli.build_parser().parse_args(["preprocess", *cli.flags({"size": -3})])
+    assert cli.build_config(PreprocessConfig, negative).face.size == -3  # refused later, by validate
