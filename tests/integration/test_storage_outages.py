@@ -158,7 +158,6 @@ def test_a_run_rides_out_an_outage_mid_run(s3_server, s3_jaffe, bucket):
 
 
 def test_an_outage_past_the_retries_fails_the_run_and_the_rerun_resumes(s3_server, s3_jaffe, bucket, capsys):
-
     output = f"{bucket}/outage-runs/failing"
     run_preprocess("jaffe", s3_jaffe, output, limit=24)
     before = storage.read_bytes(storage.join(output, "_commit.json"))
@@ -207,7 +206,6 @@ def test_an_outage_right_after_the_commit_leaves_the_run_published(s3_server, s3
                                                                   capsys):
     """The marker is written, then storage goes down while the superseded run is removed:
     the job exits 0 with the new run as the result, and the next run removes what was left."""
-
     output = f"{bucket}/outage-runs/published"
     first = run_preprocess("jaffe", s3_jaffe, output, limit=12)
     write_bytes = storage.write_bytes
