@@ -323,9 +323,10 @@ def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
         log.error("configuration error: %s", err)
         print(f"fer-ray: configuration error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         log.error("fer-ray %s interrupted", args.command, exc_info=True)
-        print(f"fer-ray {args.command}: interrupted {run_log.details()}", file=sys.stderr)
+        said = f": {interrupt}" if str(interrupt) else ""  # what the command knows of it, e.g. how to resume
+        print(f"fer-ray {args.command}: interrupted{said} {run_log.details()}", file=sys.stderr)
         return 130
     except Exception as err:
         log.error("fer-ray %s failed", args.command, exc_info=True)

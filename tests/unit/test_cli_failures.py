@@ -133,6 +133,17 @@ def test_interrupted_run_exits_130_with_one_line(capsys, log_dir, monkeypatch):
     assert "KeyboardInterrupt" in log_file.read_text()
 
 
+def test_an_interrupt_that_says_how_to_resume_is_shown_on_its_line(capsys, log_dir, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("1 of 2 trials ended; the same command finishes it")
+
+    monkeypatch.setattr(sample_data, "write_sample_data", interrupted)
+    code, _, err = run(capsys, "sample-data", "--output", "unused")
+    assert code == 130 and err.count("\n") == 1
+    assert err.startswith("fer-ray sample-data: interrupted: 1 of 2 trials ended; the same command finishes it "
+                          "(details: ")
+
+
 def test_the_temp_dir_takes_the_log_when_the_log_dir_cannot_be_made(capsys, tmp_path, monkeypatch, blocked_output):
     monkeypatch.setenv(logs.LOG_DIR_ENV, str(tmp_path / "a_file" / "logs"))  # below a regular file
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
