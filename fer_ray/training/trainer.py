@@ -9,8 +9,11 @@ Outputs under cfg.output:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
+import threading
 import time
 
 import ray
@@ -109,9 +112,33 @@ def run(cfg: TrainConfig, callbacks: tuple = (), eval_workers: int = 1, test: bo
         storage.remove_dir(storage.join(cfg.output, PROGRESS_FILE))
     storage.write_bytes(storage.join(cfg.output, "config.yaml"), config.to_yaml(cfg).encode())
     started = time.time()
-    with Progress("train", cfg.epochs, lambda: read_progress(cfg.output), "epochs", shown=progress):
+    with Progress("train", cfg.epochs, lambda: read_progress(cfg.output), "epochs", shown=progress), \
+            interrupts_stay_interrupts():
         result = build_trainer(cfg, info, callbacks).fit()
     return finish(cfg, result, time.time() - started, eval_workers if test else 0, subject_splits)
+
+
+@contextlib.contextmanager
+def interrupts_stay_interrupts():
+    """Ctrl-C during and after Ray Train's fit() is a KeyboardInterrupt, as anywhere else (the
+    CLI exits 130). In the main thread fit() installs its own SIGINT handler, which aborts the
+    run and then calls sys.exit(0) (Ray re-raises that as SystemExit(1) when it lands in the
+    ray.get that fit() waits in): `fer-ray train` stopped with exit code 1 and no line saying
+    why. fit() also leaves that handler installed when it returns, so every later Ctrl-C (during
+    the test-split evaluation, or in a notebook's next cell) was swallowed, the third exiting the
+    process with 0, and the handler kept the finished run's controller actor alive. Here a
+    SystemExit out of fit(), which only that handler raises, becomes KeyboardInterrupt, and the
+    handler from before fit() is put back."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if in_main_thread else None
+    try:
+        yield
+    except SystemExit:
+        raise KeyboardInterrupt("Ray Train aborted the run; the same command resumes it from its last "
+                                "epoch checkpoint") from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, before)
 
 
 def read_progress(output: str) -> dict:

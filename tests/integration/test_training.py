@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
+import threading
 
 import boto3
 import numpy as np
@@ -18,6 +21,7 @@ from fer_ray.labels import BASIC7
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.training import trainer
 from tests.browser import check_page
+from tests.cluster import wait_for
 from tests.conftest import TRAIN_JOB
 from tests.integration.helpers import read_output
 
@@ -80,13 +84,53 @@ def test_no_credentials_in_run_outputs(trained, bucket, s3_server):
         assert b"testing-secret" not in client.get_object(Bucket=name, Key=key)["Body"].read(), key
 
 
-def test_restarted_run_resumes_from_the_latest_checkpoint(trained):
+def test_restarted_run_resumes_from_the_latest_checkpoint(trained, ray_cluster):
     cfg, _ = trained
+    controllers = alive_train_controllers(ray_cluster.dashboard)
     report = trainer.run(trainer.with_fields(cfg, {"epochs": EPOCHS + 1}))
     history = report["history"]
     assert [h["epoch"] for h in history] == list(range(EPOCHS + 1))
     assert history[EPOCHS]["restored_from_epoch"] == EPOCHS - 1
     assert history[:EPOCHS] == trained[1]["history"]  # the first run's epochs are kept as they were
+    check_ctrl_c_is_back(ray_cluster.dashboard, controllers)
+
+
+def alive_train_controllers(dashboard: str) -> set[str]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=dashboard, filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")],
+                         raise_on_missing_output=False)
+    return {actor.actor_id for actor in actors}
+
+
+def check_ctrl_c_is_back(dashboard: str, controllers_before: set[str]) -> None:
+    """After a run in this process: Ctrl-C raises KeyboardInterrupt again (Ray Train's handler,
+    which swallowed it and exited 0 on the third, is gone) and the run's controller actor is
+    gone with it."""
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    wait_for(lambda: alive_train_controllers(dashboard) <= controllers_before, 30, "the run's TrainController to exit")
+
+
+def test_ctrl_c_during_training_aborts_the_run_and_is_an_interrupt(ray_cluster, fer_shards, bucket):
+    """SIGINT mid-fit: Ray Train aborts the run (its handler then calls sys.exit(0)); the run
+    ends in KeyboardInterrupt (the CLI exits 130), not in a normal return, and publishes no
+    checkpoint.pt."""
+    cfg = train_config(fer_shards, f"{bucket}/runs/ctrl-c")
+    controllers = alive_train_controllers(ray_cluster.dashboard)
+    epoch_checkpoints = storage.join(cfg.output, "train")
+
+    def interrupt_after_the_first_epoch():
+        wait_for(lambda: storage.exists(epoch_checkpoints) and any(
+            uri.endswith("checkpoint.pt") for uri in storage.list_files(epoch_checkpoints)), 300, "an epoch")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_the_first_epoch, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt, match="Ray Train aborted the run"):
+        trainer.run(cfg)
+    assert not storage.exists(storage.join(cfg.output, "checkpoint.pt"))
+    assert trainer.read_progress(cfg.output)["inputs"] < EPOCHS  # epochs done when it stopped
+    check_ctrl_c_is_back(ray_cluster.dashboard, controllers)
 
 
 def test_a_run_whose_last_checkpoint_ray_never_recorded_ends_from_its_own(trained, bucket):
