@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -16,6 +17,7 @@ from fer_ray import cli, config, storage
 from fer_ray.config import TrainConfig, TuneConfig
 from fer_ray.training import sweep
 from tests.browser import check_page
+from tests.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +116,40 @@ def test_trial_data_is_read_while_placement_groups_leave_less_than_one_free_cpu(
         assert len(seen["norm"]["mean"]) == 1
     finally:
         remove_placement_group(held)
+
+
+
+def test_ctrl_c_stops_a_sweep_once_tune_saved_it_and_works_after_one(ray_cluster, tmp_path):
+    """Tune answers Ctrl-C by saving its state and returning as if the sweep were done, and
+    leaves its handler installed after a sweep that ended; around fit(),
+    sweep.ctrl_c_stops_the_sweep makes the first a KeyboardInterrupt (the CLI exits 130)
+    rather than results written up from trials that never ended, and gives Ctrl-C back after
+    the second. A trivial trainable stands for the trials: Tune's handling is what is tested."""
+    from ray import tune
+
+    started = tmp_path / "started"
+
+    def slow_trial(config):
+        started.touch()  # the trial actor runs on this machine
+        time.sleep(300)
+
+    def quick_trial(config):
+        tune.report({"score": 1.0})
+
+    def tuner(trainable, name):
+        return tune.Tuner(tune.with_resources(trainable, {"CPU": 0.1}), tune_config=tune.TuneConfig(num_samples=2),
+                          run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0))
+
+    def ctrl_c_once_a_trial_runs():
+        wait_for(started.exists, 120, "a trial to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_a_trial_runs, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt, match="Tune saved the sweep"), sweep.ctrl_c_stops_the_sweep():
+        tuner(slow_trial, "stopped").fit()
+
+    with sweep.ctrl_c_stops_the_sweep():
+        done = tuner(quick_trial, "ended").fit()
+    assert done.num_terminated == 2
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
