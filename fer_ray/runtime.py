@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -59,6 +61,25 @@ def ray_of_one_command():
     finally:
         if started_here and ray.is_initialized():
             ray.shutdown()
+
+
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def signal_handlers_kept(*signals: int):
+    """The process's handlers of `signals` put back as they were when the block ends: Ray Train
+    and Tune install their own for a run and leave them installed. Only the main thread can set
+    handlers (elsewhere nothing is installed, and nothing is put back); a handler not set from
+    Python (getsignal gives None) cannot be put back either."""
+    before = {sig: signal.getsignal(sig) for sig in signals} if in_main_thread() else {}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def check_ray_address() -> None:

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import signal
-import threading
 
 import pandas as pd
 from ray import tune
@@ -107,27 +106,23 @@ def ctrl_c_stops_the_sweep():
     """Ctrl-C during a sweep ends in KeyboardInterrupt once Tune has saved the sweep (the CLI
     exits 130; the same command resumes it). Tune answers the first Ctrl-C by saving its state
     and returning from fit() as if the sweep were done, its unfinished trials marked terminated:
-    `fer-ray tune` went on to write results and a best config from them and exited 0. After a
-    sweep that ended, Tune also leaves its handler installed, which swallows the next Ctrl-C.
-    How the interruption is seen: Tune's handler, on a Ctrl-C, puts back the handler it found,
-    here `interrupt`; after an uninterrupted sweep its own is still there."""
-    if threading.current_thread() is not threading.main_thread():  # Tune catches nothing there
+    `fer-ray tune` went on to write results (and a best config, once a trial had reported) from
+    them, and exited 0, or 1 with a wrong failure when none had. After a sweep that ended, Tune
+    also leaves its handlers installed, which swallow the next Ctrl-C. How the interruption is
+    seen: Tune's handler, on a Ctrl-C, puts back the handler it found, here `interrupt`; after
+    an uninterrupted sweep its own is still there."""
+    if not runtime.in_main_thread():  # Tune catches nothing there
         yield
         return
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
 
     def interrupt(signum, frame):  # a second Ctrl-C, while Tune saves: stop at once
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, interrupt)
-    tune_catches_ctrl_c = not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0"))
-    try:
+    with runtime.signal_handlers_kept(signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signal.SIGINT, interrupt)
         yield
-        if tune_catches_ctrl_c and signal.getsignal(signal.SIGINT) is interrupt:
+        if not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0")) and signal.getsignal(signal.SIGINT) is interrupt:
             raise KeyboardInterrupt("Tune saved the sweep; the same command finishes it")
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
 
 
 def new_tuner(cfg: TuneConfig, trainable, fs, path: str, at_once: int) -> tune.Tuner:

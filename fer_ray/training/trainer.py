@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import signal
-import threading
 import time
 
 import ray
@@ -129,16 +128,12 @@ def interrupts_stay_interrupts():
     process with 0, and the handler kept the finished run's controller actor alive. Here a
     SystemExit out of fit(), which only that handler raises, becomes KeyboardInterrupt, and the
     handler from before fit() is put back."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    before = signal.getsignal(signal.SIGINT) if in_main_thread else None
-    try:
-        yield
-    except SystemExit:
-        raise KeyboardInterrupt("Ray Train aborted the run; the same command resumes it from its last "
-                                "epoch checkpoint") from None
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, before)
+    with runtime.signal_handlers_kept(signal.SIGINT):
+        try:
+            yield
+        except SystemExit:
+            raise KeyboardInterrupt("Ray Train aborted the run; the same command resumes it from its last "
+                                    "epoch checkpoint") from None
 
 
 def read_progress(output: str) -> dict:
