@@ -118,7 +118,6 @@ def test_trial_data_is_read_while_placement_groups_leave_less_than_one_free_cpu(
         remove_placement_group(held)
 
 
-
 def test_ctrl_c_stops_a_sweep_once_tune_saved_it_and_works_after_one(ray_cluster, tmp_path):
     """Tune answers Ctrl-C by saving its state and returning as if the sweep were done, and
     leaves its handler installed after a sweep that ended; around fit(),
