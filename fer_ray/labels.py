@@ -65,13 +65,14 @@ def mixed_pair(index: int) -> tuple[str, str]:
     return MIXED_PAIRS[index]
 
 
-def parse_ckplus_code(text: str) -> tuple[int, str]:
-    """(canonical label, '') from the text of a CK+ / BAUM-2 emotion file, or (UNKNOWN, why not).
+def parse_ckplus_code(data: bytes) -> tuple[int, str]:
+    """(canonical label, '') from the bytes of a CK+ / BAUM-2 emotion file, or (UNKNOWN, why not).
 
     The file holds one number in CK+ coding, as CK+ writes it (`   6.0000000e+00`) or as a
     bare integer (`6`): the whole number is parsed (reading only its first character, as
-    seed 001 did, takes ` ` for the float form and `1` for 10)."""
-    stripped = text.strip()
+    seed 001 did, takes ` ` for the float form and `1` for 10). A UTF-8 byte-order mark, as
+    Windows editors write one, is not part of the number."""
+    stripped = data.decode("utf-8-sig", "replace").strip()
     if not stripped:
         return UNKNOWN, "emotion file is empty"
     try:

@@ -93,11 +93,11 @@ def annotate(row: dict, read) -> None:
     if not row["sidecar"]:
         return
     try:
-        text = read(row["sidecar"]).decode("ascii", "replace")
+        data = read(row["sidecar"])
     except FileNotFoundError:  # removed since the listing
         row["status"], row["error"] = Status.MISSING_ANNOTATION, f"label file {row['sidecar']} is gone"
         return
-    label, error = labels.parse_ckplus_code(text)
+    label, error = labels.parse_ckplus_code(data)
     if error:
         row["status"], row["error"] = Status.BAD_LABEL, error
     row["label"] = label

@@ -58,7 +58,7 @@ def annotate(row: dict, read) -> None:
     """Label a peak frame from its sequence's emotion file (one float, CK+ coding)."""
     if not row["sidecar"]:
         return
-    label, error = labels.parse_ckplus_code(read(row["sidecar"]).decode("ascii", "replace"))
+    label, error = labels.parse_ckplus_code(read(row["sidecar"]))
     if error:
         row["status"], row["error"] = Status.BAD_LABEL, error
         return

@@ -44,7 +44,8 @@ def check_header(uri: str) -> None:
     """Fail fast (before any Ray work) when the file is not a FER2013 CSV."""
     fs, path = storage.resolve(uri)
     with fs.open_input_stream(path) as stream:
-        header = stream.read(256).decode("utf-8", "replace").splitlines()[0:1]
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
+        header = stream.read(256).decode("utf-8-sig", "replace").splitlines()[0:1]
     names = [h.strip() for h in next(csv.reader(header), [])]
     if tuple(names[:3]) != COLUMNS:
         raise ValueError(f"input: {uri} is not a FER2013 CSV: header is {names[:5]}, "

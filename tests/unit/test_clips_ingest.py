@@ -24,21 +24,23 @@ HAPPY, SURPRISE = labels.CANONICAL_INDEX["happy"], labels.CANONICAL_INDEX["surpr
 
 # ------------------------------------------------------------------ label files
 
-@pytest.mark.parametrize("text, label", [
-    ("   5.0000000e+00\n", HAPPY),   # CK+'s own float form: the seed read ' ' from it
-    ("5\n", HAPPY), ("7", SURPRISE), ("0.0", labels.CANONICAL_INDEX["neutral"]),
+@pytest.mark.parametrize("data, label", [
+    (b"   5.0000000e+00\n", HAPPY),   # CK+'s own float form: the seed read ' ' from it
+    (b"5\n", HAPPY), (b"7", SURPRISE), (b"0.0", labels.CANONICAL_INDEX["neutral"]),
+    (b"\xef\xbb\xbf5\r\n", HAPPY),   # a byte-order mark and a Windows line end, as Notepad saves it
 ])
-def test_label_files_in_either_form_give_the_ck_class(text, label):
-    assert labels.parse_ckplus_code(text) == (label, "")
+def test_label_files_in_either_form_give_the_ck_class(data, label):
+    assert labels.parse_ckplus_code(data) == (label, "")
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "empty"), ("  \n", "empty"), ("happy", "not a number"), ("5 6", "not a number"),
-    ("8", "outside CK+ coding 0-7"), ("-1", "outside"), ("2.5", "outside"), ("nan", "outside"), ("inf", "outside"),
-    ("1.0000000e+01", "outside"),  # 10: the seed's first character would have read 1 (anger)
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty"), (b"  \n", "empty"), (b"happy", "not a number"), (b"5 6", "not a number"),
+    (b"8", "outside CK+ coding 0-7"), (b"-1", "outside"), (b"2.5", "outside"), (b"nan", "outside"),
+    (b"inf", "outside"), (b"1.0000000e+01", "outside"),  # 10: the seed's first character would have read 1 (anger)
+    (b"\xff\xfe5\x00", "not a number"),  # UTF-16: not what CK+ or BAUM-2 write
 ])
-def test_bad_label_files_say_why(text, words):
-    label, error = labels.parse_ckplus_code(text)
+def test_bad_label_files_say_why(data, words):
+    label, error = labels.parse_ckplus_code(data)
     assert label == labels.UNKNOWN and words in error
 
 

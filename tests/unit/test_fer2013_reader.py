@@ -2,8 +2,10 @@
 its line number in the source key, and a specific status for every malformed line."""
 from __future__ import annotations
 
+import pytest
+
 from fer_ray import labels
-from fer_ray.datasets.fer2013 import read_blocks
+from fer_ray.datasets.fer2013 import check_header, read_blocks
 
 PIXELS = " ".join(str(i % 256) for i in range(2304))
 
@@ -40,3 +42,18 @@ def test_blocks_have_the_asked_size_and_limit_counts_lines(tmp_path):
     assert [t.num_rows for t in read_blocks(str(path), 0, 4)] == [4, 4, 2]
     assert [t.num_rows for t in read_blocks(str(path), 5, 4)] == [4, 1]
     assert len(read(tmp_path, lines, limit=3)) == 3
+
+
+def test_a_spreadsheet_export_with_a_byte_order_mark_is_a_fer2013_csv(tmp_path):
+    path = tmp_path / "fer2013.csv"
+    path.write_bytes(b"\xef\xbb\xbfemotion,pixels,Usage\r\n" + f"3,{PIXELS},Training\r\n".encode())
+    check_header(str(path))
+    assert [r["status"] for t in read_blocks(str(path), 0, 4) for r in t.to_pylist()] == [""]
+
+
+def test_a_csv_with_other_columns_is_refused_naming_its_header(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_bytes(b"label,image\n3,x.png\n")
+    expected = r"not a FER2013 CSV: header is \['label', 'image'\], expected emotion,pixels,Usage"
+    with pytest.raises(ValueError, match=expected):
+        check_header(str(path))
