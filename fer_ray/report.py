@@ -7,6 +7,7 @@ import json
 from fer_ray import storage
 from fer_ray.progress import status_text
 from fer_ray.reports import PAGE_FILE
+from fer_ray.reports.pages import tested_items
 
 
 def run_line(summary: dict) -> str:
@@ -82,7 +83,7 @@ def print_report(report: dict, max_classes: int = 10) -> None:
     recall = report["per_class_recall"]
     recalls = ", ".join(f"{k}={v:.2f}" if v is not None else f"{k}=n/a" for k, v in recall.items()) if (
         len(recall) <= max_classes) else f"{len(recall)} classes, see metrics.json and confusion.png"
-    print(f"\n{report['model']} on {report['split']} ({report['n']} faces): accuracy={report['accuracy']:.3f} "
+    print(f"\n{report['model']} on {report['split']} ({tested_items(report)}): accuracy={report['accuracy']:.3f} "
           f"macro_f1={report['macro_f1']:.3f}\n  recall: {recalls}\n  checkpoint: {report['checkpoint']}")
     if "output" in report:
         for name in ("metrics.json", "confusion.png", "learning_curve.png"):

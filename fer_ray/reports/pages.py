@@ -216,8 +216,13 @@ def timeline_names(commit: results.Commit) -> list[str]:
 
 # ---------------------------------------------------------------- training, evaluation, sweeps
 
-METRIC_FIELDS = ("model", "split", "n", "accuracy", "macro_f1", "epoch", "best_epoch", "epochs", "train_s",
-                 "checkpoint", "data")
+METRIC_FIELDS = ("model", "clip_length", "split", "n", "accuracy", "macro_f1", "epoch", "best_epoch", "epochs",
+                 "train_s", "checkpoint", "data")
+
+
+def tested_items(metrics: dict) -> str:
+    """'N faces', or 'N clips' for a clip model's metrics (its clip_length above 0)."""
+    return f"{metrics.get('n', 0)} {'clips' if metrics.get('clip_length') else 'faces'}"
 
 
 def metrics_page(output: str) -> Page:
@@ -226,7 +231,7 @@ def metrics_page(output: str) -> Page:
     job = "train" if "history" in metrics else "evaluate"
     f1 = metrics.get("macro_f1")
     title = (f"{job} {metrics.get('model', '')}: macro-F1 {'n/a' if f1 is None else f'{f1:.3f}'} on "
-             f"{metrics.get('split', '?')} ({metrics.get('n', 0)} faces)")
+             f"{metrics.get('split', '?')} ({tested_items(metrics)})")
     page = Page(title, output)
     page.add("Metrics", html.key_values({k: metrics[k] for k in METRIC_FIELDS if k in metrics}))
     if job == "train":

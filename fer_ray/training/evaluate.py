@@ -37,7 +37,8 @@ def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, worke
     class_names = tuple(state["class_names"])
     confusion = confusion_matrix(np.concatenate(labels), np.concatenate(predictions), len(class_names))
     report = {"checkpoint": path, "data": data_uris, "split": split,
-              "model": cfg.model, "epoch": state["epoch"], **summarise(confusion, class_names),
+              "model": cfg.model, "clip_length": cfg.clip_length, "epoch": state["epoch"],
+              **summarise(confusion, class_names),
               "confusion": confusion.tolist(), "class_names": list(class_names)}
     write_reports(output, report, confusion, class_names, f"{cfg.model} on {split}")
     if page:

@@ -11,6 +11,7 @@ from fer_ray.config import ConfigError, PredictConfig, TrainConfig
 from fer_ray.labels import BASIC7
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.pipelines import predict
+from fer_ray.report import print_report
 from fer_ray.training import trainer
 from fer_ray.training.evaluate import evaluate
 from tests.clip_shards import CLASSES, write_clip_shards
@@ -84,11 +85,16 @@ def test_clip_checkpoint_records_its_clip_length(trained, model):
         assert storage.exists(storage.join(cfg.output, name)), name
 
 
-def test_evaluate_a_clip_checkpoint_reproduces_its_test_report(trained, clip_data, tmp_path):
+def test_evaluate_a_clip_checkpoint_reproduces_its_test_report(trained, clip_data, tmp_path, capsys):
     cfg, report = trained["c3d"]
     again = evaluate(cfg.output, clip_data, "test", str(tmp_path / "eval"))
     assert again["model"] == "c3d" and again["n"] == report["n"]
     assert again["confusion"] == report["confusion"]
+    # counted as what they are, on the screen and on the results page
+    assert again["clip_length"] == FRAMES
+    print_report(again)
+    assert f"c3d on test ({again['n']} clips)" in capsys.readouterr().out
+    assert f"({again['n']} clips)</title>" in (tmp_path / "eval" / "report.html").read_text()
 
 
 def test_predict_over_clips_gives_one_row_per_clip(trained, clip_data, tmp_path):
