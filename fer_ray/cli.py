@@ -24,7 +24,7 @@ from fer_ray.config import (
     TrainConfig,
     TuneConfig,
 )
-from fer_ray.report import print_labelling, print_report, print_summary, print_sweep, print_synthesis
+from fer_ray.report import print_labelling, print_predictions, print_report, print_summary, print_sweep, print_synthesis
 
 log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that is __main__, outside the run log
 FAILURE_MESSAGE_CHARS = 200
@@ -125,8 +125,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from fer_ray.pipelines import predict
 
-    summary = predict.run(build_config(PredictConfig, args))
-    print(f"{summary['inputs']} inputs -> {summary['rows']} rows in {summary['elapsed_s']} s: {summary['output']}")
+    print_predictions(predict.run(build_config(PredictConfig, args)))
     return 0
 
 

@@ -91,6 +91,17 @@ def print_report(report: dict, max_classes: int = 10) -> None:
         print_page(report["output"])
 
 
+def print_predictions(summary: dict) -> None:
+    """predict: into a run folder (run line, predictions/ and the results page) or one file."""
+    print(f"\npredict: {summary.get('inputs', 0)} inputs -> {summary.get('rows', 0)} rows "
+          f"in {summary['elapsed_s']} s")
+    if "run" in summary:
+        print(run_line(summary))
+    print(f"  status: {status_text(summary.get('status', {}))}")
+    print(f"  predictions: {summary.get('predictions_uri', summary['output'])}")
+    print_page(summary.get("output"))
+
+
 def print_labelling(summary: dict) -> None:
     status = status_text(summary.get("status", {}))
     print(f"\nlabel-videos: {summary.get('inputs', 0)} inputs -> {summary.get('frames_sampled', 0)} frames sampled, "

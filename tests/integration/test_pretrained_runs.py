@@ -35,11 +35,13 @@ def test_predict_with_the_pretrained_model_out_of_the_box(ray_cluster, jaffe_ima
     output = tmp_path / "labels.csv"  # several batches: the CSV is written batch by batch
     assert cli.main(["predict", "--checkpoint", "pretrained", "--input", str(images), "--output", str(output),
                      "--batch-size", "16"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
     rows = pacsv.read_csv(output).to_pylist()
     assert len({r["source_uri"] for r in rows}) == len(list(images.iterdir()))
     assert [r["status"] for r in rows if r["source_uri"].endswith("broken.jpg")] == ["decode_error"]
     faces = [r for r in rows if r["status"] == "ok"]
     assert len(faces) == len(list(jaffe_images.iterdir()))
+    assert f"status: decode_error=1, ok={len(faces)}" in printed and f"predictions: {output}" in printed
     assert np.allclose([sum(r[f"p_{name}"] for name in FER2013) for r in faces], 1.0, atol=1e-4)
     # the sample faces are drawn expressions; a model trained on real faces reads most of them
     truth = [JAFFE[r["source_uri"].rsplit("/", 1)[-1].split(".")[1][:2]] for r in faces]
