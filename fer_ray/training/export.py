@@ -105,9 +105,11 @@ def _onnx_export(wrapper: InferenceModel, inputs: tuple, spec: ModelSpec, path: 
             # nn.LSTM's flat weights are noise here; parity is checked separately.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", UserWarning)
+            # verbose=False: the exporter would print its progress to stdout (8 lines of
+            # "[torch.onnx] ..."); a failure still raises
             program = torch.onnx.export(
                 wrapper, inputs, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
-                opset_version=opset, dynamic_shapes=dynamic_shapes, external_data=False,
+                opset_version=opset, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
             )
         program.save(path, external_data=False)
         return "dynamo"

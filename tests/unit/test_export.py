@@ -64,13 +64,14 @@ EXPORT_FAMILIES = ["dexpression_fer", "vgg_landmarks", "landmark_mlp", "cnn_lstm
 
 
 @pytest.mark.parametrize("name", EXPORT_FAMILIES)
-def test_export_parity(name, tmp_path):
+def test_export_parity(name, tmp_path, capfd):
     """One export per family (the ONNX exporter is the slow part), checked every way."""
     spec = get_spec(name)
     model = _model(name)
     mean, std = _stats(name)
     paths = export(model, spec, mean, std, str(tmp_path / "out"))
     assert set(paths) == {"torchscript", "onnx", "manifest"}
+    assert "[torch.onnx]" not in capfd.readouterr().out  # the exporter's progress stays off the screen
 
     diffs = check_parity(model, spec, mean, std, str(tmp_path / "out"), batch_size=3, atol=1e-4)
     assert set(diffs) == {"torchscript", "onnx"}
