@@ -16,7 +16,8 @@ def class_label(folder: str) -> tuple[int, str]:
     """(canonical label, error) for a class folder name."""
     label = labels.canonical_from_name(folder)
     if label == labels.UNKNOWN:
-        return label, (f"unknown class folder {folder!r}; known names: "
+        return label, (f"unknown class folder {folder!r} (the class is the name of the folder holding the "
+                       f"file: <class name>/<file>); known names: "
                        f"{', '.join(sorted(labels.SYNONYMS))}")
     return label, ""
 

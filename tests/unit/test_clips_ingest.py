@@ -157,10 +157,15 @@ def test_video_folder_listing_labels_by_folder_name(tmp_path):
     touch(tmp_path, "agreeing/c.avi")
     touch(tmp_path, "happiness/cover.jpg")
     touch(tmp_path, os.fsdecode(b"sad/bad\xfe.mp4"))
+    touch(tmp_path, "loose.mp4")
     rows = listed(video_folder, tmp_path)
     assert rows["happiness/a.mp4"]["label"] == HAPPY and not rows["happiness/a.mp4"]["status"]
     assert rows["Surprised/b.MKV"]["label"] == SURPRISE
     assert rows["agreeing/c.avi"]["status"] == Status.UNKNOWN_CLASS
+    # a video outside any class folder: the message says where the class is read from
+    assert rows["loose.mp4"]["status"] == Status.UNKNOWN_CLASS
+    assert f"unknown class folder {tmp_path.name!r} (the class is the name of the folder holding the file" in (
+        rows["loose.mp4"]["error"])
     assert rows["happiness/cover.jpg"]["status"] == Status.UNSUPPORTED_FORMAT
     assert "a video file" in rows["happiness/cover.jpg"]["error"] and ".avi" in rows["happiness/cover.jpg"]["error"]
     assert rows["sad/bad\\xfe.mp4"]["status"] == Status.BAD_NAME
