@@ -69,13 +69,13 @@ def plain_loop(cfg: TrainConfig, info, threads: int) -> list[float]:
     norm = data.normalisation(data.read_split(info, label_set, "train"), info.face_shape, info.clip_length)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=len(info.class_names), **ckpt.architecture(cfg))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.resolved_lr(), weight_decay=cfg.weight_decay)
     batcher, loss_fn = Batcher(spec, norm, torch.device("cpu"), info.face_shape[0]), torch.nn.CrossEntropyLoss()
     times = []
     for epoch in range(cfg.epochs):
         started = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, epoch, cfg.epochs)
+            group["lr"] = cosine_lr(cfg.resolved_lr(), epoch, cfg.epochs)
         generator = torch.Generator().manual_seed(epoch)
         model.train()
         for batch in batches(train, cfg.batch_size, generator):

@@ -160,7 +160,7 @@ def cmd_models(args) -> int:
         needs = "landmarks only" if not spec.input_size else (
             f"{spec.input_size}x{spec.input_size}x{spec.channels}" + (" + landmarks" if spec.needs_landmarks else "")
             + (f", clips of {spec.clip_length}" if spec.needs_clips else ""))
-        print(f"{name:16s} {spec.label_set:10s} {needs:28s} {spec.description}")
+        print(f"{name:16s} {spec.label_set:10s} {needs:28s} lr {spec.default_lr:.0e} {spec.description}")
         if name in PRETRAINED:
             weights = PRETRAINED[name]
             print(f"{'':16s} pretrained (--checkpoint pretrained, --init pretrained): {weights.origin}; "

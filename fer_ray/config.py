@@ -295,7 +295,7 @@ class TrainConfig:
                         "(mini_xception), the head's classes mapped onto the label set by name")
     epochs: int = opt(10, "passes over the train split")
     batch_size: int = opt(64, "samples per step on each worker")
-    lr: float = opt(1e-3, "AdamW learning rate")
+    lr: float = opt(0.0, "AdamW learning rate; 0 = the family's default (1e-3; mixed_cnn and c3d 1e-4)")
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     dropout: float = opt(-1.0, "dropout rate; < 0 = the family's default (resnet18, baseline_cnn have none)")
     fc_size: int = opt(0, "width of c3d's two fully connected layers; 0 = the family's default (4096); "
@@ -334,9 +334,9 @@ class TrainConfig:
         _choice("cache", self.cache, CACHE_CHOICES)
         _choice("init", self.init, INIT_CHOICES)
         _choice("placement", self.placement, PLACEMENT_CHOICES)
-        for name in ("epochs", "batch_size", "workers", "lr"):
+        for name in ("epochs", "batch_size", "workers"):
             _positive(name, getattr(self, name))
-        for name in ("weight_decay", "augment", "max_failures", "cpus_per_worker"):
+        for name in ("lr", "weight_decay", "augment", "max_failures", "cpus_per_worker"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
         if self.dropout >= 1:
@@ -361,6 +361,9 @@ class TrainConfig:
 
     def resolved_label_set(self) -> str:
         return self.label_set or model_spec(self.model).label_set
+
+    def resolved_lr(self) -> float:
+        return self.lr or model_spec(self.model).default_lr
 
 
 @dataclass

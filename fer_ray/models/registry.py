@@ -24,7 +24,8 @@ class ModelSpec:
     clip_length is the family's default number of frames per clip (0 for single images; a
     model is built for the clip length of its data, which its checkpoint records), and
     min_clip_length the fewest frames it can take;
-    default_num_classes, when left at 0, is the size of the label set.
+    default_num_classes, when left at 0, is the size of the label set;
+    default_lr is the AdamW learning rate a run of the family takes when none is given.
     """
     name: str
     input_size: int
@@ -36,6 +37,7 @@ class ModelSpec:
     clip_length: int = 0
     min_clip_length: int = 0
     default_num_classes: int = 0
+    default_lr: float = 1e-3
     description: str = ""
 
     def __post_init__(self):

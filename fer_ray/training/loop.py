@@ -52,7 +52,7 @@ def train_step(model, optimizer, loss_fn, batch: dict, batcher: Batcher, cfg: Tr
 
 
 def new_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.resolved_lr(), weight_decay=cfg.weight_decay)
 
 
 def train_epoch(model, optimizer, loss_fn, shard, batcher: Batcher, cfg: TrainConfig,
@@ -118,7 +118,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.epochs):
         started = time.time()
-        lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+        lr = cosine_lr(cfg.resolved_lr(), epoch, cfg.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)

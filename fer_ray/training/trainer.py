@@ -43,6 +43,7 @@ def check(cfg: TrainConfig, subject_splits: dict[str, str] | None = None) -> dat
     subject_splits: one subject fold's split of the subjects (fer_ray.training.folds)."""
     absolute_paths(cfg)
     cfg.validate()
+    cfg.lr = cfg.resolved_lr()  # config.yaml and the checkpoint record the rate the run used
     if cfg.weights_path:
         problem = storage.check_readable(cfg.weights_path)
         if problem:

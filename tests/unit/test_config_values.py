@@ -156,3 +156,13 @@ def test_bare_boolean_flag_still_means_true():
     args = cli.build_parser().parse_args(["train", "--gpu", "--bf16", "off"])
     cfg = cli.build_config(TrainConfig, args)
     assert cfg.gpu is True and cfg.bf16 is False
+
+
+def test_the_learning_rate_is_the_familys_unless_given():
+    """lr 0 (the default) is the family's rate: 1e-4 for mixed_cnn and c3d, which diverge or
+    stay at one class at the 1e-3 the other families take; a given rate is kept."""
+    assert [TrainConfig(model=name).resolved_lr() for name in ("dexpression_fer", "mixed_cnn", "c3d")] == [
+        1e-3, 1e-4, 1e-4]
+    assert TrainConfig(model="c3d", lr=5e-4).resolved_lr() == 5e-4
+    with pytest.raises(ConfigError, match=r"^lr: -0.001 must be >= 0$"):
+        TrainConfig(data="d", output="o", lr=-1e-3).validate()
