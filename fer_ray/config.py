@@ -336,7 +336,10 @@ class TrainConfig:
         _choice("placement", self.placement, PLACEMENT_CHOICES)
         for name in ("epochs", "batch_size", "workers"):
             _positive(name, getattr(self, name))
-        for name in ("lr", "weight_decay", "augment", "max_failures", "cpus_per_worker"):
+        if self.lr < 0:
+            raise ConfigError(f"lr: {show(self.lr)} must be > 0, or 0 for the family's default "
+                              f"({spec.default_lr:g} for {self.model})")
+        for name in ("weight_decay", "augment", "max_failures", "cpus_per_worker"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {show(getattr(self, name))} must be >= 0")
         if self.dropout >= 1:

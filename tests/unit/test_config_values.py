@@ -164,5 +164,6 @@ def test_the_learning_rate_is_the_familys_unless_given():
     assert [TrainConfig(model=name).resolved_lr() for name in ("dexpression_fer", "mixed_cnn", "c3d")] == [
         1e-3, 1e-4, 1e-4]
     assert TrainConfig(model="c3d", lr=5e-4).resolved_lr() == 5e-4
-    with pytest.raises(ConfigError, match=r"^lr: -0.001 must be >= 0$"):
+    expected = r"^lr: -0.001 must be > 0, or 0 for the family's default \(0.001 for dexpression_fer\)$"
+    with pytest.raises(ConfigError, match=expected):
         TrainConfig(data="d", output="o", lr=-1e-3).validate()
