@@ -188,3 +188,18 @@ def test_flags_set_the_config_fields_they_are_made_from():
             cfg.retry.storage_attempts) == tuple(fields.values())
     negative = cli.build_parser().parse_args(["preprocess", *cli.flags({"size": -3})])
     assert cli.build_config(PreprocessConfig, negative).face.size == -3  # refused later, by validate
+
+
+def test_a_negative_lr_fails_before_ray_with_one_line_and_leaves_the_last_run(capsys, monkeypatch, tmp_path):
+    """`fer-ray train --lr -1`: exit 2, one line naming the field and what 0 means, before any Ray
+    work; the output's last good run (its checkpoint.pt) is untouched and no config.yaml is written."""
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray work started before the check"))
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "checkpoint.pt").write_bytes(b"the last good run")
+    code, err = run_cli(capsys, "train", "--data", str(tmp_path / "faces"), "--output", str(output), "--lr", "-1")
+    assert code == 2
+    assert err.splitlines() == ["fer-ray: configuration error: lr: -1.0 must be > 0, or 0 for the family's default "
+                                "(0.001 for dexpression_fer)"]
+    assert sorted(p.name for p in output.iterdir()) == ["checkpoint.pt"]
+    assert (output / "checkpoint.pt").read_bytes() == b"the last good run"
