@@ -147,8 +147,9 @@ class S3Server:
 class HeadNode:
     """`ray start --head` on free ports, with its own temp dir."""
 
-    def __init__(self, num_cpus: int = 2):
+    def __init__(self, num_cpus: int = 2, settings: dict[str, str] | None = None):
         self.temp_dir = tempfile.mkdtemp(prefix="ferray-")
+        self.settings = settings or {}  # its worker nodes' too
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.num_cpus = num_cpus
         self.address = f"127.0.0.1:{self.gcs_port}"
@@ -157,7 +158,8 @@ class HeadNode:
     def start(self) -> "HeadNode":
         _ray_start(["--head", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
                     f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-                    "--dashboard-host=127.0.0.1", "--include-dashboard=true"], self.num_cpus, self.temp_dir)
+                    "--dashboard-host=127.0.0.1", "--include-dashboard=true"], self.num_cpus, self.temp_dir,
+                   self.settings)
         return self
 
     def submit(self, entrypoint: list[str], working_dir: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -187,8 +189,9 @@ class NodeStartTimedOut(AssertionError):
 GCS_TIMEOUTS = ("Deadline Exceeded", "timed out during startup")
 
 
-def _ray_start(args: list[str], num_cpus: int, temp_dir: str) -> None:
-    """`ray start` with this project's environment, on 127.0.0.1, with its own temp dir."""
+def _ray_start(args: list[str], num_cpus: int, temp_dir: str, settings: dict[str, str]) -> None:
+    """`ray start` with this project's environment and the Ray `settings` (environment
+    variables its processes inherit), on 127.0.0.1, with its own temp dir."""
     # job entrypoints say `python ...`: make that the project's environment
     os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ.get("PATH", "")
     from fer_ray.runtime import SOFT_LIMIT_VARIABLE, worker_soft_limit  # imports ray: after enable_token_auth
@@ -196,7 +199,7 @@ def _ray_start(args: list[str], num_cpus: int, temp_dir: str) -> None:
     cmd = [f"{VENV_BIN}/ray", "start", *args, "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
            f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     # started as cluster/ starts its nodes
-    env = {**os.environ, SOFT_LIMIT_VARIABLE: worker_soft_limit(num_cpus)}
+    env = {**os.environ, **settings, SOFT_LIMIT_VARIABLE: worker_soft_limit(num_cpus)}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if done.returncode != 0:
         failure = NodeStartTimedOut if any(m in done.stdout + done.stderr for m in GCS_TIMEOUTS) else AssertionError
@@ -241,7 +244,7 @@ class WorkerNode:
         for attempt in range(1, self.START_ATTEMPTS + 1):
             try:
                 _ray_start([f"--address={self.head.address}", *[f"--{name}={free_port()}" for name in ports]],
-                           self.num_cpus, self.temp_dir)
+                           self.num_cpus, self.temp_dir, self.head.settings)
                 break
             except NodeStartTimedOut as timed_out:
                 if attempt == self.START_ATTEMPTS:
@@ -273,8 +276,14 @@ class LocalCluster:
     """A head node that takes no work (0 CPUs) and `workers` worker nodes of `cpus` CPUs, all on
     127.0.0.1: jobs submitted to the head run on the workers, as on a real cluster."""
 
+    # Each process reports its tasks' states to the state API every 100 ms, not every second:
+    # a test that waits to see a batch running on a node (to lose the node under it) sees one
+    # that runs for well under a second. With the default, a run on a loaded machine once
+    # finished 10 batches on a node without one being seen running or queued there.
+    SETTINGS = {"RAY_task_events_report_interval_ms": "100"}
+
     def __init__(self, workers: int = 2, cpus: int = 1):
-        self.head = HeadNode(num_cpus=0)
+        self.head = HeadNode(num_cpus=0, settings=self.SETTINGS)
         self.size, self.cpus = workers, cpus
         self.workers: list[WorkerNode] = []
 

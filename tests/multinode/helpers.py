@@ -23,19 +23,21 @@ def job_id(cluster: LocalCluster, output: str) -> str | None:
     return jobs[0].job_id if jobs else None
 
 
-def job_tasks(cluster: LocalCluster, output: str, named, state: str | None = None) -> list:
-    """The task attempts of the job that writes `output` whose name passes `named`."""
+def job_tasks(cluster: LocalCluster, output: str, named, state: str | None = None, name: str | None = None) -> list:
+    """The task attempts of the job that writes `output` whose name passes `named` (and is
+    `name`, a filter the state API applies: a smaller answer, sooner, for a test polling it)."""
     job = job_id(cluster, output)
     if job is None:
         return []
-    filters = [("job_id", "=", job)] + ([("state", "=", state)] if state else [])
+    filters = [("job_id", "=", job)] + [(key, "=", value) for key, value in (("state", state), ("name", name)) if value]
     tasks = list_tasks(address=cluster.head.dashboard, filters=filters, limit=10_000, raise_on_missing_output=False)
     return [task for task in tasks if named(task.name)]
 
 
 def stage_tasks(cluster: LocalCluster, output: str, stage: str, state: str | None = None) -> list:
     """The batches (task attempts) the actors of `stage` ran for the job that writes `output`."""
-    return job_tasks(cluster, output, lambda name: name == stage_batch_task(stage), state)
+    batch = stage_batch_task(stage)
+    return job_tasks(cluster, output, lambda name: name == batch, state, name=batch)
 
 
 def batches_by_node(cluster: LocalCluster, output: str, stage: str) -> Counter:
