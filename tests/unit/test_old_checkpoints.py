@@ -51,8 +51,10 @@ def test_a_command_reading_the_checkpoint_exits_2_in_one_line_and_writes_nothing
     run, _ = old_run
     before = sorted(os.listdir(run))
     code = cli.main(["export", "--checkpoint", run, "--output", str(tmp_path / "exported")])
-    err = capsys.readouterr().err.strip().splitlines()
+    shown = capsys.readouterr()
+    err = shown.err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
+    assert "Ray" not in shown.out, shown.out  # export starts no Ray, and its first line says whose output is logged
     assert "checkpoint: weights do not fit family 'baseline_cnn' (" in err[0]
     assert "missing, e.g. 'features.1.weight'" in err[0] and "unexpected, e.g. 'features.0.bias'" in err[0]
     assert err[0].endswith("it was saved by another version of the family; train it again")
