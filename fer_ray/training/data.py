@@ -74,7 +74,7 @@ def check_holds(cfg: TrainConfig, uri: str, commit: results.Commit, folder: str)
                   f"({', '.join(image_models())})")
     else:
         advice = f"train a clip family ({', '.join(clip_models())}) on clips/, or preprocess an image layout"
-    raise ConfigError(f"data: model {cfg.model!r} trains on {folder}/ ({FOLDERS[folder]}), but the "
+    raise ConfigError(f"data: model {cfg.model!r} takes {folder}/ ({FOLDERS[folder]}), but the "
                       f"{commit.job} result at {uri} holds {held or 'no training shards'}; {advice}")
 
 

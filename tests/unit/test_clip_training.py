@@ -158,14 +158,14 @@ def test_scan_reads_clip_length_and_frame_shape_of_clips(outputs):
 
 
 def test_clip_family_given_image_shards_is_told_before_training(outputs):
-    with pytest.raises(ConfigError, match=r"model 'c3d' trains on clips/ \(video clips\), but the preprocess "
+    with pytest.raises(ConfigError, match=r"model 'c3d' takes clips/ \(video clips\), but the preprocess "
                                           r"result at .*faces holds faces/ \(aligned face images\); preprocess "
                                           r"a video layout"):
         scan(outputs[1], model="c3d")
 
 
 def test_image_family_given_clips_is_told_before_training(outputs):
-    with pytest.raises(ConfigError, match=r"model 'dexpression_fer' trains on faces/ \(aligned face images\), "
+    with pytest.raises(ConfigError, match=r"model 'dexpression_fer' takes faces/ \(aligned face images\), "
                                           r"but .* holds clips/ \(video clips\); train a clip family "
                                           r"\(c3d, cnn_lstm\)"):
         scan(outputs[0], model="dexpression_fer")
@@ -200,7 +200,7 @@ def test_a_sweep_over_the_clip_families_checks_out_and_refuses_image_shards(outp
     sweep_cfg = TuneConfig(models="cnn_lstm,c3d", trials=2,
                            train=TrainConfig(data=clips, output=str(tmp_path / "sweep"), fc_size=32))
     sweep.check(sweep_cfg)  # every family against the data, as `fer-ray tune` does before any Ray work
-    with pytest.raises(ConfigError, match=r"model 'cnn_lstm' trains on clips/"):
+    with pytest.raises(ConfigError, match=r"model 'cnn_lstm' takes clips/"):
         sweep.check(dataclasses.replace(sweep_cfg, train=dataclasses.replace(sweep_cfg.train, data=faces)))
 
 
