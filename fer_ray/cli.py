@@ -189,18 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-ray", description="Distributed facial emotion recognition on Ray.")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    pre = commands.add_parser("preprocess", help="raw image dataset -> aligned faces + landmarks (Parquet)",
-                              description="Detect, align and crop faces of a raw dataset into Parquet shards.")
+    pre = commands.add_parser(
+        "preprocess", help="raw images or videos -> aligned faces (or face clips) + landmarks (Parquet)",
+        description="Detect, align and crop the faces of a raw dataset into Parquet shards: faces/ for an image "
+                    "layout, clips/ (a face followed through each video) for a video layout (baum2, video_folder).")
     add_config_flags(pre, PreprocessConfig)
     pre.set_defaults(func=cmd_preprocess)
     synth = commands.add_parser("synthesize", help="fuse two expressions of each subject into 42 mixed classes",
-                                description="Read a preprocess output's faces/, group by subject on Ray, fuse every "
+                                description="Read a preprocess output's faces/, cut its subjects into work units, "
+                                            "fuse every "
                                             "ordered pair of basic expressions; mixed/, manifest/, _summary.json "
                                             "and contact_sheets/ go to --output.")
     add_config_flags(synth, SynthesizeConfig)
     synth.set_defaults(func=cmd_synthesize)
     train = commands.add_parser(
-        "train", help="train a model family on faces/ shards with Ray Train",
+        "train", help="train a model family on faces/ or clips/ shards with Ray Train",
         description="Train on preprocess outputs; checkpoints, metrics and plots go to --output.")
     add_config_flags(train, TrainConfig)
     train.set_defaults(func=cmd_train)

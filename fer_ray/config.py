@@ -155,7 +155,8 @@ class RetryConfig:
 class PreprocessConfig:
     layout: str = opt("", "raw dataset layout")
     input: str = opt("", "input URI: local path, file:// or s3://bucket/prefix (fer2013: the CSV)")
-    output: str = opt("", "output URI; faces/, manifest/, _summary.json and contact_sheet.png go here")
+    output: str = opt("", "output URI; faces/ (clips/ for a video layout), manifest/, _summary.json and "
+                      "contact_sheet.png go here")
     face: FaceConfig = field(default_factory=FaceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     batch_size: int = opt(32, "images per stage call")

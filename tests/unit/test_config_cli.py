@@ -106,6 +106,8 @@ def test_help_lists_commands_and_choices():
         assert command in text
     sub = cli.build_parser()._subparsers._group_actions[0].choices["preprocess"].format_help()
     assert "--detector" in sub and "dlib_hog" in sub and "--layout" in sub
+    # the video layouts' output is named where a user looks for what the command writes
+    assert "clips/" in " ".join(sub.split()) and "clips/" in text
 
 
 def test_readme_documents_every_status_and_column():
