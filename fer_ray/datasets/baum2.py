@@ -50,7 +50,7 @@ def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
             clips.append(clip_row(entry.uri, parts[0], label_files.get(label_key(parts[0], parts[2]))))
         elif not (is_label_file(parts) and label_key(parts[0], parts[2]) in clip_keys):  # else read as a label
             others.append(other_row(entry.uri, parts))
-    return with_splits(clips, cfg.split) + others + no_videos_rows(cfg.input, paths.values())
+    return with_splits(clips, cfg.split, cfg.input) + others + no_videos_rows(cfg.input, paths.values())
 
 
 def clip_row(uri: str, subject: str, label_uri: str | None) -> dict:

@@ -51,7 +51,7 @@ def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
     images = [e.uri for e in entries if not unusable_row(e, "ckplus")]
     for key, frames in itertools.groupby(images, key=sequence_key):
         rows.extend(frame_rows(sorted(frames), emotions.get(key), cfg))
-    return with_splits(rows, cfg.split)
+    return with_splits(rows, cfg.split, cfg.input)
 
 
 def annotate(row: dict, read) -> None:

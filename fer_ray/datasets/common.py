@@ -61,32 +61,48 @@ def subject_fractions(subjects: pa.Array, seed: int, chunk: int = 65536) -> np.n
                                     np.float64) for start in range(0, len(subjects), chunk)] or [np.zeros(0)])
 
 
+def relative_names(uris: pa.ChunkedArray, root: str) -> pa.ChunkedArray:
+    """relative_name of each URI of a column, without a Python string per row when every URI
+    is below `root` (as a listing's are)."""
+    prefix = root.rstrip("/") + "/"
+    if root and pc.all(pc.starts_with(uris, prefix)).as_py() is not False:
+        return pc.utf8_slice_codeunits(uris, len(prefix))
+    return pa.chunked_array([pa.array([relative_name(uri, root) for uri in uris.to_pylist()], pa.string())])
+
+
 def _share(n: int, fraction: float) -> int:
     if fraction <= 0 or n < 2:
         return 0
     return min(n - 1, max(1, round(n * fraction)))
 
 
-def with_splits(rows: list[dict], cfg: SplitConfig) -> list[dict]:
-    """Fill `split` from `subject` (subject-disjoint); rows without a subject split by file.
-    Names that are not inputs at all (other formats, bad links) take no part, so they
-    cannot move a subject to another split."""
+def relative_name(uri: str, root: str) -> str:
+    """A file's name below the input `root` (its whole URI if it is not below it): a file's
+    split must not depend on where the dataset is stored (a bucket, a local copy, a mount)."""
+    prefix = root.rstrip("/") + "/"
+    return uri[len(prefix):] if root and uri.startswith(prefix) else uri
+
+
+def with_splits(rows: list[dict], cfg: SplitConfig, root: str) -> list[dict]:
+    """Fill `split` from `subject` (subject-disjoint); rows without a subject split by file,
+    by its name below the input `root`. Names that are not inputs at all (other formats, bad
+    links) take no part, so they cannot move a subject to another split."""
     inputs = [row for row in rows if row["status"] not in NOT_INPUTS]
-    keys = [row["subject"] or row["source_uri"] for row in inputs]
+    keys = [row["subject"] or relative_name(row["source_uri"], root) for row in inputs]
     split_of = assign_splits(keys, cfg)
     for row, key in zip(inputs, keys):
         row["split"] = split_of[key]
     return rows
 
 
-def with_split_column(rows: pa.Table, cfg: SplitConfig) -> pa.Table:
+def with_split_column(rows: pa.Table, cfg: SplitConfig, root: str) -> pa.Table:
     """with_splits for a table of input rows, column by column (the same splits). Without
     subjects the keys are the file names, distinct already (a listing names each file once),
     which spares hashing a million names into a set."""
     inputs = pc.invert(pc.is_in(rows["status"], pa.array([str(s) for s in NOT_INPUTS])))
     no_subjects = pc.all(pc.equal(rows["subject"], "")).as_py() is not False
-    keys = rows["source_uri"] if no_subjects else pc.if_else(pc.equal(rows["subject"], ""), rows["source_uri"],
-                                                             rows["subject"])
+    names = relative_names(rows["source_uri"], root)
+    keys = names if no_subjects else pc.if_else(pc.equal(rows["subject"], ""), names, rows["subject"])
     keys = keys if pc.all(inputs).as_py() is not False else pc.filter(keys, inputs)
     if no_subjects:
         split = split_names(subject_fractions(keys, cfg.seed), cfg)

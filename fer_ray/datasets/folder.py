@@ -24,7 +24,7 @@ def class_label(folder: str) -> tuple[int, str]:
 
 def list_inputs(cfg: PreprocessConfig, lister: Lister) -> pa.Table:
     """The input rows as one Arrow table (this is the layout of huge flat image trees)."""
-    return with_split_column(listed_table(lister(cfg.input), "folder", image_row), cfg.split)
+    return with_split_column(listed_table(lister(cfg.input), "folder", image_row), cfg.split, cfg.input)
 
 
 def image_row(uri: str) -> dict:

@@ -24,7 +24,7 @@ def parse_name(name: str) -> tuple[str, int, str]:
 
 
 def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
-    return with_splits(listed_rows(lister(cfg.input), "jaffe", image_row), cfg.split)
+    return with_splits(listed_rows(lister(cfg.input), "jaffe", image_row), cfg.split, cfg.input)
 
 
 def image_row(uri: str) -> dict:

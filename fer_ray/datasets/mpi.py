@@ -12,7 +12,7 @@ from fer_ray.schema import Status
 
 
 def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
-    return with_splits(listed_rows(lister(cfg.input), "mpi", image_row), cfg.split)
+    return with_splits(listed_rows(lister(cfg.input), "mpi", image_row), cfg.split, cfg.input)
 
 
 def image_row(uri: str) -> dict:

@@ -13,7 +13,7 @@ DATASET = "video_folder"
 def list_inputs(cfg: PreprocessConfig, lister: Lister) -> list[dict]:
     rows = [unusable_row(entry, DATASET, VIDEO_EXTENSIONS, "a video") or video_row(entry.uri)
             for entry in lister(cfg.input)]
-    return with_splits(rows, cfg.split)
+    return with_splits(rows, cfg.split, cfg.input)
 
 
 def video_row(uri: str) -> dict:

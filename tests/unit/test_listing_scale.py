@@ -77,12 +77,32 @@ def test_the_column_split_equals_the_row_split():
     rows = [input_row(f"s3://b/{i}.jpg", "x", subject=f"s{i % 37}" if i % 3 else "") for i in range(3000)]
     rows += [input_row(f"s3://b/{i}.txt", "x", status="unsupported_format") for i in range(50)]
     for cfg in (SplitConfig(), SplitConfig(seed=7, val=0.3, test=0.2)):
-        expected = [row["split"] for row in with_splits([dict(row) for row in rows], cfg)]
-        assert with_split_column(schema.rows_table(rows, schema.INPUT_ROWS, 512), cfg)["split"].to_pylist() == expected
+        expected = [row["split"] for row in with_splits([dict(row) for row in rows], cfg, "s3://b")]
+        table = schema.rows_table(rows, schema.INPUT_ROWS, 512)
+        assert with_split_column(table, cfg, "s3://b")["split"].to_pylist() == expected
     no_subjects = [row for row in rows if not row["subject"]]
-    expected = [row["split"] for row in with_splits([dict(row) for row in no_subjects], SplitConfig())]
+    expected = [row["split"] for row in with_splits([dict(row) for row in no_subjects], SplitConfig(), "s3://b")]
     table = schema.rows_table(no_subjects, schema.INPUT_ROWS)
-    assert with_split_column(table, SplitConfig())["split"].to_pylist() == expected
+    assert with_split_column(table, SplitConfig(), "s3://b")["split"].to_pylist() == expected
+
+
+def test_a_file_keeps_its_split_wherever_the_dataset_is_stored():
+    """Files without a subject split by their name below the input: the same tree in a bucket,
+    under another prefix or copied to a local disk gives each file the same split, row by row
+    and column by column. A name outside the input (never listed so) keeps its whole URI."""
+    names = [f"{label}/img {i}.jpg" for i in range(400) for label in ("happy", "sad")]
+    splits = []
+    for root in ("s3://lab/affect", "s3://other-bucket/copy/affect/", "/mnt/data/affect"):
+        rows = [input_row(storage.join(root, name), "folder") for name in names]
+        by_row = [row["split"] for row in with_splits([dict(row) for row in rows], SplitConfig(), root)]
+        by_column = with_split_column(schema.rows_table(rows, schema.INPUT_ROWS), SplitConfig(), root)
+        assert by_column["split"].to_pylist() == by_row
+        splits.append(by_row)
+    assert splits[0] == splits[1] == splits[2] and {"train", "val", "test"} == set(splits[0])
+    outside = [input_row("s3://elsewhere/happy/img 0.jpg", "folder"), input_row("s3://lab/affect/x.jpg", "folder")]
+    by_row = with_splits([dict(row) for row in outside], SplitConfig(), "s3://lab/affect")
+    by_column = with_split_column(schema.rows_table(outside, schema.INPUT_ROWS), SplitConfig(), "s3://lab/affect")
+    assert by_column["split"].to_pylist() == [row["split"] for row in by_row]
 
 
 def test_the_folder_table_holds_the_rows_of_the_row_by_row_code():
@@ -90,7 +110,7 @@ def test_the_folder_table_holds_the_rows_of_the_row_by_row_code():
                enumerate([("happy", "jpg"), ("misc", "png"), ("sad", "txt"), ("fear", "JPEG")] * 50)]
     entries.append(storage.Listed("/data/sad/gone.jpg", problem="dangling_link", error="nowhere"))
     cfg = PreprocessConfig(layout="folder", input="/data", output="/out")
-    expected = with_splits(listed_rows(entries, "folder", folder.image_row), cfg.split)
+    expected = with_splits(listed_rows(entries, "folder", folder.image_row), cfg.split, cfg.input)
     got = folder.list_inputs(cfg, lambda uri: entries).to_pylist()
     assert {row["status"] for row in got} == {"", "unknown_class", "unsupported_format", "dangling_link"}
     assert [plain(row) for row in got] == [plain(row) for row in expected]
