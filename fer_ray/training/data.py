@@ -119,7 +119,8 @@ def scan(cfg: TrainConfig, subject_splits: dict[str, str] | None = None) -> Data
     for split, per_class in counts.items():
         if sum(per_class) == 0:
             raise ConfigError(f"data: no rows with a {label_set} label in split {split!r} of "
-                              f"{cfg.data} (splits present: {_present(table)})")
+                              f"{cfg.data} (splits present: {_present(table)}); choose a split it holds, "
+                              f"or preprocess again with a share for {split!r}")
     if data_folder(cfg) == CLIPS:
         clip_length, face_shape = clip_shape(files, cfg.data)
         info = DataInfo(files, class_names, counts, face_shape, clip_length)

@@ -277,7 +277,8 @@ def test_split_without_rows_fails_before_training(fer_shards, tmp_path, no_train
     faces = read_output(fer_shards, "faces")
     only_train = faces.filter(np.array(faces["split"].to_pylist()) == "train")
     results.commit_tables(str(tmp_path / "data"), "preprocess", {"faces": [only_train]})
-    with pytest.raises(ConfigError, match="no rows with a basic7 label in split 'val'.*splits present: train"):
+    with pytest.raises(ConfigError, match=r"no rows with a basic7 label in split 'val'.*splits present: train\); "
+                                         r"choose a split it holds, or preprocess again with a share for 'val'$"):
         trainer.run(train_config(str(tmp_path / "data"), str(tmp_path / "run")))
     assert not no_training
 
