@@ -375,8 +375,9 @@ class TuneConfig:
     """A sweep: the search space names TrainConfig fields; `train` holds everything else."""
     models: str = opt("dexpression_fer", "comma-separated families to sweep over (train.model)")
     trials: int = opt(8, "number of trials (samples of the search space)")
-    lr_min: float = opt(1e-4, "train.lr log-uniform lower bound")
-    lr_max: float = opt(1e-2, "train.lr log-uniform upper bound")
+    lr_min: float = opt(0.0, "train.lr log-uniform lower bound; 0 (and lr_max 0) = a tenth of each family's "
+                        "default (1e-4 for most, 1e-5 for mixed_cnn and c3d)")
+    lr_max: float = opt(0.0, "train.lr log-uniform upper bound; 0 (and lr_min 0) = ten times each family's default")
     weight_decay_min: float = opt(1e-6, "train.weight_decay log-uniform lower bound")
     weight_decay_max: float = opt(1e-3, "train.weight_decay log-uniform upper bound")
     batch_sizes: str = opt("32,64,128", "train.batch_size choices, comma-separated")
@@ -401,13 +402,17 @@ class TuneConfig:
             config_copy.validate()
         _positive("trials", self.trials)
         _positive("grace_period", self.grace_period)
+        if (self.lr_min == 0) != (self.lr_max == 0):
+            raise ConfigError(f"lr_min/lr_max: {show(self.lr_min)}, {show(self.lr_max)}; give both bounds, or "
+                              f"neither (0 and 0: from a tenth to ten times each family's default rate)")
         for low, high in (("lr_min", "lr_max"), ("weight_decay_min", "weight_decay_max"),
                           ("dropout_min", "dropout_max"), ("augment_min", "augment_max")):
             if getattr(self, low) > getattr(self, high):
                 raise ConfigError(f"{low}: {show(getattr(self, low))} is above "
                                   f"{high} {show(getattr(self, high))}")
-        for name in ("lr_min", "weight_decay_min"):
-            _positive(name, getattr(self, name))
+        if not self.lr_follows_family:
+            _positive("lr_min", self.lr_min)
+        _positive("weight_decay_min", self.weight_decay_min)
         if self.dropout_max >= 1 or self.dropout_min < 0:
             raise ConfigError("dropout_min/dropout_max: must lie in [0, 1), "
                               f"got {self.dropout_min}, {self.dropout_max}")
@@ -416,6 +421,11 @@ class TuneConfig:
         if self.max_concurrent < 0:
             raise ConfigError(f"max_concurrent: {show(self.max_concurrent)} must be >= 0")
         _ = self.batch_size_list  # raises on a bad list
+
+    @property
+    def lr_follows_family(self) -> bool:
+        """No lr bounds given: each trial's rate is its family's default times a sampled factor."""
+        return self.lr_min == 0 and self.lr_max == 0
 
     @property
     def model_list(self) -> list[str]:

@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from fer_ray import config, reports, runtime, storage
-from fer_ray.config import TrainConfig, TuneConfig
+from fer_ray.config import TrainConfig, TuneConfig, model_spec
 from fer_ray.runtime import start_ray
 from fer_ray.training import trainer
 from fer_ray.training.metrics import trials_png
@@ -29,13 +29,21 @@ from fer_ray.training.metrics import trials_png
 EXPERIMENT = "tune"
 SEARCHED = ("model", "lr", "weight_decay", "batch_size", "dropout", "augment")
 TRIAL_CPUS = 0.01  # the trial's driver only waits on its Ray Train controller
+# Without lr bounds a trial samples this factor of its family's default rate, from a tenth to
+# ten times: one range for all families would put c3d (diverging at 1e-3) and dexpression_fer
+# (1e-3) in the same place.
+LR_FACTOR = "lr_factor"
+LR_SPAN = 10.0
 
 
 def search_space(cfg: TuneConfig) -> dict:
-    """Distributions keyed by TrainConfig field names (the CLI's and YAML's names)."""
+    """Distributions keyed by TrainConfig field names (the CLI's and YAML's names), but for
+    LR_FACTOR where the rate follows each family's default."""
+    rate = ({LR_FACTOR: tune.loguniform(1 / LR_SPAN, LR_SPAN)} if cfg.lr_follows_family
+            else {"lr": tune.loguniform(cfg.lr_min, cfg.lr_max)})
     return {
         "model": tune.choice(cfg.model_list),
-        "lr": tune.loguniform(cfg.lr_min, cfg.lr_max),
+        **rate,
         "weight_decay": tune.loguniform(cfg.weight_decay_min, cfg.weight_decay_max),
         "batch_size": tune.choice(cfg.batch_size_list),
         "dropout": tune.uniform(cfg.dropout_min, cfg.dropout_max),
@@ -43,10 +51,18 @@ def search_space(cfg: TuneConfig) -> dict:
     }
 
 
+def searched(params: dict) -> dict:
+    """The TrainConfig fields a trial's sampled values set (lr from LR_FACTOR where sampled)."""
+    values = dict(params)
+    if LR_FACTOR in params:
+        values["lr"] = params[LR_FACTOR] * model_spec(params["model"]).default_lr
+    return {name: values[name] for name in SEARCHED}
+
+
 def trial_config(base: dict, params: dict, output: str) -> TrainConfig:
     cfg = TrainConfig()
     config.apply_dict(cfg, base)
-    return trainer.with_fields(cfg, {**{k: params[k] for k in SEARCHED}, "output": output})
+    return trainer.with_fields(cfg, {**searched(params), "output": output})
 
 
 def trial_output(sweep_output: str, trial_id: str) -> str:
@@ -153,11 +169,12 @@ class TrialLines(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.finished += 1
-        print(trial_line(self.finished, self.trials, trial.config, trial.last_result or {}), flush=True)
+        print(trial_line(self.finished, self.trials, searched(trial.config), trial.last_result or {}), flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.finished += 1
-        print(f"tune: trial {self.finished}/{self.trials} failed: {searched_text(trial.config)}", flush=True)
+        print(f"tune: trial {self.finished}/{self.trials} failed: {searched_text(searched(trial.config))}",
+              flush=True)
 
 
 def trial_line(finished: int, trials: int, params: dict, result: dict) -> str:
@@ -189,7 +206,7 @@ def write_outputs(cfg: TuneConfig, results) -> dict:
     for result in results:
         trial_id = result.metrics.get("trial_id") or result.path.rstrip("/").split("/")[-1]
         history = trial_history(trial_output(cfg.train.output, trial_id), result)
-        params = {k: result.config[k] for k in SEARCHED}
+        params = searched(result.config)
         best = float(history[trainer.SCORE].max()) if trainer.SCORE in history else float("nan")
         rows.append({"trial": trial_id, **params, "epochs_run": len(history), f"best_{trainer.SCORE}": best,
                      "status": "error" if result.error else "ok"})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_ray import config
 from fer_ray.config import ConfigError, TrainConfig, TuneConfig
 from fer_ray.labels import BASIC7, CANONICAL, LABEL_SETS
 from fer_ray.models import get_spec
@@ -112,6 +113,9 @@ def test_train_config_errors_name_the_field(fields, message):
 @pytest.mark.parametrize("fields, message", [
     ({"models": "dexpression_fer,nope"}, "'nope' is not a registered family"),
     ({"lr_min": 1.0, "lr_max": 0.1}, "lr_min: 1.0 is above lr_max"),
+    ({"lr_min": 1e-3}, r"lr_min/lr_max: 0.001, 0.0; give both bounds, or neither \(0 and 0: from a tenth to ten "
+                       r"times each family's default rate\)"),
+    ({"lr_min": -1.0, "lr_max": 0.1}, "lr_min: -1.0 must be > 0"),
     ({"batch_sizes": "32,x"}, "batch_sizes: '32,x' must be comma-separated integers"),
     ({"trials": 0}, "trials: 0 must be > 0"),
 ])
@@ -119,3 +123,25 @@ def test_tune_config_errors_name_the_field(fields, message):
     cfg = dataclasses.replace(TuneConfig(train=TrainConfig(data="x", output="y")), **fields)
     with pytest.raises(ConfigError, match=message):
         cfg.validate()
+
+
+def test_a_sweep_without_lr_bounds_samples_each_familys_rate_by_its_default():
+    """c3d (1e-4) and dexpression_fer (1e-3) each get a tenth to ten times their own default;
+    bounds, when given, are one range for every family, as they say."""
+    from fer_ray.training import sweep
+
+    cfg = TuneConfig(models="c3d,dexpression_fer", train=TrainConfig(data="x", output="y"))
+    cfg.validate()
+    space = sweep.search_space(cfg)
+    assert "lr" not in space and (space[sweep.LR_FACTOR].lower, space[sweep.LR_FACTOR].upper) == (0.1, 10.0)
+    sampled = {"weight_decay": 1e-4, "batch_size": 32, "dropout": 0.2, "augment": 1.0, sweep.LR_FACTOR: 0.5}
+    for model, rate in (("c3d", 5e-5), ("dexpression_fer", 5e-4)):
+        params = sweep.searched({**sampled, "model": model})
+        assert list(params) == list(sweep.SEARCHED) and params["lr"] == pytest.approx(rate)
+        assert sweep.trial_config(config.to_dict(cfg.train), {**sampled, "model": model}, "z").lr == pytest.approx(rate)
+    bounded = dataclasses.replace(cfg, lr_min=1e-5, lr_max=1e-3)
+    bounded.validate()
+    space = sweep.search_space(bounded)
+    assert sweep.LR_FACTOR not in space and (space["lr"].lower, space["lr"].upper) == (1e-5, 1e-3)
+    unscaled = {name: value for name, value in sampled.items() if name != sweep.LR_FACTOR}
+    assert sweep.searched({**unscaled, "model": "c3d", "lr": 3e-4})["lr"] == 3e-4
