@@ -205,3 +205,19 @@ def test_a_negative_lr_fails_before_ray_with_one_line_and_leaves_the_last_run(ca
                                 "(0.001 for dexpression_fer)"]
     assert sorted(p.name for p in output.iterdir()) == ["checkpoint.pt"]
     assert (output / "checkpoint.pt").read_bytes() == b"the last good run"
+
+
+def test_one_lr_bound_of_a_sweep_fails_before_ray_with_one_line_and_leaves_the_last_sweep(capsys, monkeypatch,
+                                                                                          tmp_path):
+    """`fer-ray tune --lr-min 1e-3` without --lr-max: exit 2, one line naming both fields and what
+    giving neither means, before any Ray work; the output's last sweep results are untouched."""
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray work started before the check"))
+    output = tmp_path / "sweep"
+    output.mkdir()
+    (output / "results.csv").write_text("the last sweep")
+    code, err = run_cli(capsys, "tune", "--data", str(tmp_path / "faces"), "--output", str(output), "--lr-min", "1e-3")
+    assert code == 2
+    assert err.splitlines() == ["fer-ray: configuration error: lr_min/lr_max: 0.001, 0.0; give both bounds, or "
+                                "neither (0 and 0: from a tenth to ten times each family's default rate)"]
+    assert sorted(p.name for p in output.iterdir()) == ["results.csv"]
+    assert (output / "results.csv").read_text() == "the last sweep"
