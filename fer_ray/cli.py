@@ -197,9 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(func=cmd_preprocess)
     synth = commands.add_parser("synthesize", help="fuse two expressions of each subject into 42 mixed classes",
                                 description="Read a preprocess output's faces/, cut its subjects into work units, "
-                                            "fuse every "
-                                            "ordered pair of basic expressions; mixed/, manifest/, _summary.json "
-                                            "and contact_sheets/ go to --output.")
+                                            "fuse every ordered pair of basic expressions; mixed/, manifest/, "
+                                            "_summary.json and contact_sheets/ go to --output.")
     add_config_flags(synth, SynthesizeConfig)
     synth.set_defaults(func=cmd_synthesize)
     train = commands.add_parser(
