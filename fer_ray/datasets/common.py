@@ -64,7 +64,7 @@ def subject_fractions(subjects: pa.Array, seed: int, chunk: int = 65536) -> np.n
 def relative_names(uris: pa.ChunkedArray, root: str) -> pa.ChunkedArray:
     """relative_name of each URI of a column, without a Python string per row when every URI
     is below `root` (as a listing's are)."""
-    prefix = root.rstrip("/") + "/"
+    prefix = _below(root)
     if root and pc.all(pc.starts_with(uris, prefix)).as_py() is not False:
         return pc.utf8_slice_codeunits(uris, len(prefix))
     return pa.chunked_array([pa.array([relative_name(uri, root) for uri in uris.to_pylist()], pa.string())])
@@ -79,8 +79,13 @@ def _share(n: int, fraction: float) -> int:
 def relative_name(uri: str, root: str) -> str:
     """A file's name below the input `root` (its whole URI if it is not below it): a file's
     split must not depend on where the dataset is stored (a bucket, a local copy, a mount)."""
-    prefix = root.rstrip("/") + "/"
+    prefix = _below(root)
     return uri[len(prefix):] if root and uri.startswith(prefix) else uri
+
+
+def _below(root: str) -> str:
+    """The prefix of every URI below `root`."""
+    return root.rstrip("/") + "/"
 
 
 def with_splits(rows: list[dict], cfg: SplitConfig, root: str) -> list[dict]:
