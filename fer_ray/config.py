@@ -296,7 +296,7 @@ class TrainConfig:
                         "(mini_xception), the head's classes mapped onto the label set by name")
     epochs: int = opt(10, "passes over the train split")
     batch_size: int = opt(64, "samples per step on each worker")
-    lr: float = opt(0.0, "AdamW learning rate; 0 = the family's default (1e-3; mixed_cnn and c3d 1e-4)")
+    lr: float = opt(0.0, "AdamW learning rate; 0 = the family's default (`fer-ray models` lists them)")
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     dropout: float = opt(-1.0, "dropout rate; < 0 = the family's default (resnet18, baseline_cnn have none)")
     fc_size: int = opt(0, "width of c3d's two fully connected layers; 0 = the family's default (4096); "
@@ -376,7 +376,7 @@ class TuneConfig:
     models: str = opt("dexpression_fer", "comma-separated families to sweep over (train.model)")
     trials: int = opt(8, "number of trials (samples of the search space)")
     lr_min: float = opt(0.0, "train.lr log-uniform lower bound; 0 (and lr_max 0) = a tenth of each family's "
-                        "default (1e-4 for most, 1e-5 for mixed_cnn and c3d)")
+                        "default (`fer-ray models` lists them)")
     lr_max: float = opt(0.0, "train.lr log-uniform upper bound; 0 (and lr_min 0) = ten times each family's default")
     weight_decay_min: float = opt(1e-6, "train.weight_decay log-uniform lower bound")
     weight_decay_max: float = opt(1e-3, "train.weight_decay log-uniform upper bound")
