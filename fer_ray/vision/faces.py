@@ -13,7 +13,7 @@ import numpy as np
 
 from fer_ray.config import FaceConfig
 from fer_ray.vision.align import align_face
-from fer_ray.vision.detect import create_detector, detect_many, detect_near, full_image_box
+from fer_ray.vision.detect import create_detector, detect_followed, detect_many, detect_near, full_image_box
 from fer_ray.vision.landmarks import create_landmarker, landmarks_many
 from fer_ray.vision.tracking import MAX_LOST_S, MIN_IOU, FaceFollower
 
@@ -54,12 +54,14 @@ class FaceExtractor:
         """All faces in a grey or RGB uint8 image, largest first; [] if none."""
         return self.extract_many([image])[0]
 
-    def extract_many(self, images: list[np.ndarray], expected: list | None = None) -> list[list[Face]]:
+    def extract_many(self, images: list[np.ndarray], expected: list | None = None,
+                     followed: bool = False) -> list[list[Face]]:
         """The faces of each image (see extract). `expected`, per image, is None (search the
         whole image) or the (N, 4) boxes where faces are expected (a video's tracks): only
-        faces near those are searched for (detect.detect_near)."""
+        faces near those are searched for (detect.detect_near). `followed`: the images are
+        frames of a followed video, whose whole searches may be coarse (detect.detect_followed)."""
         found = [full_image_box(image) for image in images] if self.detector is None \
-            else self._detect(images, expected or [None] * len(images))
+            else self._detect(images, expected or [None] * len(images), followed)
         if self.cfg.largest_only:
             found = [(boxes[:1], scores[:1]) for boxes, scores in found]
         points = landmarks_many(self.landmarker, images, [boxes for boxes, _ in found])
@@ -85,14 +87,19 @@ class FaceExtractor:
             return self.extract_many(images)
         found = []
         for image, now in zip(images, times_s):
-            faces = self.extract_many([image], [follower.search(now)])[0]
+            faces = self.extract_many([image], [follower.search(now)], followed=True)[0]
             follower.saw(now, [face.bbox for face in faces])
             found.append(faces)
         return found
 
-    def _detect(self, images: list[np.ndarray], expected: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _detect(self, images: list[np.ndarray], expected: list,
+                followed: bool) -> list[tuple[np.ndarray, np.ndarray]]:
         whole = [i for i, boxes in enumerate(expected) if boxes is None]
-        found = dict(zip(whole, detect_many(self.detector, [images[i] for i in whole], self.cfg.detect_side)))
+        if followed:
+            found = {i: detect_followed(self.detector, images[i], self.cfg.detect_side, self.cfg.min_face_size)
+                     for i in whole}
+        else:
+            found = dict(zip(whole, detect_many(self.detector, [images[i] for i in whole], self.cfg.detect_side)))
         for i, boxes in enumerate(expected):
             if boxes is not None:
                 found[i] = detect_near(self.detector, images[i], boxes, self.cfg.min_face_size)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fer_ray.config import DETECTORS
-from fer_ray.vision.detect import create_detector, detect_near, full_image_box
+from fer_ray.vision.detect import create_detector, detect_followed, detect_near, full_image_box
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,3 +128,25 @@ def test_detect_near_reports_one_face_once(astronaut, haar_detector):
 def test_detect_near_keeps_the_min_face_size(astronaut, haar_detector):
     box = haar_detector.detect(astronaut)[0][0]
     assert len(detect_near(haar_detector, astronaut, box[None], min_face_size=int(box[2] - box[0]) + 50)[0]) == 0
+
+
+def test_a_followed_videos_whole_search_finds_what_the_full_search_finds(two_faces, haar_detector):
+    """Haar's coarse candidates, each confirmed near it: the same faces, largest first, and
+    nothing on a flat frame (the candidates' looser evidence does not pass unconfirmed)."""
+    whole, _ = haar_detector.detect(two_faces)
+    followed, scores = detect_followed(haar_detector, two_faces)
+    assert len(followed) == len(whole) == 2 and len(scores) == 2
+    assert all(iou(a, b) > 0.7 for a, b in zip(followed, whole))
+    assert len(detect_followed(haar_detector, np.full((240, 320), 90, np.uint8))[0]) == 0
+    assert len(detect_followed(haar_detector, two_faces, min_face_size=120)[0]) == 1
+
+
+def test_a_followed_whole_search_shrinks_a_big_frame_as_the_full_search_does(two_faces, haar_detector):
+    import cv2
+    big = cv2.resize(two_faces, None, fx=2, fy=2)
+    boxes, _ = detect_followed(haar_detector, big, detect_side=max(two_faces.shape[:2]))
+    assert len(boxes) == 2 and all(iou(a, 2 * b) > 0.7 for a, b in zip(boxes, haar_detector.detect(two_faces)[0]))
+
+
+def test_a_detector_without_a_coarse_search_searches_a_followed_frame_whole(astronaut, hog_detector):
+    np.testing.assert_array_equal(detect_followed(hog_detector, astronaut)[0], hog_detector.detect(astronaut)[0])
