@@ -15,17 +15,25 @@ work. Ray is joined as the CLI joins it (fer_ray.runtime.start_ray): the cluster
 process is connected to, the one RAY_ADDRESS names, or a new local instance.
 Each function returns the summary the CLI prints, as a dict.
 
+Quiet as the CLI is: a job function prints its own lines (progress, the path of its output)
+and one line naming its run's log file, where Ray's own output goes (Ray Data's progress
+records, warnings, the C++ core's log lines; in a notebook too). `verbose=True` shows that
+output here instead, as `--verbose` does.
+
 Pipelines import Ray and torch: they are imported inside the functions, so that
 `import fer_ray` stays cheap.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import os
 import textwrap
 import typing
 
 from fer_ray import config as configs
+from fer_ray import logs
 from fer_ray.config import (
     ConfigError,
     LabelVideosConfig,
@@ -80,6 +88,56 @@ def fields_doc(cls: type) -> str:
     return "\n".join(lines)
 
 
+VERBOSE_DOC = """
+verbose: show Ray's own output (progress records, warnings, workers' output) here; by default
+it goes to the run's log file, whose path is printed once (as the CLI's --verbose)."""
+
+
+def quiet(command: str, whose: str = "Ray's"):
+    """The job function with a `verbose` keyword (default False): Ray's own output in a run log
+    file whose path is printed once (runtime.ray_output_to_log), as the CLI runs a command. A
+    Ray instance the call starts stays up for the next call (a notebook's next cell)."""
+    def wrap(function):
+        @functools.wraps(function)
+        def job(*args, verbose: bool = False, **fields):
+            if verbose:
+                return function(*args, **fields)
+            from fer_ray import runtime
+
+            run_log = logs.RunLog(command)
+            try:
+                if run_log.path is None:  # nowhere to put Ray's output: show it
+                    return function(*args, **fields)
+                print(f"fer_ray.{function.__name__}: {whose} own output goes to {run_log.path} "
+                      "(verbose=True shows it here)", flush=True)
+                with runtime.ray_output_to_log(run_log):
+                    return logged(function, args, fields)
+            finally:
+                run_log.close()
+
+        job.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\n{VERBOSE_DOC.strip()}"
+        job.__signature__ = with_verbose(inspect.signature(function))
+        return job
+    return wrap
+
+
+def with_verbose(signature: inspect.Signature) -> inspect.Signature:
+    """The signature with `verbose` added as a keyword (before **fields, where it has them)."""
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    verbose = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)
+    return signature.replace(parameters=[*params[:at], verbose, *params[at:]])
+
+
+def logged(function, args: tuple, fields: dict):
+    """function(*args, **fields), its failure's traceback also in the run log."""
+    try:
+        return function(*args, **fields)
+    except BaseException:
+        logging.getLogger(logs.LIBRARY_LOGGER).error("fer_ray.%s failed", function.__name__, exc_info=True)
+        raise
+
+
 def documented(cls: type):
     """Append the fields of `cls` to the function's docstring (help() shows them)."""
     def attach(function):
@@ -89,6 +147,7 @@ def documented(cls: type):
 
 
 @documented(PreprocessConfig)
+@quiet("preprocess")
 def preprocess(config: ConfigSource = None, **fields) -> dict:
     """Raw dataset -> aligned faces with landmarks (faces/), or clips/ for video layouts; `fer-ray preprocess`.
 
@@ -103,6 +162,7 @@ def preprocess(config: ConfigSource = None, **fields) -> dict:
 
 
 @documented(SynthesizeConfig)
+@quiet("synthesize")
 def synthesize(config: ConfigSource = None, **fields) -> dict:
     """Fuse two expressions of each subject into the 42 mixed classes (mixed/); `fer-ray synthesize`.
 
@@ -114,6 +174,7 @@ def synthesize(config: ConfigSource = None, **fields) -> dict:
 
 
 @documented(TrainConfig)
+@quiet("train")
 def train(config: ConfigSource = None, **fields) -> dict:
     """Train a model family with Ray Train and test its best checkpoint; `fer-ray train`.
 
@@ -129,6 +190,7 @@ def train(config: ConfigSource = None, **fields) -> dict:
 
 
 @documented(TuneConfig)
+@quiet("tune")
 def tune(config: ConfigSource = None, **fields) -> dict:
     """Sweep families and hyperparameters with Ray Tune (ASHA); `fer-ray tune`.
 
@@ -141,6 +203,7 @@ def tune(config: ConfigSource = None, **fields) -> dict:
     return sweep.run(make_config(TuneConfig, config, fields))
 
 
+@quiet("evaluate")
 def evaluate(checkpoint: str, data: str, split: str = "test", output: str = "", workers: int = 0) -> dict:
     """Metrics of a checkpoint on one split of any shards; `fer-ray evaluate`.
 
@@ -161,6 +224,7 @@ def evaluate(checkpoint: str, data: str, split: str = "test", output: str = "", 
 
 
 @documented(PredictConfig)
+@quiet("predict")
 def predict(config: ConfigSource = None, **fields) -> dict:
     """Class probabilities for every face in new images (or clips); `fer-ray predict`.
 
@@ -174,6 +238,7 @@ def predict(config: ConfigSource = None, **fields) -> dict:
 
 
 @documented(LabelVideosConfig)
+@quiet("label-videos")
 def label_videos(config: ConfigSource = None, **fields) -> dict:
     """Who shows which expression when, in every video of a folder or prefix; `fer-ray label-videos`.
 
@@ -186,6 +251,7 @@ def label_videos(config: ConfigSource = None, **fields) -> dict:
     return pipeline.run(make_config(LabelVideosConfig, config, fields))
 
 
+@quiet("export", "the libraries'")
 def export(checkpoint: str, output: str) -> dict[str, str]:
     """TorchScript and ONNX of a checkpoint, each checked against it; `fer-ray export`.
 

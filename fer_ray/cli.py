@@ -309,12 +309,8 @@ def run_quietly(args: argparse.Namespace, run_log: logs.RunLog) -> int:
 
     whose = "the libraries'" if args.command in STARTS_NO_RAY else "Ray's"
     print(f"fer-ray {args.command}: {whose} own output goes to {run_log.path} (--verbose shows it here)", flush=True)
-    runtime.show_ray_output(False)
-    try:
-        with logs.LibraryOutputToLog(run_log), runtime.ray_of_one_command():
-            return run_command(args, run_log)
-    finally:
-        runtime.show_ray_output(True)
+    with runtime.ray_output_to_log(run_log), runtime.ray_of_one_command():
+        return run_command(args, run_log)
 
 
 def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:

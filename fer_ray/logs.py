@@ -138,7 +138,10 @@ class LibraryOutputToLog:
         os.dup2(log_fd, 2)
         os.close(log_fd)
         log_text = open(self.run_log.path, "a", buffering=1, encoding="utf-8", errors="replace")
-        self.saved = (sys.stdout, sys.stderr, saved_fds, screen, logging.lastResort, log_text)
+        handlers = {handler: handler.stream for handler in _ray_console_handlers()}
+        for handler in handlers:
+            handler.setStream(log_text)
+        self.saved = (sys.stdout, sys.stderr, saved_fds, screen, logging.lastResort, log_text, handlers)
         sys.stdout, sys.stderr = (RayLinesToLog(stream, log_text) for stream in screen)
         logging.lastResort = self.run_log.handler
         logging.captureWarnings(True)  # logged as `py.warnings`, which has no last resort
@@ -148,10 +151,12 @@ class LibraryOutputToLog:
     def __exit__(self, *exc) -> None:
         if self.saved is None:
             return
-        stdout, stderr, saved_fds, screen, last_resort, log_text = self.saved
+        stdout, stderr, saved_fds, screen, last_resort, log_text, handlers = self.saved
         self.saved = None
         for stream in screen:
             stream.flush()
+        for handler, stream in handlers.items():
+            handler.setStream(stream)
         log_text.close()
         logging.getLogger("py.warnings").removeHandler(self.run_log.handler)
         logging.captureWarnings(False)
@@ -163,6 +168,17 @@ class LibraryOutputToLog:
         for stream, original in zip(screen, (stdout, stderr)):
             if stream is not original:
                 stream.close()
+
+
+def _ray_console_handlers() -> list[logging.StreamHandler]:
+    """The console handlers of Ray's loggers (Ray and Ray Data add them at import). Each holds
+    the stderr of that moment: a file descriptor that the switch redirects in a terminal, but
+    in a notebook the cell's output, which only pointing the handler elsewhere reaches."""
+    loggers = [logger for name, logger in list(logging.root.manager.loggerDict.items())
+               if name.split(".")[0] == "ray" and isinstance(logger, logging.Logger)]
+    return [handler for logger in loggers for handler in logger.handlers  # a handler may serve several
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            and getattr(handler, "stream", None) is not None]
 
 
 class RayLinesToLog(io.TextIOBase):

@@ -16,6 +16,7 @@ import ray
 import ray.data
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
+from fer_ray import logs
 from fer_ray.config import ConfigError
 
 # Ray keeps about one idle worker process per CPU and kills the others after a second
@@ -45,6 +46,19 @@ def start_ray() -> None:
         # Ray Data's own progress (tqdm bars on a terminal, log records elsewhere): the job
         # shows its own (fer_ray.progress); on a terminal Ray's bars would draw over it
         ray.data.DataContext.get_current().enable_progress_bars = not sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def ray_output_to_log(run_log):
+    """While the block runs, Ray's own output (progress records, warnings, its C++ core's log
+    lines) goes to the run log (logs.LibraryOutputToLog), and a Ray instance started meanwhile
+    neither forwards its workers' output here nor draws Ray Data's progress bars."""
+    show_ray_output(False)
+    try:
+        with logs.LibraryOutputToLog(run_log):
+            yield
+    finally:
+        show_ray_output(True)
 
 
 @contextlib.contextmanager

@@ -59,3 +59,23 @@ def test_read_faces_on_s3_decodes_every_split(fer_shards):
     manifest = fer_ray.read_manifest(fer_shards)
     assert len(manifest) == results.committed(fer_shards, "output").summary()["inputs"]
 
+
+
+def test_a_job_function_is_quiet_unless_asked(ray_cluster, tmp_path, capfd):
+    """As the CLI: one line names the run's log, where Ray Data's records go; verbose=True
+    leaves them where Ray sends them (no log named)."""
+    from fer_ray.sample_data import write_sample_data
+
+    write_sample_data(str(tmp_path / "raw"), layouts=("jaffe",))
+    fields = {"layout": "jaffe", "input": str(tmp_path / "raw/jaffe"), "limit": 8}
+    fer_ray.preprocess(output=str(tmp_path / "quiet"), **fields)
+    shown = capfd.readouterr()
+    said = re.search(r"fer_ray.preprocess: Ray's own output goes to (\S+) \(verbose=True shows it here\)", shown.out)
+    assert said, shown.out
+    assert "Execution plan" not in shown.out + shown.err
+    assert "Execution plan" in pathlib.Path(said.group(1)).read_text()
+
+    fer_ray.preprocess(output=str(tmp_path / "verbose"), verbose=True, **fields)
+    shown = capfd.readouterr()
+    assert "own output goes to" not in shown.out + shown.err
+    assert fer_ray.read_manifest(str(tmp_path / "verbose")).status.tolist() == ["ok"] * 8

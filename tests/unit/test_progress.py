@@ -100,3 +100,35 @@ def test_library_output_goes_to_the_run_log_and_ours_to_the_screen(tmp_path):
     log = open(json.loads(lines[-1])).read()
     for line in ("C++ core line", "Ray Data record", "a library's warning", "a Python warning", "printed by Ray"):
         assert line in log and line not in done.stdout + done.stderr
+
+
+NOTEBOOK_OUTPUT = textwrap.dedent("""
+    import io, json, logging, os, sys
+    class Cell(io.StringIO):  # a notebook cell's output: a stream without a file descriptor
+        def fileno(self):
+            raise io.UnsupportedOperation("fileno")
+    cell = sys.stdout = sys.stderr = Cell()
+    import ray.data  # its console handlers hold the cell, as in a notebook
+    from fer_ray import logs
+    run_log = logs.RunLog("preprocess")
+    with logs.LibraryOutputToLog(run_log):
+        logging.getLogger("ray.data").info("Ray Data record")
+        logging.getLogger("ray").warning("Ray's warning")
+        print("fer-ray's own line")
+    logging.getLogger("ray.data").warning("Ray Data record after the run")
+    run_log.close()
+    os.write(1, json.dumps([cell.getvalue(), str(run_log.path)]).encode())
+""")
+
+
+def test_in_a_notebook_rays_records_go_to_the_run_log_and_come_back_after(tmp_path):
+    """A notebook's streams have no file descriptor to redirect: Ray's console handlers are
+    pointed at the log while the run lasts, and back at the cell after it."""
+    done = subprocess.run([sys.executable, "-c", NOTEBOOK_OUTPUT], capture_output=True, text=True, timeout=120,
+                          env={"FER_RAY_LOG_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    cell, log_path = json.loads(done.stdout)
+    assert "fer-ray's own line" in cell and "Ray Data record after the run" in cell
+    log = open(log_path).read()
+    for line in ("Ray Data record\n", "Ray's warning"):
+        assert line in log and line not in cell
