@@ -45,13 +45,12 @@ def detect_many(detector, images: list[np.ndarray], detect_side: int = 0) -> lis
     An image whose longer side is over `detect_side` (> 0) is searched shrunk to that side
     and its boxes are scaled back to its own pixels: a detector's cost grows with the pixels
     (Haar on a 4000x3000 photo takes about 20 times as long as at 1000 px)."""
-    scales = [reduction(image, detect_side) for image in images]
-    searched = [image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                for image, scale in zip(images, scales)]
+    shrunk_images = [shrunk(image, detect_side) for image in images]
+    searched = [image for image, _ in shrunk_images]
     found = detector.detect_many(searched) if hasattr(detector, "detect_many") else [
         detector.detect(image) for image in searched]
     return [(boxes if scale == 1.0 else (boxes / scale).astype(np.float32), scores)
-            for (boxes, scores), scale in zip(found, scales)]
+            for (boxes, scores), (_, scale) in zip(found, shrunk_images)]
 
 
 def detect_followed(detector, image: np.ndarray, detect_side: int = 0,
@@ -63,9 +62,16 @@ def detect_followed(detector, image: np.ndarray, detect_side: int = 0,
     the detector's own whole search."""
     if not hasattr(detector, "detect_coarse"):
         return detect_many(detector, [image], detect_side)[0]
-    scale = reduction(image, detect_side)
-    searched = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    searched, scale = shrunk(image, detect_side)
     return detect_near(detector, image, detector.detect_coarse(searched) / scale, min_face_size)
+
+
+def shrunk(image: np.ndarray, detect_side: int) -> tuple[np.ndarray, float]:
+    """The image to search (its longer side brought down to detect_side) and the factor."""
+    scale = reduction(image, detect_side)
+    if scale == 1.0:
+        return image, scale
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
 
 
 def reduction(image: np.ndarray, detect_side: int) -> float:
