@@ -93,7 +93,7 @@ verbose: show Ray's own output (progress records, warnings, workers' output) her
 it goes to the run's log file, whose path is printed once (as the CLI's --verbose)."""
 
 
-def quiet(command: str, whose: str = "Ray's"):
+def quiet(command: str):
     """The job function with a `verbose` keyword (default False): Ray's own output in a run log
     file whose path is printed once (runtime.ray_output_to_log), as the CLI runs a command. A
     Ray instance the call starts stays up for the next call (a notebook's next cell)."""
@@ -108,9 +108,7 @@ def quiet(command: str, whose: str = "Ray's"):
             try:
                 if run_log.path is None:  # nowhere to put Ray's output: show it
                     return function(*args, **fields)
-                print(f"fer_ray.{function.__name__}: {whose} own output goes to {run_log.path} "
-                      "(verbose=True shows it here)", flush=True)
-                with runtime.ray_output_to_log(run_log):
+                with runtime.ray_output_to_log(run_log, command, f"fer_ray.{function.__name__}", "verbose=True"):
                     return logged(function, args, fields)
             finally:
                 run_log.close()
@@ -251,7 +249,7 @@ def label_videos(config: ConfigSource = None, **fields) -> dict:
     return pipeline.run(make_config(LabelVideosConfig, config, fields))
 
 
-@quiet("export", "the libraries'")
+@quiet("export")
 def export(checkpoint: str, output: str) -> dict[str, str]:
     """TorchScript and ONNX of a checkpoint, each checked against it; `fer-ray export`.
 

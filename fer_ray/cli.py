@@ -30,7 +30,6 @@ log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that i
 FAILURE_MESSAGE_CHARS = 200
 # the commands that start or join Ray; the others print only their own lines anyway
 RAY_COMMANDS = {"preprocess", "synthesize", "train", "tune", "evaluate", "predict", "label-videos", "export", "demo"}
-STARTS_NO_RAY = {"export"}  # quiet all the same: torch's exporter has output of its own
 VERBOSE_HELP = ("show Ray's own output (progress records, warnings, workers' output) here rather than only in "
                 "the run's log file, and on failure the traceback (it is always in the log file)")
 
@@ -307,9 +306,8 @@ def run_quietly(args: argparse.Namespace, run_log: logs.RunLog) -> int:
     lines, the workers' output) in the run log; the screen gets fer-ray's lines only."""
     from fer_ray import runtime
 
-    whose = "the libraries'" if args.command in STARTS_NO_RAY else "Ray's"
-    print(f"fer-ray {args.command}: {whose} own output goes to {run_log.path} (--verbose shows it here)", flush=True)
-    with runtime.ray_output_to_log(run_log), runtime.ray_of_one_command():
+    with runtime.ray_output_to_log(run_log, args.command, f"fer-ray {args.command}", "--verbose"), \
+            runtime.ray_of_one_command():
         return run_command(args, run_log)
 
 

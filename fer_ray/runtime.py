@@ -48,11 +48,17 @@ def start_ray() -> None:
         ray.data.DataContext.get_current().enable_progress_bars = not sys.stdout.isatty()
 
 
+STARTS_NO_RAY = {"export"}  # quiet all the same: torch's exporter has output of its own
+
+
 @contextlib.contextmanager
-def ray_output_to_log(run_log):
+def ray_output_to_log(run_log, command: str, caller: str, show_hint: str):
     """While the block runs, Ray's own output (progress records, warnings, its C++ core's log
     lines) goes to the run log (logs.LibraryOutputToLog), and a Ray instance started meanwhile
-    neither forwards its workers' output here nor draws Ray Data's progress bars."""
+    neither forwards its workers' output here nor draws Ray Data's progress bars. First it says
+    so in one line: `caller` (how the user called `command`) and `show_hint` (how to see it)."""
+    whose = "the libraries'" if command in STARTS_NO_RAY else "Ray's"
+    print(f"{caller}: {whose} own output goes to {run_log.path} ({show_hint} shows it here)", flush=True)
     show_ray_output(False)
     try:
         with logs.LibraryOutputToLog(run_log):
