@@ -370,6 +370,11 @@ class TrainConfig:
         return self.lr or model_spec(self.model).default_lr
 
 
+# Without lr bounds a sweep's trial samples its rate from 1/LR_SPAN to LR_SPAN times its
+# family's default (the help texts and the one-bound error below say so in words).
+LR_SPAN = 10.0
+
+
 @dataclass
 class TuneConfig:
     """A sweep: the search space names TrainConfig fields; `train` holds everything else."""

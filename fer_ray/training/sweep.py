@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from fer_ray import config, reports, runtime, storage
-from fer_ray.config import TrainConfig, TuneConfig, model_spec
+from fer_ray.config import LR_SPAN, TrainConfig, TuneConfig, model_spec
 from fer_ray.runtime import start_ray
 from fer_ray.training import trainer
 from fer_ray.training.metrics import trials_png
@@ -29,11 +29,10 @@ from fer_ray.training.metrics import trials_png
 EXPERIMENT = "tune"
 SEARCHED = ("model", "lr", "weight_decay", "batch_size", "dropout", "augment")
 TRIAL_CPUS = 0.01  # the trial's driver only waits on its Ray Train controller
-# Without lr bounds a trial samples this factor of its family's default rate, from a tenth to
-# ten times: one range for all families would put c3d (diverging at 1e-3) and dexpression_fer
-# (1e-3) in the same place.
+# Without lr bounds a trial samples this factor of its family's default rate (config.LR_SPAN):
+# one range for all families would put c3d (diverging at 1e-3) and dexpression_fer (1e-3) in
+# the same place.
 LR_FACTOR = "lr_factor"
-LR_SPAN = 10.0
 
 
 def search_space(cfg: TuneConfig) -> dict:
