@@ -88,6 +88,29 @@ def test_a_bad_field_raises_the_error_the_cli_prints(capsys, monkeypatch, tmp_pa
     assert not (tmp_path / "o").exists()
 
 
+def test_a_failed_quiet_call_leaves_its_traceback_in_the_log_and_the_output_as_it_was(capsys, monkeypatch, tmp_path):
+    """The exception reaches the caller; the log the one line named holds its traceback; an
+    earlier output is untouched; Ray's console handlers and the screen are as they were."""
+    import logging
+    import re
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray work started before the check"))
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "earlier.txt").write_text("last good result")
+    handlers = {h: h.stream for h in logging.getLogger("ray").handlers if isinstance(h, logging.StreamHandler)}
+    with pytest.raises(ConfigError, match="face.detector: 'mtcnn' is not valid"):
+        fer_ray.preprocess(layout="jaffe", input=str(tmp_path), output=str(tmp_path / "o"), detector="mtcnn")
+    print("after the call")
+    shown = capsys.readouterr().out.splitlines()
+    said = re.fullmatch(r"fer_ray.preprocess: Ray's own output goes to (\S+) \(verbose=True shows it here\)", shown[0])
+    assert said and shown[1:] == ["after the call"], shown
+    log = open(said.group(1)).read()
+    assert "fer_ray.preprocess failed" in log and "ConfigError: face.detector: 'mtcnn'" in log
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["earlier.txt"]
+    assert (tmp_path / "o" / "earlier.txt").read_text() == "last good result"
+    assert {h: h.stream for h in handlers} == handlers
+
+
 def test_an_unknown_keyword_names_the_valid_fields(monkeypatch, tmp_path):
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray work started before the check"))
     with pytest.raises(ConfigError, match="gpu_batch: unknown field; valid fields: .*face.detector"):
