@@ -37,19 +37,19 @@ MAX_STRIPS = 16  # film strips on the contact sheet
 def run(cfg: PreprocessConfig) -> dict:
     """Run the whole job; returns the summary (also the run's `_summary.json`)."""
     inputs = check(cfg)
-    staged = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint, cfg.restart,
-                       cfg.retry)
-    if staged.up_to_date:
-        return runs.committed_summary(staged)
-    start_ray()
-    FaceStage.check_cluster(cfg, cluster_capacity())
-    runs.begin(staged, config.to_yaml(cfg))
-    face = cfg.face
-    sink = ShardSink(staged.uri(), face_bytes=cfg.clip_length * face.size ** 2 * face.channels, folders=FOLDERS,
-                     count=clip_counts, rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    sink.write_dataset(runs.checkpointed(staged, clipped(cfg, inputs, staged), "source_uri"), "preprocess",
-                       inputs.count, "videos")
-    return commit(cfg, staged, inputs, sink.totals)
+    planned = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint, cfg.restart, cfg.retry)
+    with runs.holding(planned) as staged:
+        if staged.up_to_date:
+            return runs.committed_summary(staged)
+        start_ray()
+        FaceStage.check_cluster(cfg, cluster_capacity())
+        runs.begin(staged, config.to_yaml(cfg))
+        face = cfg.face
+        sink = ShardSink(staged.uri(), face_bytes=cfg.clip_length * face.size ** 2 * face.channels, folders=FOLDERS,
+                         count=clip_counts, rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+        sink.write_dataset(runs.checkpointed(staged, clipped(cfg, inputs, staged), "source_uri"), "preprocess",
+                           inputs.count, "videos")
+        return commit(cfg, staged, inputs, sink.totals)
 
 
 def clipped(cfg: PreprocessConfig, inputs: Inputs, staged: runs.StagedRun) -> ray.data.Dataset:

@@ -110,26 +110,27 @@ def run_settings(cfg: LabelVideosConfig, path: str, face_cfg: PreprocessConfig) 
 def run(cfg: LabelVideosConfig) -> dict:
     """Run the whole job; returns the summary (also the run's `_summary.json`)."""
     path, state, face_cfg, rows, fingerprint = check(cfg)
-    staged = runs.plan(JOB, cfg.output, run_settings(cfg, path, face_cfg), fingerprint, cfg.restart, cfg.retry)
-    if staged.up_to_date:
-        return runs.committed_summary(staged)
-    committed = carry_over(staged, rows)
-    start_ray()
-    capacity = cluster_capacity()
-    FaceStage.check_cluster(face_cfg, capacity)
-    if cfg.num_gpus > 0:
-        check_classifier_gpu(cfg.workers, cfg.num_gpus, capacity)
-    runs.begin(staged, config.to_yaml(cfg))
-    sink = ShardSink(staged.uri(), face_bytes=0, folders=FOLDERS, count=video_counts,
-                     rows_per_file=cfg.rows_per_file or ROWS_PER_FILE, retry=cfg.retry)
-    with sort_shuffle():
-        sink.write_dataset(runs.checkpointed(staged, labelled(cfg, face_cfg, rows, path, state, staged, committed),
-                                             "video_uri"), JOB, len(rows), "videos")
-    totals = runs.finish_counts(staged, len(rows))
-    summary = make_summary(cfg, staged, totals, sink.totals, state)
-    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
-    runs.publish(staged, tuple(FOLDERS))
-    return summary
+    planned = runs.plan(JOB, cfg.output, run_settings(cfg, path, face_cfg), fingerprint, cfg.restart, cfg.retry)
+    with runs.holding(planned) as staged:
+        if staged.up_to_date:
+            return runs.committed_summary(staged)
+        committed = carry_over(staged, rows)
+        start_ray()
+        capacity = cluster_capacity()
+        FaceStage.check_cluster(face_cfg, capacity)
+        if cfg.num_gpus > 0:
+            check_classifier_gpu(cfg.workers, cfg.num_gpus, capacity)
+        runs.begin(staged, config.to_yaml(cfg))
+        sink = ShardSink(staged.uri(), face_bytes=0, folders=FOLDERS, count=video_counts,
+                         rows_per_file=cfg.rows_per_file or ROWS_PER_FILE, retry=cfg.retry)
+        with sort_shuffle():
+            sink.write_dataset(runs.checkpointed(staged, labelled(cfg, face_cfg, rows, path, state, staged, committed),
+                                                 "video_uri"), JOB, len(rows), "videos")
+        totals = runs.finish_counts(staged, len(rows))
+        summary = make_summary(cfg, staged, totals, sink.totals, state)
+        storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
+        runs.publish(staged, tuple(FOLDERS))
+        return summary
 
 
 def carry_over(staged: runs.StagedRun, rows: list[dict]) -> CommittedRun | None:

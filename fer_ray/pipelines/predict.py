@@ -185,21 +185,22 @@ def run(cfg: PredictConfig) -> dict:
         started = time.time()
         counts = write_file(plan.rows(0), cfg.output, cfg.output_format)
         return {**counts, "output": cfg.output, "elapsed_s": round(time.time() - started, 2)}
-    staged = runs.plan("predict", cfg.output, plan.settings, plan.inputs.fingerprint, cfg.restart, cfg.retry)
-    if staged.up_to_date:
-        return runs.committed_summary(staged)
-    start_ray()
-    plan.check_cluster(cluster_capacity())
-    runs.begin(staged, config.to_yaml(cfg))
-    sink = ShardSink(staged.uri(), face_bytes=0, folders={"predictions": Folder(None, None)}, count=predict_counts,
-                     rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    sink.write_dataset(runs.checkpointed(staged, plan.rows(staged.reserved_cpus), plan.id_column), "predict",
-                       plan.inputs.count)
-    summary = {**runs.finish_counts(staged, plan.inputs.count), **staged.report(), "output": cfg.output,
-               "predictions_uri": staged.uri("predictions"), "elapsed_s": round(time.time() - staged.started, 2)}
-    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
-    runs.publish(staged, ("predictions",))
-    return summary
+    planned = runs.plan("predict", cfg.output, plan.settings, plan.inputs.fingerprint, cfg.restart, cfg.retry)
+    with runs.holding(planned) as staged:
+        if staged.up_to_date:
+            return runs.committed_summary(staged)
+        start_ray()
+        plan.check_cluster(cluster_capacity())
+        runs.begin(staged, config.to_yaml(cfg))
+        sink = ShardSink(staged.uri(), face_bytes=0, folders={"predictions": Folder(None, None)}, count=predict_counts,
+                         rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+        sink.write_dataset(runs.checkpointed(staged, plan.rows(staged.reserved_cpus), plan.id_column), "predict",
+                           plan.inputs.count)
+        summary = {**runs.finish_counts(staged, plan.inputs.count), **staged.report(), "output": cfg.output,
+                   "predictions_uri": staged.uri("predictions"), "elapsed_s": round(time.time() - staged.started, 2)}
+        storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
+        runs.publish(staged, ("predictions",))
+        return summary
 
 
 def predictions(cfg: PredictConfig, face_cfg: PreprocessConfig, inputs: Inputs, path: str, state: dict,

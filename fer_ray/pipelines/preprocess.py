@@ -30,20 +30,20 @@ def run(cfg: PreprocessConfig) -> dict:
     if cfg.layout in config.VIDEO_LAYOUTS:
         return clips.run(cfg)
     inputs = check(cfg)
-    staged = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint,
-                       cfg.restart, cfg.retry)
-    if staged.up_to_date:
-        return runs.committed_summary(staged)
-    start_ray()
-    FaceStage.check_cluster(cfg, cluster_capacity())
-    runs.begin(staged, config.to_yaml(cfg))
-    sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * cfg.face.channels, rows_per_file=cfg.rows_per_file,
-                     retry=cfg.retry)
-    workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus)
-    faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
-                        num_gpus=cfg.num_gpus)
-    sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"), "preprocess", inputs.count, "images")
-    return commit(cfg, staged, inputs, sink.totals)
+    planned = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint, cfg.restart, cfg.retry)
+    with runs.holding(planned) as staged:
+        if staged.up_to_date:
+            return runs.committed_summary(staged)
+        start_ray()
+        FaceStage.check_cluster(cfg, cluster_capacity())
+        runs.begin(staged, config.to_yaml(cfg))
+        sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * cfg.face.channels,
+                         rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+        workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus)
+        faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
+                            num_gpus=cfg.num_gpus)
+        sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"), "preprocess", inputs.count, "images")
+        return commit(cfg, staged, inputs, sink.totals)
 
 
 def commit(cfg: PreprocessConfig, staged: runs.StagedRun, inputs: Inputs, attempt: dict) -> dict:

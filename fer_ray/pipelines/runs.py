@@ -24,12 +24,14 @@ the old run still lists only files of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import posixpath
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import ray.data
@@ -39,6 +41,7 @@ from ray.data.checkpoint.checkpoint_writer import PENDING_CHECKPOINT_SUFFIX
 from fer_ray import config, reports, results, storage
 from fer_ray.config import RetryConfig
 from fer_ray.logs import say
+from fer_ray.pipelines.lease import OutputLease, acquire_lease
 from fer_ray.pipelines.writer import COUNTS_FOLDER, read_counts
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class StagedRun:
     units_skipped: int = 0
     started: float = 0.0
     units_carried: int = 0  # inputs unchanged since the committed run, taken from it
+    lease: OutputLease | None = None  # held from `holding` to the commit
     units_listed: int = 0
     unit_name: str = "inputs"
 
@@ -140,6 +144,25 @@ def plan(job: str, output: str, settings: dict, fingerprint: str, restart: bool 
     if storage.exists(staged.uri(RUN_FILE), retry):
         staged.state, staged.units_skipped = RESUMED, committed_units(staged)
     return staged
+
+
+@contextlib.contextmanager
+def holding(run: StagedRun) -> Iterator[StagedRun]:
+    """The run, planned again while it holds the output's lease (pipelines.lease), which is
+    released when the block ends: one run per output at a time. A run that is up to date
+    writes nothing and takes no lease. Planned again because a run that held the lease a
+    moment ago may have committed (this run is then up to date) or staged this very run."""
+    if run.up_to_date:
+        yield run
+        return
+    held = acquire_lease(run.output, run.job, run.id, run.retry)
+    try:
+        if run.state != RESTARTED:  # a restarted run's id is its own
+            run = plan(run.job, run.output, run.identity["settings"], run.identity["input"], retry=run.retry)
+        run.lease = held
+        yield run
+    finally:
+        held.release()
 
 
 def seed_source(run: StagedRun) -> results.Commit | None:
@@ -302,6 +325,8 @@ def publish(run: StagedRun, folders: tuple[str, ...], **info) -> results.Commit:
     results page (after the commit: the page only reads what the commit published)."""
     files = {folder: run_files(run, folder) for folder in folders}
     check_committed(run, files)
+    if run.lease is not None:
+        run.lease.check_held()
     commit = results.Commit(run.output, run.job, run.id, files, info)
     results.publish(commit, run.retry)
     reports.write_after_run(run.output)

@@ -63,22 +63,22 @@ def check(cfg: SynthesizeConfig) -> SynthesisInput:
 def run(cfg: SynthesizeConfig) -> dict:
     """Run the whole job; returns the summary (also written to the run's `_summary.json`)."""
     faces = check(cfg)
-    staged = runs.plan("synthesize", cfg.output, runs.result_settings(cfg), faces.commit.run, cfg.restart,
-                       cfg.retry)
-    if staged.up_to_date:
-        return runs.committed_summary(staged)
-    start_ray()
-    runs.begin(staged, config.to_yaml(cfg))
-    sink = ShardSink(staged.uri(), face_bytes=faces.face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts,
-                     rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-    units = planned_units(faces, staged, cfg)
-    sink.write_dataset(runs.checkpointed(staged, fused_rows(units, cfg), "unit"), "synthesize", faces.rows, "faces")
-    totals = runs.finish_counts(staged, faces.rows)
-    summary = make_summary(cfg, staged, totals, sink.totals)
-    summary["contact_sheets"] = write_contact_sheets(cfg, staged, faces.files, summary["mixed_by_subject"])
-    storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
-    runs.publish(staged, tuple(OUTPUT_FOLDERS))
-    return summary
+    planned = runs.plan("synthesize", cfg.output, runs.result_settings(cfg), faces.commit.run, cfg.restart, cfg.retry)
+    with runs.holding(planned) as staged:
+        if staged.up_to_date:
+            return runs.committed_summary(staged)
+        start_ray()
+        runs.begin(staged, config.to_yaml(cfg))
+        sink = ShardSink(staged.uri(), face_bytes=faces.face_bytes, folders=OUTPUT_FOLDERS, count=synthesis_counts,
+                         rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+        units = planned_units(faces, staged, cfg)
+        sink.write_dataset(runs.checkpointed(staged, fused_rows(units, cfg), "unit"), "synthesize", faces.rows, "faces")
+        totals = runs.finish_counts(staged, faces.rows)
+        summary = make_summary(cfg, staged, totals, sink.totals)
+        summary["contact_sheets"] = write_contact_sheets(cfg, staged, faces.files, summary["mixed_by_subject"])
+        storage.write_bytes(staged.uri("_summary.json"), json.dumps(summary, indent=2).encode(), cfg.retry)
+        runs.publish(staged, tuple(OUTPUT_FOLDERS))
+        return summary
 
 
 def planned_units(faces: SynthesisInput, staged: runs.StagedRun, cfg: SynthesizeConfig) -> list[str]:

@@ -1,0 +1,204 @@
+"""One run per output at a time (pipelines.lease): the lease a run holds from its plan to its
+commit, on local files and on the S3 test server, with real processes as holders."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+
+from fer_ray import results, storage
+from fer_ray.config import PreprocessConfig, RetryConfig
+from fer_ray.pipelines import lease, preprocess, runs
+from fer_ray.pipelines.lease import Holder, OutputBusy, acquire_lease, read_holder
+
+RETRY = RetryConfig(storage_attempts=2, storage_backoff_s=0.1)
+
+
+def write_holder(output: str, **fields) -> Holder:
+    """A lease as another run would have left it."""
+    now = time.time()
+    holder = Holder(**{"job": "preprocess", "run": "other-run", "host": "elsewhere", "machine": "elsewhere", "pid": 1,
+                       "process_started": "", "token": "theirs", "since": now, "heartbeat": now, **fields})
+    storage.write_bytes(lease.lease_uri(output), holder.to_json())
+    return holder
+
+
+def write_local_holder(output: str, pid: int, started: str | None = None) -> Holder:
+    """A lease held by process `pid` of this machine."""
+    return write_holder(output, host=socket.gethostname(), machine=lease.this_machine(), pid=pid,
+                        process_started=lease.process_start(pid) if started is None else started)
+
+
+def ended_process() -> tuple[int, str]:
+    """The pid and start time of a process of this host that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    started = lease.process_start(child.pid)
+    child.wait()
+    return child.pid, started
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "out")
+    server = request.getfixturevalue("s3_server")
+    name = f"lease-{time.monotonic_ns()}"
+    server.create_bucket(name)
+    return f"s3://{name}/out"
+
+
+def test_a_free_output_is_leased_to_this_process_and_released_at_the_end(output):
+    held = acquire_lease(output, "preprocess", "run-1", RETRY)
+    holder = read_holder(output)
+    assert (holder.run, holder.pid, holder.host, holder.token) == ("run-1", held.holder.pid, socket.gethostname(),
+                                                                     held.holder.token)
+    held.check_held()  # raises if not ours
+    held.release()
+    assert read_holder(output) is None and not storage.exists(lease.lease_uri(output))
+
+
+def test_a_second_run_is_refused_naming_the_holder_and_the_lease_stays_the_first_runs(output):
+    first = acquire_lease(output, "preprocess", "run-1", RETRY)
+    try:
+        with pytest.raises(OutputBusy, match=r"another run is writing into this output .*preprocess run run-1, "
+                                             rf"process {first.holder.pid} on "):
+            acquire_lease(output, "synthesize", "run-2", RETRY)
+        assert read_holder(output).token == first.holder.token
+        first.check_held()
+    finally:
+        first.release()
+
+
+def test_a_lease_not_renewed_in_time_is_taken_over(output, capsys):
+    old = write_holder(output, heartbeat=time.time() - lease.EXPIRES_S - 5)
+    held = acquire_lease(output, "preprocess", "run-2", RETRY)
+    try:
+        assert "taking over the lease of preprocess run other-run" in capsys.readouterr().err
+        assert read_holder(output).token == held.holder.token != old.token
+    finally:
+        held.release()
+
+
+def test_a_lease_of_an_ended_process_on_this_host_is_taken_over_at_once(tmp_path):
+    output = str(tmp_path / "out")
+    pid, started = ended_process()
+    assert started and not lease.process_alive(pid, started)
+    write_local_holder(output, pid, started)
+    held = acquire_lease(output, "preprocess", "run-2", RETRY)
+    held.release()
+
+
+def test_a_fresh_lease_of_another_machine_holds_whatever_its_pid_is_here(tmp_path):
+    """Same host name, another machine or container: its pid says nothing here."""
+    output = str(tmp_path / "out")
+    pid, _ = ended_process()
+    write_holder(output, host=socket.gethostname(), pid=pid, process_started="1")
+    with pytest.raises(OutputBusy, match=f"process {pid} on"):
+        acquire_lease(output, "preprocess", "run-2", RETRY)
+
+
+def test_a_live_process_on_this_host_holds_its_lease_but_not_under_another_start_time(tmp_path):
+    output = str(tmp_path / "out")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = lease.process_start(child.pid)
+        assert lease.process_alive(child.pid, started)
+        assert not lease.process_alive(child.pid, str(int(started) + 1))  # its pid, reused by another process
+        write_local_holder(output, child.pid, started)
+        with pytest.raises(OutputBusy, match=f"process {child.pid} on"):
+            acquire_lease(output, "preprocess", "run-2", RETRY)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_run_whose_lease_was_taken_over_may_not_commit_and_does_not_remove_the_new_lease(tmp_path):
+    output = str(tmp_path / "out")
+    held = acquire_lease(output, "preprocess", "run-1", RETRY)
+    write_holder(output)  # as if ours had expired during an outage and another run took it
+    with pytest.raises(OutputBusy, match="this run lost the output's lease.*held by preprocess run other-run"):
+        held.check_held()
+    held.release()
+    assert read_holder(output).token == "theirs"
+
+
+def test_the_holder_renews_its_lease_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
+    output = str(tmp_path / "out")
+    held = acquire_lease(output, "preprocess", "run-1", RETRY)
+    try:
+        first = read_holder(output).heartbeat
+        time.sleep(1.0)
+        assert read_holder(output).heartbeat > first
+    finally:
+        held.release()
+
+
+def test_the_heartbeat_never_writes_over_a_run_that_took_the_lease_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
+    output = str(tmp_path / "out")
+    held = acquire_lease(output, "preprocess", "run-1", RETRY)
+    try:
+        write_holder(output)
+        time.sleep(1.0)
+        assert read_holder(output).token == "theirs"
+    finally:
+        held.release()
+
+
+def test_an_unreadable_lease_file_does_not_block_the_output(tmp_path):
+    output = str(tmp_path / "out")
+    storage.write_bytes(lease.lease_uri(output), b"{not json")
+    acquire_lease(output, "preprocess", "run-1", RETRY).release()
+    storage.write_bytes(lease.lease_uri(output), json.dumps({"job": "x"}).encode())
+    acquire_lease(output, "preprocess", "run-1", RETRY).release()
+
+
+def test_a_job_refused_for_a_busy_output_fails_before_any_work_and_leaves_the_committed_result(tmp_path):
+    """Through the preprocess pipeline: refused at its plan, before Ray starts or anything is
+    staged; the committed result stays as it was."""
+    output = str(tmp_path / "out")
+    committed = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [1]})]})
+    other = write_local_holder(output, os.getpid())
+    cfg = PreprocessConfig(layout="folder", input=str(tmp_path / "images"), output=output)
+    (tmp_path / "images" / "happy").mkdir(parents=True)
+    (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
+    with pytest.raises(OutputBusy, match="another run is writing into this output"):
+        preprocess.run(cfg)
+    assert results.read_commit(output).run == committed.run
+    assert storage.list_dirs(storage.join(output, results.RUNS_DIR)) == [committed.run]
+    assert read_holder(output).token == other.token
+
+
+def test_holding_plans_the_run_again_under_the_lease(tmp_path):
+    """A run that committed between this run's plan and its lease makes this run up to date."""
+    output = str(tmp_path / "out")
+    planned = runs.plan("preprocess", output, {"a": 1}, "input-1", retry=RETRY)
+    assert planned.state == runs.NEW
+    results.publish(results.Commit(output, "preprocess", planned.id, {}), RETRY)  # another run of the same id
+    with runs.holding(planned) as staged:
+        assert staged.up_to_date and staged.lease is not None
+    assert read_holder(output) is None
+
+
+def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys):
+    from fer_ray import cli
+
+    output = str(tmp_path / "out")
+    write_local_holder(output, os.getpid())
+    (tmp_path / "images" / "happy").mkdir(parents=True)
+    (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
+    capsys.readouterr()
+    code = cli.main(["preprocess", "--layout", "folder", "--input", str(tmp_path / "images"), "--output", output])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("fer-ray preprocess: failed: OutputBusy: another run is writing into this output "
+                              "(one at a time): wait for it to end or give another output; it is preprocess run "
+                              f"other-run, process {os.getpid()} on {socket.gethostname()} since "), err
+    assert not storage.exists(storage.join(output, results.RUNS_DIR))
