@@ -1,8 +1,9 @@
 """Preprocess a video dataset (a config.VIDEO_LAYOUTS layout): videos -> clips/, manifest/,
 _summary.json and a contact sheet of film strips.
 
-`preprocess.run` calls `run` for a video layout. The driver lists names only (the layout's
-list_inputs, as for images); each video is one input and goes whole to a ClipStage actor
+`preprocess.run` plans, leases and begins the run, then calls `make_run` for a video layout.
+The driver lists names only (the layout's list_inputs, as for images); each video is one
+input and goes whole to a ClipStage actor
 (stages.clips): label, probe, frames nearest to `clip_length` evenly spaced times, faces,
 tracking. Staged, resumable per video and committed exactly as the image preprocess
 (pipelines.runs): the same checks, the same run id rules (the clip fields are part of the
@@ -17,16 +18,14 @@ from collections import Counter
 import numpy as np
 import ray.data
 
-from fer_ray import config, results, schema, storage
+from fer_ray import results, schema, storage
 from fer_ray.config import PreprocessConfig
 from fer_ray.datasets import Inputs, RowsDatasource
 from fer_ray.pipelines import runs
-from fer_ray.pipelines.inputs import check
 from fer_ray.pipelines.writer import Folder, ShardSink
-from fer_ray.runtime import LIGHT_CPUS, actor_pool_size, cluster_capacity, start_ray
+from fer_ray.runtime import LIGHT_CPUS, actor_pool_size
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.clips import ClipStage
-from fer_ray.stages.face import FaceStage
 from fer_ray.vision.draw import encode_png, film_strips
 
 FOLDERS = {"clips": Folder("is_clip", schema.CLIPS), "manifest": Folder("is_manifest", schema.MANIFEST)}
@@ -34,22 +33,14 @@ VIDEOS_PER_READ_TASK = 16
 MAX_STRIPS = 16  # film strips on the contact sheet
 
 
-def run(cfg: PreprocessConfig) -> dict:
-    """Run the whole job; returns the summary (also the run's `_summary.json`)."""
-    inputs = check(cfg)
-    planned = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint, cfg.restart, cfg.retry)
-    with runs.holding(planned) as staged:
-        if staged.up_to_date:
-            return runs.committed_summary(staged)
-        start_ray()
-        FaceStage.check_cluster(cfg, cluster_capacity())
-        runs.begin(staged, config.to_yaml(cfg))
-        face = cfg.face
-        sink = ShardSink(staged.uri(), face_bytes=cfg.clip_length * face.size ** 2 * face.channels, folders=FOLDERS,
-                         count=clip_counts, rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-        sink.write_dataset(runs.checkpointed(staged, clipped(cfg, inputs, staged), "source_uri"), "preprocess",
-                           inputs.count, "videos")
-        return commit(cfg, staged, inputs, sink.totals)
+def make_run(cfg: PreprocessConfig, inputs: Inputs, staged: runs.StagedRun) -> dict:
+    """Write the clips of a begun run (pipelines.preprocess.run) and commit it; returns its summary."""
+    face = cfg.face
+    sink = ShardSink(staged.uri(), face_bytes=cfg.clip_length * face.size ** 2 * face.channels, folders=FOLDERS,
+                     count=clip_counts, rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+    sink.write_dataset(runs.checkpointed(staged, clipped(cfg, inputs, staged), "source_uri"), "preprocess",
+                       inputs.count, "videos")
+    return commit(cfg, staged, inputs, sink.totals)
 
 
 def clipped(cfg: PreprocessConfig, inputs: Inputs, staged: runs.StagedRun) -> ray.data.Dataset:

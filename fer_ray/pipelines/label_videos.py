@@ -110,8 +110,7 @@ def run_settings(cfg: LabelVideosConfig, path: str, face_cfg: PreprocessConfig) 
 def run(cfg: LabelVideosConfig) -> dict:
     """Run the whole job; returns the summary (also the run's `_summary.json`)."""
     path, state, face_cfg, rows, fingerprint = check(cfg)
-    planned = runs.plan(JOB, cfg.output, run_settings(cfg, path, face_cfg), fingerprint, cfg.restart, cfg.retry)
-    with runs.holding(planned) as staged:
+    with runs.holding(JOB, cfg, fingerprint, run_settings(cfg, path, face_cfg)) as staged:
         if staged.up_to_date:
             return runs.committed_summary(staged)
         committed = carry_over(staged, rows)

@@ -185,8 +185,7 @@ def run(cfg: PredictConfig) -> dict:
         started = time.time()
         counts = write_file(plan.rows(0), cfg.output, cfg.output_format)
         return {**counts, "output": cfg.output, "elapsed_s": round(time.time() - started, 2)}
-    planned = runs.plan("predict", cfg.output, plan.settings, plan.inputs.fingerprint, cfg.restart, cfg.retry)
-    with runs.holding(planned) as staged:
+    with runs.holding("predict", cfg, plan.inputs.fingerprint, plan.settings) as staged:
         if staged.up_to_date:
             return runs.committed_summary(staged)
         start_ray()

@@ -26,24 +26,27 @@ FOLDERS = ("faces", "manifest")
 
 def run(cfg: PreprocessConfig) -> dict:
     """Run the whole job; returns the summary (also written to the run's `_summary.json`).
-    A video layout goes to pipelines.clips (clips/ instead of faces/)."""
-    if cfg.layout in config.VIDEO_LAYOUTS:
-        return clips.run(cfg)
+    A video layout's run is made by pipelines.clips (clips/ instead of faces/)."""
     inputs = check(cfg)
-    planned = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), inputs.fingerprint, cfg.restart, cfg.retry)
-    with runs.holding(planned) as staged:
+    with runs.holding("preprocess", cfg, inputs.fingerprint) as staged:
         if staged.up_to_date:
             return runs.committed_summary(staged)
         start_ray()
         FaceStage.check_cluster(cfg, cluster_capacity())
         runs.begin(staged, config.to_yaml(cfg))
-        sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * cfg.face.channels,
-                         rows_per_file=cfg.rows_per_file, retry=cfg.retry)
-        workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus)
-        faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
-                            num_gpus=cfg.num_gpus)
-        sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"), "preprocess", inputs.count, "images")
-        return commit(cfg, staged, inputs, sink.totals)
+        make = clips.make_run if cfg.layout in config.VIDEO_LAYOUTS else make_run
+        return make(cfg, inputs, staged)
+
+
+def make_run(cfg: PreprocessConfig, inputs: Inputs, staged: runs.StagedRun) -> dict:
+    """Write the faces of a begun run and commit it; returns its summary."""
+    sink = ShardSink(staged.uri(), face_bytes=cfg.face.size ** 2 * cfg.face.channels,
+                     rows_per_file=cfg.rows_per_file, retry=cfg.retry)
+    workers = actor_pool_size(cfg.workers, cfg.num_gpus, staged.reserved_cpus)
+    faces = apply_stage(read_inputs(cfg, inputs), FaceStage, cfg, workers=workers, batch_size=cfg.batch_size,
+                        num_gpus=cfg.num_gpus)
+    sink.write_dataset(runs.checkpointed(staged, faces, "source_uri"), "preprocess", inputs.count, "images")
+    return commit(cfg, staged, inputs, sink.totals)
 
 
 def commit(cfg: PreprocessConfig, staged: runs.StagedRun, inputs: Inputs, attempt: dict) -> dict:

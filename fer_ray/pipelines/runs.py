@@ -147,18 +147,25 @@ def plan(job: str, output: str, settings: dict, fingerprint: str, restart: bool 
 
 
 @contextlib.contextmanager
-def holding(run: StagedRun) -> Iterator[StagedRun]:
-    """The run, planned again while it holds the output's lease (pipelines.lease), which is
-    released when the block ends: one run per output at a time. A run that is up to date
-    writes nothing and takes no lease. Planned again because a run that held the lease a
-    moment ago may have committed (this run is then up to date) or staged this very run."""
+def holding(job: str, cfg, fingerprint: str, settings: dict | None = None) -> Iterator[StagedRun]:
+    """The run of `job` into cfg.output (settings: what shapes its result, by default
+    `result_settings(cfg)`), planned while it holds the output's lease (pipelines.lease),
+    which is released when the block ends: one run per output at a time. A run that is up to
+    date writes nothing and takes no lease. Planned again once the lease is held: a run that
+    held it a moment ago may have committed (this run is then up to date) or staged this run."""
+    settings = result_settings(cfg) if settings is None else settings
+
+    def planned() -> StagedRun:
+        return plan(job, cfg.output, settings, fingerprint, cfg.restart, cfg.retry)
+
+    run = planned()
     if run.up_to_date:
         yield run
         return
-    held = acquire_lease(run.output, run.job, run.id, run.retry)
+    held = acquire_lease(cfg.output, job, run.id, cfg.retry)
     try:
         if run.state != RESTARTED:  # a restarted run's id is its own
-            run = plan(run.job, run.output, run.identity["settings"], run.identity["input"], retry=run.retry)
+            run = planned()
         run.lease = held
         yield run
     finally:

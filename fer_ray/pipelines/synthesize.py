@@ -63,8 +63,7 @@ def check(cfg: SynthesizeConfig) -> SynthesisInput:
 def run(cfg: SynthesizeConfig) -> dict:
     """Run the whole job; returns the summary (also written to the run's `_summary.json`)."""
     faces = check(cfg)
-    planned = runs.plan("synthesize", cfg.output, runs.result_settings(cfg), faces.commit.run, cfg.restart, cfg.retry)
-    with runs.holding(planned) as staged:
+    with runs.holding("synthesize", cfg, faces.commit.run) as staged:
         if staged.up_to_date:
             return runs.committed_summary(staged)
         start_ray()

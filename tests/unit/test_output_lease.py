@@ -176,15 +176,21 @@ def test_a_job_refused_for_a_busy_output_fails_before_any_work_and_leaves_the_co
     assert read_holder(output).token == other.token
 
 
-def test_holding_plans_the_run_again_under_the_lease(tmp_path):
-    """A run that committed between this run's plan and its lease makes this run up to date."""
-    output = str(tmp_path / "out")
-    planned = runs.plan("preprocess", output, {"a": 1}, "input-1", retry=RETRY)
+def test_holding_plans_the_run_again_under_the_lease(tmp_path, monkeypatch):
+    """A run of the same id that commits between this run's plan and its lease makes this run
+    up to date."""
+    cfg = PreprocessConfig(layout="folder", input=str(tmp_path / "images"), output=str(tmp_path / "out"))
+    planned = runs.plan("preprocess", cfg.output, runs.result_settings(cfg), "input-1", retry=RETRY)
     assert planned.state == runs.NEW
-    results.publish(results.Commit(output, "preprocess", planned.id, {}), RETRY)  # another run of the same id
-    with runs.holding(planned) as staged:
-        assert staged.up_to_date and staged.lease is not None
-    assert read_holder(output) is None
+
+    def another_run_commits_first(*args):
+        results.publish(results.Commit(cfg.output, "preprocess", planned.id, {}), RETRY)
+        return acquire_lease(*args)
+
+    monkeypatch.setattr(runs, "acquire_lease", another_run_commits_first)
+    with runs.holding("preprocess", cfg, "input-1") as staged:
+        assert staged.up_to_date and staged.lease is not None and staged.id == planned.id
+    assert read_holder(cfg.output) is None
 
 
 def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys):
