@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import logging
 import re
 import sys
@@ -335,6 +336,8 @@ def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
 
 
 STORAGE_DOWN = "storage still unreachable; the run can be resumed by running it again"
+DISK_FULL = ("no space left on a disk it writes to (the output's, or Ray's temporary folder); the run can be "
+             "resumed by running it again once there is room")
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -349,6 +352,9 @@ def failure_line(command: str, err: BaseException, run_log: logs.RunLog) -> str:
     if isinstance(err, storage.StorageUnavailable) or storage.is_transient(err):
         return (f"fer-ray {command}: failed: {STORAGE_DOWN}; last error: {type(err).__name__}{message} "
                 f"{run_log.details()}")
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        # its message only: Ray Data re-raises it with its own retry notice where the file name goes
+        return f"fer-ray {command}: failed: {DISK_FULL}; last error: {err.strerror} {run_log.details()}"
     return f"fer-ray {command}: failed: {type(err).__name__}{message} {run_log.details()}"
 
 

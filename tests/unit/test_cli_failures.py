@@ -4,6 +4,7 @@ command (`sample-data` into a path under a regular file) fails on its first writ
 from __future__ import annotations
 
 import builtins
+import errno
 import logging
 import os
 import pathlib
@@ -175,6 +176,28 @@ def test_a_storage_outage_outside_our_retries_says_so_in_its_one_line(capsys, lo
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith(f"fer-ray sample-data: failed: {cli.STORAGE_DOWN}; last error: OSError: When getting"), err
     assert "(details: " in err
+
+
+def test_a_full_disk_says_so_and_how_to_resume_in_its_one_line(capsys, log_dir, monkeypatch):
+    """A real ENOSPC (a write to /dev/full), re-raised as Ray Data's retry does, with its own
+    notice where the file name goes."""
+    enospc = None
+    try:
+        with open("/dev/full", "wb") as full:
+            full.write(b"x")
+    except OSError as err:
+        enospc = err
+    if not isinstance(enospc, OSError) or enospc.errno != errno.ENOSPC:
+        pytest.skip("no /dev/full here")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(enospc.errno, enospc.strerror, "Failed to apply UDF transform after 1/1 attempts.\nTo change")
+
+    monkeypatch.setattr(sample_data, "write_sample_data", full_disk)
+    code, _, err = run(capsys, "sample-data", "--output", "unused")
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"fer-ray sample-data: failed: {cli.DISK_FULL}; last error: No space left on device "
+                          "(details: "), err
 
 
 def test_a_real_process_gets_the_same_one_line(tmp_path, blocked_output):
