@@ -97,21 +97,21 @@ class OutputLease:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 current = read_holder(self.output, self.retry)
-                if current is None or current.token != self.holder.token:
+                if current is not None and current.token != self.holder.token:
                     log.warning("the lease on %s was taken over; this run will not commit", self.output)
-                    return  # never write over the run that holds it now
+                    return  # never write over the run that holds it now (a removed lease file is written again)
                 self.holder.heartbeat = time.time()
                 storage.write_bytes(self.uri, self.holder.to_json(), self.retry)
             except (storage.StorageUnavailable, OSError) as err:  # the run decides at its commit
                 log.warning("could not renew the lease on %s: %s", self.output, err)
 
     def check_held(self) -> None:
-        """Raise OutputBusy unless the lease is still ours (checked before a commit)."""
+        """Raise OutputBusy if another run has taken the lease over (checked before a commit).
+        A lease file removed by hand takes nothing from this run."""
         current = read_holder(self.output, self.retry)
-        if current is None or current.token != self.holder.token:
-            taken = f"; it is now held by {current.describe(time.time())}" if current else ""
-            raise OutputBusy(f"{self.output}: this run lost the output's lease (not renewed for {EXPIRES_S:.0f} s)"
-                             f"{taken}; nothing was published")
+        if current is not None and current.token != self.holder.token:
+            raise OutputBusy(f"{self.output}: this run lost the output's lease (not renewed for {EXPIRES_S:.0f} s); "
+                             f"it is now held by {current.describe(time.time())}; nothing was published")
 
     def release(self) -> None:
         self._stop.set()

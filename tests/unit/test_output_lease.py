@@ -152,6 +152,19 @@ def test_the_heartbeat_never_writes_over_a_run_that_took_the_lease_over(tmp_path
         held.release()
 
 
+def test_a_lease_file_removed_by_hand_is_written_again_and_the_run_may_still_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
+    output = str(tmp_path / "out")
+    held = acquire_lease(output, "preprocess", "run-1", RETRY)
+    try:
+        storage.remove_dir(lease.lease_uri(output))
+        held.check_held()
+        time.sleep(1.0)
+        assert read_holder(output).token == held.holder.token
+    finally:
+        held.release()
+
+
 def test_an_unreadable_lease_file_does_not_block_the_output(tmp_path):
     output = str(tmp_path / "out")
     storage.write_bytes(lease.lease_uri(output), b"{not json")
