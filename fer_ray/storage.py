@@ -12,6 +12,7 @@ run: it is no one input's fault, so it must never become an input's status.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -302,6 +303,13 @@ def remove_dir(uri: str, retry: RetryPolicy | None = None) -> None:
             fs.delete_dir(path)
 
     retrying(f"remove {uri}", remove, retry)
+
+
+def remove_if_empty(uri: str) -> None:
+    """Remove a local directory if it is empty (an object store has none to remove)."""
+    if not is_s3(uri):
+        with contextlib.suppress(OSError):  # not empty, or gone
+            os.rmdir(resolve(uri)[1])
 
 
 # ---------------------------------------------------------------- listing inputs

@@ -82,6 +82,9 @@ class OutputLease:
     output: str
     holder: Holder
     retry: RetryConfig
+    # The lease made the output's folder: a run that ends with nothing staged (a configuration
+    # error found after the plan, such as a cluster that does not answer) leaves no empty folder.
+    made_output: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _beating: threading.Thread | None = None
 
@@ -121,6 +124,8 @@ class OutputLease:
             current = read_holder(self.output, self.retry)
             if current is not None and current.token == self.holder.token:
                 storage.remove_dir(self.uri, self.retry)
+            if self.made_output:
+                storage.remove_if_empty(self.output)
         except (storage.StorageUnavailable, OSError) as err:  # it expires on its own
             log.warning("could not release the lease on %s (it expires in %.0f s): %s", self.output, EXPIRES_S, err)
 
@@ -143,6 +148,7 @@ def read_holder(output: str, retry: RetryConfig | None = None) -> Holder | None:
 def acquire_lease(output: str, job: str, run: str, retry: RetryConfig) -> OutputLease:
     """Take the output's lease for this process, or raise OutputBusy naming its holder."""
     mine = Holder.this_process(job, run)
+    made_output = not storage.exists(output, retry)
     for _ in range(ATTEMPTS):
         checked = time.monotonic()
         current = read_holder(output, retry)
@@ -158,10 +164,10 @@ def acquire_lease(output: str, job: str, run: str, retry: RetryConfig) -> Output
         time.sleep(CONFIRM_S)
         confirmed = read_holder(output, retry)
         if sure and confirmed is not None and confirmed.token == mine.token:
-            lease = OutputLease(output, mine, retry)
+            lease = OutputLease(output, mine, retry, made_output)
             lease.start_heartbeat()
             return lease
-    OutputLease(output, mine, retry).release()
+    OutputLease(output, mine, retry, made_output).release()
     raise OutputBusy(f"{output}: could not take the output's lease in {ATTEMPTS} tries (storage too slow, or "
                      f"another run taking it); try again")
 

@@ -63,6 +63,16 @@ def test_a_free_output_is_leased_to_this_process_and_released_at_the_end(output)
     assert read_holder(output) is None and not storage.exists(lease.lease_uri(output))
 
 
+def test_a_run_ending_with_nothing_staged_leaves_no_output_folder_it_made(tmp_path):
+    output = tmp_path / "new" / "out"
+    acquire_lease(str(output), "preprocess", "run-1", RETRY).release()
+    assert not output.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    acquire_lease(str(kept), "preprocess", "run-1", RETRY).release()
+    assert kept.is_dir() and not any(kept.iterdir())  # it was there before: it stays
+
+
 def test_a_second_run_is_refused_naming_the_holder_and_the_lease_stays_the_first_runs(output):
     first = acquire_lease(output, "preprocess", "run-1", RETRY)
     try:
