@@ -15,7 +15,8 @@ consistent, as are local files.
 
 The holder rewrites the lease every `HEARTBEAT_S`. A lease not rewritten for `EXPIRES_S` is
 stale (its run died without releasing it), and so is one whose process is gone from this very
-host (a run killed here and started again at once need not wait)."""
+host (a run killed here and started again at once need not wait), and one of this process's
+own earlier runs (a failed release: storage was down when that run ended)."""
 from __future__ import annotations
 
 import json
@@ -38,6 +39,11 @@ CONFIRM_S = 0.4     # how long a written lease must stay ours before the run cou
 HEARTBEAT_S = 15.0  # how often the holder rewrites it
 EXPIRES_S = 120.0   # a lease not rewritten for this long is stale (clocks of other hosts may drift)
 ATTEMPTS = 3        # tries at taking a free lease, when a try was too slow to be sure of it
+
+
+# Tokens of the leases this process holds now: a lease of this very process that is not among
+# them was left by one of its earlier runs whose release failed (storage down at its end).
+_HELD_HERE: set[str] = set()
 
 
 class OutputBusy(RuntimeError):
@@ -69,7 +75,11 @@ class Holder:
     def is_stale(self, now: float) -> bool:
         if now - self.heartbeat > EXPIRES_S:
             return True
-        return self.machine == this_machine() and not process_alive(self.pid, self.process_started)
+        if self.machine != this_machine():
+            return False
+        if self.pid == os.getpid():
+            return self.token not in _HELD_HERE
+        return not process_alive(self.pid, self.process_started)
 
     def describe(self, now: float) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -117,6 +127,7 @@ class OutputLease:
                              f"it is now held by {current.describe(time.time())}; nothing was published")
 
     def release(self) -> None:
+        _HELD_HERE.discard(self.holder.token)
         self._stop.set()
         if self._beating is not None:
             self._beating.join()
@@ -165,6 +176,7 @@ def acquire_lease(output: str, job: str, run: str, retry: RetryConfig) -> Output
         confirmed = read_holder(output, retry)
         if sure and confirmed is not None and confirmed.token == mine.token:
             lease = OutputLease(output, mine, retry, made_output)
+            _HELD_HERE.add(mine.token)
             lease.start_heartbeat()
             return lease
     OutputLease(output, mine, retry, made_output).release()

@@ -3,7 +3,6 @@ commit, on local files and on the S3 test server, with real processes as holders
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -33,6 +32,15 @@ def write_local_holder(output: str, pid: int, started: str | None = None) -> Hol
     """A lease held by process `pid` of this machine."""
     return write_holder(output, host=socket.gethostname(), machine=lease.this_machine(), pid=pid,
                         process_started=lease.process_start(pid) if started is None else started)
+
+
+@pytest.fixture
+def other_process():
+    """A live process of this machine besides this one (the run holding an output)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child.pid
+    child.kill()
+    child.wait()
 
 
 def ended_process() -> tuple[int, str]:
@@ -113,6 +121,18 @@ def test_a_fresh_lease_of_another_machine_holds_whatever_its_pid_is_here(tmp_pat
         acquire_lease(output, "preprocess", "run-2", RETRY)
 
 
+def test_a_lease_this_process_failed_to_release_does_not_block_its_next_run(tmp_path):
+    """Storage down at a run's end leaves its lease; the same process (a notebook, a test) runs
+    again: that lease is no other run's."""
+    output = str(tmp_path / "out")
+    left = acquire_lease(output, "preprocess", "run-1", RETRY)
+    lease._HELD_HERE.discard(left.holder.token)  # what release does first, before its storage calls fail
+    left._stop.set()
+    held = acquire_lease(output, "preprocess", "run-1", RETRY)
+    assert read_holder(output).token == held.holder.token != left.holder.token
+    held.release()
+
+
 def test_a_live_process_on_this_host_holds_its_lease_but_not_under_another_start_time(tmp_path):
     output = str(tmp_path / "out")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -183,12 +203,13 @@ def test_an_unreadable_lease_file_does_not_block_the_output(tmp_path):
     acquire_lease(output, "preprocess", "run-1", RETRY).release()
 
 
-def test_a_job_refused_for_a_busy_output_fails_before_any_work_and_leaves_the_committed_result(tmp_path):
+def test_a_job_refused_for_a_busy_output_fails_before_any_work_and_leaves_the_committed_result(tmp_path,
+                                                                                               other_process):
     """Through the preprocess pipeline: refused at its plan, before Ray starts or anything is
     staged; the committed result stays as it was."""
     output = str(tmp_path / "out")
     committed = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [1]})]})
-    other = write_local_holder(output, os.getpid())
+    other = write_local_holder(output, other_process)
     cfg = PreprocessConfig(layout="folder", input=str(tmp_path / "images"), output=output)
     (tmp_path / "images" / "happy").mkdir(parents=True)
     (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
@@ -216,11 +237,11 @@ def test_holding_plans_the_run_again_under_the_lease(tmp_path, monkeypatch):
     assert read_holder(cfg.output) is None
 
 
-def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys):
+def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys, other_process):
     from fer_ray import cli
 
     output = str(tmp_path / "out")
-    write_local_holder(output, os.getpid())
+    write_local_holder(output, other_process)
     (tmp_path / "images" / "happy").mkdir(parents=True)
     (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
     capsys.readouterr()
@@ -229,5 +250,5 @@ def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(t
     assert code == 1
     assert err[-1].startswith("fer-ray preprocess: failed: OutputBusy: another run is writing into this output "
                               "(one at a time): wait for it to end or give another output; it is preprocess run "
-                              f"other-run, process {os.getpid()} on {socket.gethostname()} since "), err
+                              f"other-run, process {other_process} on {socket.gethostname()} since "), err
     assert not storage.exists(storage.join(output, results.RUNS_DIR))
