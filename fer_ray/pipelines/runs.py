@@ -40,8 +40,8 @@ from ray.data.checkpoint.checkpoint_writer import PENDING_CHECKPOINT_SUFFIX
 
 from fer_ray import config, reports, results, storage
 from fer_ray.config import RetryConfig
+from fer_ray.lease import OutputLease, held
 from fer_ray.logs import say
-from fer_ray.pipelines.lease import OutputLease, acquire_lease
 from fer_ray.pipelines.writer import COUNTS_FOLDER, read_counts
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def plan(job: str, output: str, settings: dict, fingerprint: str, restart: bool 
 @contextlib.contextmanager
 def holding(job: str, cfg, fingerprint: str, settings: dict | None = None) -> Iterator[StagedRun]:
     """The run of `job` into cfg.output (settings: what shapes its result, by default
-    `result_settings(cfg)`), planned while it holds the output's lease (pipelines.lease),
+    `result_settings(cfg)`), planned while it holds the output's lease (fer_ray.lease),
     which is released when the block ends: one run per output at a time. A run that is up to
     date writes nothing and takes no lease. Planned again once the lease is held: a run that
     held it a moment ago may have committed (this run is then up to date) or staged this run."""
@@ -162,14 +162,11 @@ def holding(job: str, cfg, fingerprint: str, settings: dict | None = None) -> It
     if run.up_to_date:
         yield run
         return
-    held = acquire_lease(cfg.output, job, run.id, cfg.retry)
-    try:
+    with held(cfg.output, job, run.id, cfg.retry) as output_lease:
         if run.state != RESTARTED:  # a restarted run's id is its own
             run = planned()
-        run.lease = held
+        run.lease = output_lease
         yield run
-    finally:
-        held.release()
 
 
 def seed_source(run: StagedRun) -> results.Commit | None:

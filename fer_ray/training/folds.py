@@ -20,7 +20,7 @@ import time
 import numpy as np
 import ray
 
-from fer_ray import config, runtime, storage
+from fer_ray import config, lease, runtime, storage
 from fer_ray.config import ConfigError, TrainConfig
 from fer_ray.runtime import start_ray
 from fer_ray.training import data, trainer
@@ -78,7 +78,10 @@ def train_fold(cfg_dict: dict, subject_splits: dict[str, str]) -> dict:
 def train(cfg: TrainConfig) -> dict:
     """What `fer-ray train` and `fer_ray.train` do: the subject folds' summary when cfg.folds
     is above 1, else the test report of one run on the data's fixed split."""
-    return run(cfg) if cfg.folds > 1 else trainer.run(cfg)
+    trainer.absolute_paths(cfg)
+    cfg.validate()  # an output named, before its lease is taken
+    with lease.held(cfg.output, "train", cfg.model):  # one run per output at a time, as for the jobs
+        return run(cfg) if cfg.folds > 1 else trainer.run(cfg)
 
 
 def run(cfg: TrainConfig) -> dict:

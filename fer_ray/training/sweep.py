@@ -20,7 +20,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from fer_ray import config, reports, runtime, storage
+from fer_ray import config, lease, reports, runtime, storage
 from fer_ray.config import LR_SPAN, TrainConfig, TuneConfig, model_spec
 from fer_ray.runtime import start_ray
 from fer_ray.training import trainer
@@ -94,6 +94,14 @@ def check(cfg: TuneConfig) -> None:
 
 
 def run(cfg: TuneConfig) -> dict:
+    """Run the sweep into cfg.train.output, holding its lease (one run per output at a time)."""
+    trainer.absolute_paths(cfg.train)
+    cfg.validate()  # an output named, before its lease is taken
+    with lease.held(cfg.train.output, "tune", ",".join(cfg.model_list)):
+        return sweep(cfg)
+
+
+def sweep(cfg: TuneConfig) -> dict:
     check(cfg)
     start_ray()
     at_once = fit_to_cluster(cfg, runtime.cluster_capacity())

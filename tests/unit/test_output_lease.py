@@ -1,4 +1,4 @@
-"""One run per output at a time (pipelines.lease): the lease a run holds from its plan to its
+"""One run per output at a time (fer_ray.lease): the lease a run holds from its plan to its
 commit, on local files and on the S3 test server, with real processes as holders."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import time
 import pyarrow as pa
 import pytest
 
-from fer_ray import results, storage
+from fer_ray import lease, results, storage
 from fer_ray.config import PreprocessConfig, RetryConfig
-from fer_ray.pipelines import lease, preprocess, runs
-from fer_ray.pipelines.lease import Holder, OutputBusy, acquire_lease, read_holder
+from fer_ray.lease import Holder, OutputBusy, acquire_lease, read_holder
+from fer_ray.pipelines import preprocess, runs
 
 RETRY = RetryConfig(storage_attempts=2, storage_backoff_s=0.1)
 
@@ -231,7 +231,7 @@ def test_holding_plans_the_run_again_under_the_lease(tmp_path, monkeypatch):
         results.publish(results.Commit(cfg.output, "preprocess", planned.id, {}), RETRY)
         return acquire_lease(*args)
 
-    monkeypatch.setattr(runs, "acquire_lease", another_run_commits_first)
+    monkeypatch.setattr(lease, "acquire_lease", another_run_commits_first)
     with runs.holding("preprocess", cfg, "input-1") as staged:
         assert staged.up_to_date and staged.lease is not None and staged.id == planned.id
     assert read_holder(cfg.output) is None
@@ -252,3 +252,17 @@ def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(t
                               "(one at a time): wait for it to end or give another output; it is preprocess run "
                               f"other-run, process {other_process} on {socket.gethostname()} since "), err
     assert not storage.exists(storage.join(output, results.RUNS_DIR))
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_training_and_sweeps_hold_their_output_too(tmp_path, capsys, other_process, command):
+    from fer_ray import cli
+
+    output = str(tmp_path / "run")
+    write_local_holder(output, other_process)
+    capsys.readouterr()
+    code = cli.main([command, "--data", str(tmp_path / "faces"), "--output", output])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"fer-ray {command}: failed: OutputBusy: another run is writing into "
+                                            "this output"), err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [lease.LEASE_FILE]  # nothing else written

@@ -19,6 +19,7 @@ host (a run killed here and started again at once need not wait), and one of thi
 own earlier runs (a failed release: storage was down when that run ended)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from fer_ray import storage
@@ -195,6 +197,16 @@ def this_machine() -> str:
         except OSError:
             parts.append("")
     return "/".join(parts)
+
+
+@contextlib.contextmanager
+def held(output: str, job: str, run: str, retry: RetryConfig | None = None) -> Iterator[OutputLease]:
+    """The output's lease for the block (acquire_lease), released however the block ends."""
+    lease = acquire_lease(output, job, run, retry or RetryConfig())
+    try:
+        yield lease
+    finally:
+        lease.release()
 
 
 def process_start(pid: int) -> str:
