@@ -158,41 +158,32 @@ def test_a_run_whose_lease_was_taken_over_may_not_commit_and_does_not_remove_the
     assert read_holder(output).token == "theirs"
 
 
-def test_the_holder_renews_its_lease_while_it_runs(tmp_path, monkeypatch):
+@pytest.fixture
+def beating(tmp_path, monkeypatch):
+    """A lease held with a heartbeat every 0.2 s."""
     monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
-    output = str(tmp_path / "out")
-    held = acquire_lease(output, "preprocess", "run-1", RETRY)
-    try:
-        first = read_holder(output).heartbeat
-        time.sleep(1.0)
-        assert read_holder(output).heartbeat > first
-    finally:
-        held.release()
+    held = acquire_lease(str(tmp_path / "out"), "preprocess", "run-1", RETRY)
+    yield held
+    held.release()
 
 
-def test_the_heartbeat_never_writes_over_a_run_that_took_the_lease_over(tmp_path, monkeypatch):
-    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
-    output = str(tmp_path / "out")
-    held = acquire_lease(output, "preprocess", "run-1", RETRY)
-    try:
-        write_holder(output)
-        time.sleep(1.0)
-        assert read_holder(output).token == "theirs"
-    finally:
-        held.release()
+def test_the_holder_renews_its_lease_while_it_runs(beating):
+    first = read_holder(beating.output).heartbeat
+    time.sleep(1.0)
+    assert read_holder(beating.output).heartbeat > first
 
 
-def test_a_lease_file_removed_by_hand_is_written_again_and_the_run_may_still_commit(tmp_path, monkeypatch):
-    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
-    output = str(tmp_path / "out")
-    held = acquire_lease(output, "preprocess", "run-1", RETRY)
-    try:
-        storage.remove_dir(lease.lease_uri(output))
-        held.check_held()
-        time.sleep(1.0)
-        assert read_holder(output).token == held.holder.token
-    finally:
-        held.release()
+def test_the_heartbeat_never_writes_over_a_run_that_took_the_lease_over(beating):
+    write_holder(beating.output)
+    time.sleep(1.0)
+    assert read_holder(beating.output).token == "theirs"
+
+
+def test_a_lease_file_removed_by_hand_is_written_again_and_the_run_may_still_commit(beating):
+    storage.remove_dir(beating.uri)
+    beating.check_held()
+    time.sleep(1.0)
+    assert read_holder(beating.output).token == beating.holder.token
 
 
 def test_an_unreadable_lease_file_does_not_block_the_output(tmp_path):
