@@ -136,9 +136,9 @@ class OutputLease:
         try:
             current = read_holder(self.output, self.retry)
             if current is not None and current.token == self.holder.token:
-                storage.remove_dir(self.uri, self.retry)
+                storage.remove_file(self.uri, self.retry)
             if self.made_output:
-                storage.remove_if_empty(self.output)
+                storage.remove_if_empty(self.output, self.retry)
         except (storage.StorageUnavailable, OSError) as err:  # it expires on its own
             log.warning("could not release the lease on %s (it expires in %.0f s): %s", self.output, EXPIRES_S, err)
 

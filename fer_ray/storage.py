@@ -305,11 +305,28 @@ def remove_dir(uri: str, retry: RetryPolicy | None = None) -> None:
     retrying(f"remove {uri}", remove, retry)
 
 
-def remove_if_empty(uri: str) -> None:
-    """Remove a local directory if it is empty (an object store has none to remove)."""
+def remove_file(uri: str, retry: RetryPolicy | None = None) -> None:
+    """Delete one file; a missing one is fine. On S3 a DeleteObject alone: pyarrow's delete
+    leaves empty 'folder/' marker objects behind for the parents, so the output of a run that
+    staged nothing would seem to exist."""
     if not is_s3(uri):
-        with contextlib.suppress(OSError):  # not empty, or gone
-            os.rmdir(resolve(uri)[1])
+        def remove_local() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(resolve(uri)[1])
+        return retrying(f"remove {uri}", remove_local, retry)
+    bucket, _, key = uri[len("s3://"):].partition("/")  # not resolve(): a marker key ends in "/"
+    client = _s3_client(*_s3_settings())
+    retrying(f"remove {uri}", lambda: _s3_request(client.delete_object, {"Bucket": bucket, "Key": key}), retry)
+
+
+def remove_if_empty(uri: str, retry: RetryPolicy | None = None) -> None:
+    """Remove a local directory if it is empty; on S3, the directory's marker object (pyarrow
+    writes one for each parent of a file it writes), which leaves any objects under it be."""
+    if is_s3(uri):
+        remove_file(uri.rstrip("/") + "/", retry)
+        return
+    with contextlib.suppress(OSError):  # not empty, or gone
+        os.rmdir(resolve(uri)[1])
 
 
 # ---------------------------------------------------------------- listing inputs

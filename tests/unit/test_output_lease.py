@@ -69,6 +69,7 @@ def test_a_free_output_is_leased_to_this_process_and_released_at_the_end(output)
     held.check_held()  # raises if not ours
     held.release()
     assert read_holder(output) is None and not storage.exists(lease.lease_uri(output))
+    assert not storage.exists(output)  # nothing left, not even S3's empty folder markers
 
 
 def test_a_run_ending_with_nothing_staged_leaves_no_output_folder_it_made(tmp_path):
