@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import pathlib
 import socket
 import threading
 import time
@@ -190,7 +191,7 @@ def this_machine() -> str:
     """Where a pid names one process: the host's name, its boot and the pid namespace (a
     container's own, or the machine's), as far as the system tells them."""
     parts = [socket.gethostname()]
-    for read in (lambda: open("/proc/sys/kernel/random/boot_id").read().strip(),
+    for read in (lambda: pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
                  lambda: os.readlink("/proc/self/ns/pid")):
         try:
             parts.append(read())
