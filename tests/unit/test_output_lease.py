@@ -94,6 +94,17 @@ def test_a_second_run_is_refused_naming_the_holder_and_the_lease_stays_the_first
         first.release()
 
 
+def test_a_lease_never_sure_in_its_tries_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    """Every try too slow between its read and its write to be sure of the lease (storage
+    slower than CONFIRM_S / 2): OutputBusy saying so, and no lease or folder left behind."""
+    monkeypatch.setattr(lease, "CONFIRM_S", 0.0)
+    output = tmp_path / "out"
+    with pytest.raises(OutputBusy, match=rf"could not take the output's lease in {lease.ATTEMPTS} tries"):
+        acquire_lease(str(output), "preprocess", "run-1", RETRY)
+    assert not output.exists()
+    assert not lease._HELD_HERE
+
+
 def test_a_lease_not_renewed_in_time_is_taken_over(output, capsys):
     old = write_holder(output, heartbeat=time.time() - lease.EXPIRES_S - 5)
     held = acquire_lease(output, "preprocess", "run-2", RETRY)
