@@ -212,6 +212,17 @@ def test_grey_is_the_luma_of_the_rgb_frame(videos):
     assert np.abs(gray - luma).mean() < 3
 
 
+@pytest.mark.parametrize("pixel_format", sorted(video.LUMA_FIRST_FORMATS))
+@pytest.mark.parametrize("color_range", [0, 1, 2])  # unspecified, limited (video), full (JPEG)
+def test_grey_read_from_the_luma_plane_equals_ffmpegs_conversion(pixel_format, color_range):
+    # An odd size, so that the plane's rows are padded beyond the frame's width.
+    rgb = np.random.default_rng(1).integers(0, 256, (121, 161, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pixel_format, dst_color_range=color_range)
+    grey = video._grey(frame)
+    assert grey.shape == (121, 161) and grey.dtype == np.uint8 and grey.flags.c_contiguous
+    assert np.abs(grey.astype(int) - frame.to_ndarray(format="gray")).max() <= 1
+
+
 def test_probe_through_a_file_object_and_a_path_agree(videos):
     for name in KINDS:
         path = videos[name]
