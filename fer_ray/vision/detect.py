@@ -15,7 +15,7 @@ import numpy as np
 
 from fer_ray.config import DETECTORS
 from fer_ray.vision.boxes import keep_faces
-from fer_ray.vision.tracking import iou
+from fer_ray.vision.tracking import distinct_faces
 from fer_ray.weights import local_weights
 
 # The configurable detectors that are objects: auto picks one of them, none skips detection.
@@ -129,10 +129,8 @@ def _detect_in_window(detector, image: np.ndarray, box: np.ndarray) -> tuple[np.
 
 def _one_box_per_face(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Greedy: the best-scored box of each group of boxes overlapping NEAR_SAME_FACE_IOU or more."""
-    kept: list[int] = []
-    for i in np.argsort(-scores, kind="stable"):
-        if all(iou(boxes[i], boxes[j]) < NEAR_SAME_FACE_IOU for j in kept):
-            kept.append(int(i))
+    order = np.argsort(-scores, kind="stable")
+    kept = order[distinct_faces(boxes[order], NEAR_SAME_FACE_IOU)]
     return boxes[kept].astype(np.float32), scores[kept].astype(np.float32)
 
 

@@ -72,6 +72,19 @@ def pairwise_iou(a, b) -> np.ndarray:
     return np.asarray(iou(a[:, None, :], b[None, :, :])).reshape(len(a), len(b))
 
 
+def distinct_faces(boxes, same_face_iou: float) -> list[int]:
+    """Greedy, in the given order: the indices of the boxes that overlap no box kept before
+    them by `same_face_iou` or more (one IoU matrix, not a call per pair: this runs per frame)."""
+    if len(boxes) < 2:
+        return list(range(len(boxes)))
+    overlaps = pairwise_iou(boxes, boxes)
+    kept: list[int] = []
+    for i in range(len(overlaps)):
+        if not (overlaps[i, kept] >= same_face_iou).any():
+            kept.append(i)
+    return kept
+
+
 def area(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
 
@@ -85,7 +98,7 @@ def assign(scores: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     if scores.size == 0:
         return []
     # imported here: scipy.optimize takes 0.24 s to import, and every face actor of every job
-    # imports this module (for `iou`) while only tracking needs the solver
+    # imports this module (for `distinct_faces`) while only tracking needs the solver
     from scipy.optimize import linear_sum_assignment
 
     counted = np.where(scores >= minimum, scores, 0.0)
@@ -145,14 +158,11 @@ class FaceFollower:
             self.last_whole = now
             return None
         self.seen = [(t, box) for t, box in self.seen if now - t <= self.max_lost_s + TIME_EPS]
-        expected: list[np.ndarray] = []
-        for _, box in reversed(self.seen):  # newest first: a face's latest box stands for it
-            if all(iou(box, kept) < self.same_face_iou for kept in expected):
-                expected.append(box)
-        if not expected and self.whole_when_lost:
+        if not self.seen and self.whole_when_lost:
             self.last_whole = now
             return None
-        return np.array(expected, np.float32).reshape(-1, 4)
+        newest_first = np.array([box for _, box in reversed(self.seen)], np.float32).reshape(-1, 4)
+        return newest_first[distinct_faces(newest_first, self.same_face_iou)]  # a face's latest box stands for it
 
     def saw(self, now: float, boxes) -> None:
         """The faces found on the frame at `now`."""

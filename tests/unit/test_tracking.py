@@ -14,6 +14,7 @@ import pytest
 from fer_ray.vision.tracking import (
     FaceFollower,
     best_of_each_track,
+    distinct_faces,
     iou,
     join_tracks,
     owned_rows,
@@ -276,6 +277,14 @@ def test_best_of_each_track_picks_the_highest_eligible_score():
     again = best_of_each_track(np.array(tracks)[shuffled], np.array(scores)[shuffled], np.array(eligible)[shuffled])
     assert sorted(np.array(tracks)[shuffled][again].tolist()) == [0, 1, 3]
     assert sorted(np.array(scores)[shuffled][again].tolist()) == [0.6, 0.8, 0.9]
+
+
+def test_distinct_faces_keeps_the_first_of_each_overlapping_group_in_the_order_given():
+    boxes = [[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10], [3, 0, 13, 10]]
+    assert distinct_faces(boxes, 0.5) == [0, 2]  # IoU of 0 and 4 is 7/13, over 0.5
+    assert distinct_faces(boxes, 0.6) == [0, 2, 4]
+    assert distinct_faces(boxes[::-1], 0.5) == [0, 2]
+    assert distinct_faces(np.zeros((0, 4)), 0.5) == []
 
 
 def test_a_follower_searches_whole_frames_at_its_interval_and_near_faces_between():
