@@ -73,7 +73,7 @@ class FaceStage(Stage):
         super().__init__(cfg)
         cv2.setNumThreads(1)  # one actor per CPU: OpenCV's own threads would only contend
         self.detector = cfg.face.resolved_detector(cfg.layout)
-        self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device)
+        self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device, lazy_landmarker=True)
         self.face_shape = [cfg.face.size, cfg.face.size, cfg.face.channels]
         self.blank = bytes(int(np.prod(self.face_shape)))  # the crop of a row without a face
 
@@ -158,6 +158,11 @@ class FaceStage(Stage):
     def extract_all(self, images: list[np.ndarray]) -> list:
         """Each image's faces, in one batched call; if that fails, image by image, so only
         the bad image carries the exception."""
+        if not images:
+            return []  # every image annotated (AffectNet's crops): the landmark model is not needed
+        # loaded here, not in the per-image retry below: a model that cannot load fails the
+        # batch (and the run), it is no image's fault
+        self.extractor.load_landmarker()
         try:
             return self.extractor.extract_many(images)
         except Exception:  # noqa: BLE001 - retried one by one
