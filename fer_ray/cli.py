@@ -12,6 +12,7 @@ import difflib
 import errno
 import logging
 import re
+import signal
 import sys
 import traceback
 
@@ -315,7 +316,7 @@ def run_quietly(args: argparse.Namespace, run_log: logs.RunLog) -> int:
 def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
     """The command's exit code; a failure is one line on stderr, its details in the log."""
     try:
-        code = args.func(args)
+        code = run_until_sigterm(args)
     except ConfigError as err:
         log.error("configuration error: %s", err)
         print(f"fer-ray: configuration error: {err}", file=sys.stderr)
@@ -325,6 +326,13 @@ def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
         said = f": {interrupt}" if str(interrupt) else ""  # what the command knows of it, e.g. how to resume
         print(f"fer-ray {args.command}: interrupted{said} {run_log.details()}", file=sys.stderr)
         return 130
+    except SystemExit as stop:
+        if stop.code != signal.SIGTERM:
+            raise
+        log.error("fer-ray %s stopped by SIGTERM", args.command, exc_info=True)
+        print(f"fer-ray {args.command}: stopped by SIGTERM; the same command again resumes an unfinished run "
+              f"{run_log.details()}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as err:
         log.error("fer-ray %s failed", args.command, exc_info=True)
         if args.verbose:
@@ -333,6 +341,21 @@ def run_command(args: argparse.Namespace, run_log: logs.RunLog) -> int:
         return 1
     log.info("finished: exit code %s", code)
     return code
+
+
+def run_until_sigterm(args: argparse.Namespace) -> int:
+    """args.func(args); SIGTERM (`ray job stop`, a scheduler's or a user's kill) ends it in
+    SystemExit(SIGTERM) from the first moment, as Ray's own handler does once Ray is up: the
+    run's cleanup still happens (its lease released, Ray left) where the default action would
+    end the process at once. The previous handler is back afterwards."""
+    if args.command not in RAY_COMMANDS:
+        return args.func(args)
+    from fer_ray import runtime
+
+    with runtime.signal_handlers_kept(signal.SIGTERM):
+        if runtime.in_main_thread():
+            signal.signal(signal.SIGTERM, runtime.exit_on_signal)
+        return args.func(args)
 
 
 STORAGE_DOWN = "storage still unreachable; the run can be resumed by running it again"

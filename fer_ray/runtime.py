@@ -87,6 +87,12 @@ def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def exit_on_signal(signum: int, _frame) -> None:
+    """A handler ending the process as Ray's own SIGTERM handler does (SystemExit(signum)), so
+    that `finally` blocks run."""
+    sys.exit(signum)
+
+
 @contextlib.contextmanager
 def signal_handlers_kept(*signals: int):
     """The process's handlers of `signals` put back as they were when the block ends: Ray Train

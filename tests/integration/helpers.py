@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 
 import pyarrow.parquet as pq
@@ -60,17 +61,23 @@ def committed_units(output: str) -> int:
         storage.exists(root)) else 0
 
 
-def kill_cli_after_units(args: list[str], output: str, ray_address: str, units: int = 2) -> None:
-    """Run `fer-ray <args>` as its own driver and SIGKILL it once `units` write tasks have
-    committed; the output then holds an interrupted run and no commit."""
+def kill_cli_after_units(args: list[str], output: str, ray_address: str, units: int = 2,
+                         sig: int = signal.SIGKILL) -> tuple[int, str]:
+    """Run `fer-ray <args>` as its own driver and send it `sig` once `units` write tasks have
+    committed; the output then holds an interrupted run and no commit. Returns the driver's
+    exit code and what it wrote to stderr."""
     from tests.cluster import wait_for
 
-    driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ray_address})
-    try:
-        wait_for(lambda: committed_units(output) >= units or driver.poll() is not None, 300,
-                 f"{units} committed units")
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
+    with tempfile.TemporaryFile("w+") as stderr:
+        driver = subprocess.Popen([sys.executable, "-m", "fer_ray.cli", *args], stdout=subprocess.DEVNULL,
+                                  stderr=stderr, env={**os.environ, "RAY_ADDRESS": ray_address}, text=True)
+        try:
+            wait_for(lambda: committed_units(output) >= units or driver.poll() is not None, 300,
+                     f"{units} committed units")
+        finally:
+            driver.send_signal(sig)
+            driver.wait(120)
+        stderr.seek(0)
+        said = stderr.read()
     assert committed_units(output) >= units and not storage.exists(storage.join(output, "_commit.json"))
+    return driver.returncode, said

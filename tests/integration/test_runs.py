@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 
 import pytest
 
-from fer_ray import cli, results, storage
+from fer_ray import cli, lease, results, storage
 from fer_ray.pipelines import runs
 from tests.cluster import DONE, stage_actors, stage_batch_task, wait_for
 from tests.integration.helpers import kill_cli_after_units, read_output, run_file, run_preprocess
@@ -122,6 +123,24 @@ def test_a_killed_run_is_never_read_and_resumes_to_the_uninterrupted_result(samp
     assert rows_by_id(output) == reference
     assert read_output(output, "manifest").num_rows == 177
     assert not storage.exists(storage.join(output, results.CHECKPOINTS_DIR))  # dropped by the commit
+
+
+def test_a_stopped_run_says_so_in_one_line_leaves_no_lease_and_resumes(sample, reference, ray_cluster, tmp_path):
+    """SIGTERM (`ray job stop`, a scheduler's kill): the driver still cleans up (its lease
+    released, so the next run needs no stale-lease check), says what happened in one line,
+    exits 143, and the same command resumes the run to the uninterrupted result."""
+    output = str(tmp_path / "out")
+    args = ["preprocess", "--layout", "jaffe", "--input", str(sample / "jaffe"), "--output", output,
+            "--rows-per-file", str(SMALL_FILES), "--workers", "1"]
+    code, said = kill_cli_after_units(args, output, ray_cluster.address, sig=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    assert said.strip().splitlines()[-1].startswith(
+        "fer-ray preprocess: stopped by SIGTERM; the same command again resumes an unfinished run (details: ")
+    assert not storage.exists(lease.lease_uri(output))
+
+    resumed = run_preprocess("jaffe", str(sample / "jaffe"), output, rows_per_file=SMALL_FILES)
+    assert resumed["run_state"] == "resumed" and resumed["units_skipped"] > 0
+    assert rows_by_id(output) == reference
 
 
 def face_batches_in_hand(dashboard: str) -> bool:
