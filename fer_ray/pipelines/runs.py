@@ -315,7 +315,11 @@ def checkpointed(run: StagedRun, ds: ray.data.Dataset, id_column: str) -> ray.da
 
 def finish_counts(run: StagedRun, expected_inputs: int | None) -> dict:
     """The run's counts (every committed task of every attempt, added up), once they show
-    that every input is accounted for; else RunError, and nothing is published."""
+    that every input is accounted for; else RunError, and nothing is published. A run whose
+    lease was taken over fails here first, naming the run that holds it now (a run sharing
+    the output meanwhile would otherwise show only as counts that do not add up)."""
+    if run.lease is not None:
+        run.lease.check_held()
     totals = read_counts(run.uri(), run.retry)
     accounted = totals.get("inputs", 0)
     if expected_inputs is not None and accounted != expected_inputs:
