@@ -183,7 +183,7 @@ def run(cfg: PredictConfig) -> dict:
         start_ray()
         plan.check_cluster(cluster_capacity())
         started = time.time()
-        counts = write_file(plan.rows(0), cfg.output, cfg.output_format)
+        counts = write_file(plan.rows(0), cfg.output, cfg.output_format, plan.inputs.count)
         return {**counts, "output": cfg.output, "elapsed_s": round(time.time() - started, 2)}
     with runs.holding("predict", cfg, plan.inputs.fingerprint, plan.settings) as staged:
         if staged.up_to_date:
@@ -259,10 +259,11 @@ def clip_model_inputs(batch: dict) -> dict:
             "is_manifest": ones, "status": np.full(len(ones), str(Status.OK), dtype=object)}
 
 
-def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:
+def write_file(ds: ray.data.Dataset, output: str, file_format: str, expected_inputs: int) -> dict:
     """Stream the rows into one file, parquet or csv as file_format says (the driver holds one
     batch at a time), written beside the target and moved over it at the end, so a failed
-    run leaves the previous file whole. Returns the counts of what was written."""
+    run leaves the previous file whole; so does a file that does not account for every one
+    of `expected_inputs` (RunError). Returns the counts of what was written."""
     fs, path = storage.resolve(output)
     staging = f"{output}.tmp-{uuid.uuid4().hex[:8]}"
     fs.create_dir(posixpath.dirname(path), recursive=True)
@@ -282,7 +283,11 @@ def write_file(ds: ray.data.Dataset, output: str, file_format: str) -> dict:
                                              for name in ("is_manifest", "status")}, {}))
             if writer is not None:
                 writer.close()
+        counts = merge_counts(parts)
+        if counts.get("inputs", 0) != expected_inputs:
+            raise runs.RunError(f"predict: {counts.get('inputs', 0)} of {expected_inputs} inputs are accounted for; "
+                                f"{output} was not written (a previous file there is unchanged)")
         storage.replace_file(staging, output)
     finally:
         storage.remove_dir(staging)
-    return merge_counts(parts)
+    return counts
