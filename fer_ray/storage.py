@@ -175,6 +175,12 @@ def exists(uri: str, retry: RetryPolicy | None = None) -> bool:
     return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type != pafs.FileType.NotFound
 
 
+def is_file(uri: str, retry: RetryPolicy | None = None) -> bool:
+    """Whether the URI names a file (an object), not a directory (a prefix) or nothing."""
+    fs, path = resolve(uri)
+    return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type == pafs.FileType.File
+
+
 def read_bytes(uri: str, retry: RetryPolicy | None = None) -> bytes:
     """The whole object; FileNotFoundError (on S3 too) when it does not exist."""
     fs, path = resolve(uri)

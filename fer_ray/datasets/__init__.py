@@ -11,7 +11,7 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from fer_ray import schema
+from fer_ray import schema, storage
 from fer_ray.config import LAYOUTS, ConfigError, PreprocessConfig
 from fer_ray.datasets.common import Lister
 
@@ -43,6 +43,8 @@ def list_inputs(cfg: PreprocessConfig) -> Inputs:
     if hasattr(module, "count_inputs"):  # streams its own file (FER2013's CSV)
         count, fingerprint = module.count_inputs(cfg)
         return Inputs(None, count, fingerprint)
+    if storage.is_file(cfg.input, cfg.retry):
+        raise ConfigError(f"input: {cfg.input} is a file; layout {cfg.layout!r} reads a directory")
     lister = Lister(cfg.retry)
     try:
         rows = module.list_inputs(cfg, lister)

@@ -56,6 +56,7 @@ def committed(sample, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--input", "{empty}"], "input: no files under"),
+    (["--input", "{file}"], "input: {file} is a file; layout 'folder' reads a directory"),
     (["--set", "split.train=nan"], "split.train"),
     (["--detect-every-s", "-1"], "detect_every_s: -1.0 must be a finite number of seconds >= 0"),
     (["--input", "{output}"], "output: {output} overlaps the input"),
@@ -65,7 +66,8 @@ def committed(sample, tmp_path):
 ])
 def test_bad_runs_fail_before_touching_the_committed_result(committed, sample, tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
-    names = {"empty": tmp_path / "empty", "output": committed, "sample": sample}
+    (tmp_path / "a.jpg").write_bytes(b"an image given where the layout reads a directory")
+    names = {"empty": tmp_path / "empty", "file": tmp_path / "a.jpg", "output": committed, "sample": sample}
     before = snapshot(committed)
     args = {"--layout": "folder", "--input": str(sample / "folder"), "--output": committed}
     args.update(dict(zip(argv[::2], (value.format(**names) for value in argv[1::2]))))
