@@ -126,9 +126,9 @@ class OutputLease:
         A lease file removed by hand takes nothing from this run."""
         current = read_holder(self.output, self.retry)
         if current is not None and current.token != self.holder.token:
-            raise OutputBusy(f"{self.output}: this run lost the output's lease (its file removed, or not renewed for "
-                             f"{EXPIRES_S:.0f} s); "
-                             f"it is now held by {current.describe(time.time())}; nothing was published")
+            raise OutputBusy(f"{self.output}: this run lost the output's lease (its file removed, or not renewed "
+                             f"for {EXPIRES_S:.0f} s); it is now held by {current.describe(time.time())}; "
+                             f"nothing was published")
 
     def release(self) -> None:
         _HELD_HERE.discard(self.holder.token)

@@ -170,15 +170,18 @@ def first_line(err: BaseException, limit: int = 300) -> str:
 
 # ---------------------------------------------------------------- reading and writing
 
-def exists(uri: str, retry: RetryPolicy | None = None) -> bool:
+def file_type(uri: str, retry: RetryPolicy | None = None) -> pafs.FileType:
+    """What the URI names: a file (an object), a directory (a prefix), or nothing (NotFound)."""
     fs, path = resolve(uri)
-    return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type != pafs.FileType.NotFound
+    return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type
+
+
+def exists(uri: str, retry: RetryPolicy | None = None) -> bool:
+    return file_type(uri, retry) != pafs.FileType.NotFound
 
 
 def is_file(uri: str, retry: RetryPolicy | None = None) -> bool:
-    """Whether the URI names a file (an object), not a directory (a prefix) or nothing."""
-    fs, path = resolve(uri)
-    return retrying(f"look up {uri}", lambda: fs.get_file_info(path), retry).type == pafs.FileType.File
+    return file_type(uri, retry) == pafs.FileType.File
 
 
 def read_bytes(uri: str, retry: RetryPolicy | None = None) -> bytes:
