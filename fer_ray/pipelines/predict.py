@@ -284,8 +284,9 @@ def write_file(ds: ray.data.Dataset, output: str, file_format: str, expected_inp
             if writer is not None:
                 writer.close()
         counts = merge_counts(parts)
-        if counts.get("inputs", 0) != expected_inputs:
-            raise runs.RunError(f"predict: {counts.get('inputs', 0)} of {expected_inputs} inputs are accounted for; "
+        accounted = counts.get("inputs", 0)
+        if accounted != expected_inputs:
+            raise runs.RunError(f"predict: {accounted} of {expected_inputs} inputs are accounted for; "
                                 f"{output} was not written (a previous file there is unchanged)")
         storage.replace_file(staging, output)
     finally:
