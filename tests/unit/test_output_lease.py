@@ -244,12 +244,14 @@ def test_a_run_whose_lease_was_taken_over_fails_naming_the_new_holder_before_cou
     """The output removed under a running run and taken by another (seen: both runs then
     wrote into one staged run, and the first ended on counts that did not add up)."""
     cfg = PreprocessConfig(layout="folder", input=str(tmp_path / "images"), output=str(tmp_path / "out"))
+    committed = results.commit_tables(cfg.output, "preprocess", {"faces": [pa.table({"x": [1]})]})
     with runs.holding("preprocess", cfg, "input-1") as staged:
         storage.remove_dir(staged.lease.uri)
         write_holder(cfg.output)
         with pytest.raises(OutputBusy, match="its file removed.*held by preprocess run other-run"):
             runs.finish_counts(staged, expected_inputs=3)
     assert read_holder(cfg.output).token == "theirs"
+    assert results.read_commit(cfg.output).run == committed.run  # the previous result is what readers see
 
 
 def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys, other_process):
