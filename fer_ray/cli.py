@@ -32,6 +32,8 @@ log = logging.getLogger("fer_ray.cli")  # not __name__: under `python -m` that i
 FAILURE_MESSAGE_CHARS = 200
 # the commands that start or join Ray; the others print only their own lines anyway
 RAY_COMMANDS = {"preprocess", "synthesize", "train", "tune", "evaluate", "predict", "label-videos", "export", "demo"}
+# the commands that run no Ray Train: a local instance started for one has no dashboard
+DATA_COMMANDS = {"preprocess", "synthesize", "predict", "label-videos"}
 VERBOSE_HELP = ("show Ray's own output (progress records, warnings, workers' output) here rather than only in "
                 "the run's log file, and on failure the traceback (it is always in the log file)")
 
@@ -293,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_command_line(build_parser(), argv)
     run_log = logs.RunLog(args.command)
+    if args.command in DATA_COMMANDS:
+        from fer_ray import runtime
+
+        runtime.want_dashboard(False)
     try:
         log.info("fer-ray %s started: argv %s", args.command,
                  logs.redact(" ".join(config.shorten(arg, 1000) for arg in argv)))

@@ -178,11 +178,14 @@ def local_instance_settings() -> dict:
     (Ray Train's placement-group cleaner, for one) finds the dashboard by looking for the
     Ray instances on the machine, and with two or more it fails instead: the cleaner's
     thread then dies, a stopped Tune trial's placement group is never removed, and the
-    sweep's next trial waits for its CPUs forever."""
+    sweep's next trial waits for its CPUs forever. No dashboard where it is not wanted
+    (want_dashboard)."""
     from ray._private.services import canonicalize_bootstrap_address
 
     if canonicalize_bootstrap_address(None) is not None or os.environ.get(API_SERVER_VARIABLE):
         return {}
+    if not _dashboard_wanted:
+        return {"include_dashboard": False}
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -192,6 +195,17 @@ def local_instance_settings() -> dict:
 
 API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 _ray_output_shown = True
+_dashboard_wanted = True
+
+
+def want_dashboard(wanted: bool) -> None:
+    """Whether a local instance this process starts runs Ray's dashboard (a cluster's is the
+    cluster's). The CLI starts one without it for a command that runs no Ray Train: the
+    command shows its own progress, and the instance ends with it; the dashboard's dozen
+    processes took 4-5 core-seconds of every such run on 2 cores. Ray Train needs it (see
+    local_instance_settings), so a notebook's instance keeps it for what comes next."""
+    global _dashboard_wanted
+    _dashboard_wanted = wanted
 
 
 def ray_output_shown() -> bool:

@@ -1,7 +1,7 @@
 """Joining Ray: a local instance that fer-ray starts while another one runs on the machine (here
-the session's head node), whose workers must still reach their own dashboard; and a RAY_ADDRESS
-where nothing answers, or a cluster that refuses the token, failing in seconds, naming the
-variable, before any output is written."""
+the session's head node), whose workers must still reach their own dashboard, and which a data
+command starts without one; and a RAY_ADDRESS where nothing answers, or a cluster that refuses
+the token, failing in seconds, naming the variable, before any output is written."""
 from __future__ import annotations
 
 import os
@@ -58,7 +58,7 @@ def test_a_ray_up_before_a_command_stays_up_after_it(ray_cluster):
     assert ray.is_initialized()
 
 
-def preprocess_joining(tmp_path, **env) -> subprocess.CompletedProcess:
+def preprocess_joining(tmp_path, timeout: int = 120, **env) -> subprocess.CompletedProcess:
     """`fer-ray preprocess` of the JAFFE sample with these environment changes; a join that hangs
     fails by the timeout (Ray alone retried a silent address for minutes)."""
     from fer_ray.sample_data import write_sample_data
@@ -66,8 +66,17 @@ def preprocess_joining(tmp_path, **env) -> subprocess.CompletedProcess:
     raw = write_sample_data(str(tmp_path / "raw"), layouts=("jaffe",))["jaffe"]["uri"]
     command = [sys.executable, "-m", "fer_ray.cli", "preprocess", "--layout", "jaffe", "--input", raw,
                "--output", str(tmp_path / "out")]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120,
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "FER_RAY_LOG_DIR": str(tmp_path), **env})
+
+
+def test_a_data_command_starts_its_local_instance_without_a_dashboard(ray_cluster, tmp_path):
+    done = preprocess_joining(tmp_path, timeout=300, RAY_ADDRESS="local")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "_commit.json").exists()
+    ray_output = "".join(log.read_text() for log in tmp_path.glob("preprocess-*.log"))
+    assert "Started a local Ray instance." in ray_output  # Ray's own line, in the run log
+    assert "View the dashboard" not in ray_output
 
 
 def test_an_address_where_no_cluster_answers_fails_naming_ray_address(tmp_path):
