@@ -1,7 +1,8 @@
 """A preprocess run's inputs: checked and listed on the driver before any Ray work (images and
-videos alike), then read as a Ray Data read: the listed rows fetched by FetchStage, or
-FER2013's CSV streamed by one read task. A read, never from_items: Ray Data's row
-checkpointing filters only what a read yields (a resumed run skips there)."""
+videos alike), then read as a Ray Data read: the listed rows fetched by FetchStage (by the
+face actors themselves from a file system), or FER2013's CSV streamed by one read task. A
+read, never from_items: Ray Data's row checkpointing filters only what a read yields (a
+resumed run skips there)."""
 from __future__ import annotations
 
 import ray.data
@@ -13,7 +14,7 @@ from fer_ray.pipelines import runs
 from fer_ray.runtime import LIGHT_CPUS
 from fer_ray.stages.base import apply_stage
 from fer_ray.stages.face import FaceStage
-from fer_ray.stages.fetch import FetchStage
+from fer_ray.stages.fetch import FetchStage, fetched_by_face_stage
 
 
 def check(cfg: PreprocessConfig) -> Inputs:
@@ -38,7 +39,7 @@ def read_inputs(cfg: PreprocessConfig, inputs: Inputs) -> ray.data.Dataset:
     if inputs.rows is None:
         return read_stream(cfg)
     listed = ray.data.read_datasource(RowsDatasource(inputs.rows), num_cpus=LIGHT_CPUS)
-    return apply_stage(listed, FetchStage, cfg)
+    return listed if fetched_by_face_stage(cfg) else apply_stage(listed, FetchStage, cfg)
 
 
 def read_stream(cfg: PreprocessConfig) -> ray.data.Dataset:

@@ -2,9 +2,12 @@
 
 Decoding happens inside this stage, not in a stage of its own: shipping full-size
 decoded images (a 12-megapixel photo is 36 MB) through the object store between two
-stages costs more than the decode itself. A batch is decoded, searched and aligned in
-chunks whose decoded pixels stay within face.max_batch_pixels (sizes read from the image
-headers first): decoding a whole batch of large photos at once took one actor to 4 GB.
+stages costs more than the decode itself. Inputs on a file system are read here too
+(stages.fetch.fetched_by_face_stage); from object storage FetchStage reads them before.
+
+A batch is decoded, searched and aligned in chunks whose decoded pixels stay within
+face.max_batch_pixels (sizes read from the image headers first): decoding a whole batch of
+large photos at once took one actor to 4 GB.
 
 Output: an Arrow table of schema.FACE_ROWS: one row per face found, plus one placeholder
 row for each input that gave no face; `is_face` and `is_manifest` tell the writer which
@@ -15,6 +18,7 @@ row, or the placeholder). The columns already have the Parquet types, so neither
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -26,6 +30,7 @@ from fer_ray.face68 import N_VALUES
 from fer_ray.runtime import Capacity, check_face_actors
 from fer_ray.schema import Status
 from fer_ray.stages.base import Stage, batch_rows
+from fer_ray.stages.fetch import FetchStage, fetched_by_face_stage
 from fer_ray.vision.align import align_face
 from fer_ray.vision.decode import ImageError, decode_image, header_pixels, pixels_to_image
 from fer_ray.vision.detect import full_image_box
@@ -76,6 +81,8 @@ class FaceStage(Stage):
         self.extractor = FaceExtractor(cfg.face, self.detector, cfg.device, lazy_landmarker=True)
         self.face_shape = [cfg.face.size, cfg.face.size, cfg.face.channels]
         self.blank = bytes(int(np.prod(self.face_shape)))  # the crop of a row without a face
+        self.fetcher = FetchStage(cfg) if fetched_by_face_stage(cfg) else None
+        self.fetch_threads = ThreadPoolExecutor(FetchStage.threads) if self.fetcher else None
 
     @staticmethod
     def check_weights(cfg: PreprocessConfig) -> None:
@@ -99,6 +106,8 @@ class FaceStage(Stage):
 
     def __call__(self, batch: dict) -> pa.Table:
         rows = batch_rows(batch)
+        if self.fetcher:  # rows that carry their bytes already (a caller's) are left as they are
+            self.fetcher.fetch_all([row for row in rows if not row["data"]], self.fetch_threads)
         sizes = [self.decoded_pixels(row) for row in rows]
         out = []
         for chunk in plan_chunks(sizes, self.cfg.face.max_batch_pixels):

@@ -135,3 +135,20 @@ def test_annotated_crops_are_aligned_without_loading_the_landmark_model():
     assert {r["source_uri"]: (r["status"], r["landmarker"]) for r in second} == {
         "a.png": ("ok", "annotation"), "b.png": ("ok", "dlib")}
     assert "landmarker" in vars(stage.extractor)
+
+
+def test_the_stage_reads_inputs_on_a_file_system_itself_and_leaves_object_storage_to_the_fetch(tmp_path):
+    from fer_ray import datasets
+    from fer_ray.sample_data import write_sample_data
+    from fer_ray.stages.fetch import fetched_by_face_stage
+
+    raw = write_sample_data(str(tmp_path), layouts=("affectnet",))["affectnet"]["uri"]
+    cfg = PreprocessConfig(layout="affectnet", input=raw, output=str(tmp_path / "out"))
+    listed = datasets.list_inputs(cfg).rows.slice(0, 3)
+    batch = {name: column.to_numpy(zero_copy_only=False) for name, column in zip(listed.column_names, listed.columns)}
+    assert not any(batch["data"])  # the listing reads nothing
+    rows = FaceStage(cfg)(batch).to_pylist()
+    assert [(r["status"], r["landmarker"]) for r in rows] == [("ok", "annotation")] * 3  # image and .npy files read
+    assert fetched_by_face_stage(cfg)
+    assert not fetched_by_face_stage(PreprocessConfig(layout="affectnet", input="s3://raw/affectnet", output="-"))
+    assert not fetched_by_face_stage(PreprocessConfig(layout="fer2013", input=raw, output="-"))  # its CSV streams
