@@ -1,13 +1,15 @@
 """Input several times larger than Ray's object store: the preprocessing job still finishes,
 every input is accounted for, and the driver's memory stays flat.
 
-A local Ray instance is started with a small object store (default 150 MiB), and the job
-reads a `folder` layout of large, noisy photos (JPEG, default 280 of about 2.2 MiB: about 4x
-the store). The encoded photos travel through the object store from the read tasks to the
-face actors. The same job then runs again with a store that holds the input twice over (the
-baseline: nothing has to spill), and the script prints, for both, the input/store ratio, what
-Ray spilled to disk and restored (from its memory summary), the driver's RSS before, at peak
-and after, and the throughput; the last line compares the two throughputs.
+A local Ray instance is started with a small object store (default 150 MiB), and the job reads
+a `folder` layout of large, noisy photos (JPEG, default 280 of about 2.2 MiB: about 4x the
+store). Since the face actors read local files themselves, the encoded photos no longer travel
+through the object store (from S3 they do, from the fetch tasks to the face actors): what
+passes through it here is the listing and the faces. The same job then runs again with a store
+that holds the input twice over (the baseline: nothing has to spill), and the script prints,
+for both, the input/store ratio, what Ray spilled to disk and restored (from its memory
+summary), the driver's RSS before, at peak and after, and the throughput; the last line
+compares the two throughputs.
 Ray Data's streaming executor keeps what is in flight under the store's size (backpressure),
 so "spilled 0" is a possible, good outcome: it means the store never had to overflow.
 
