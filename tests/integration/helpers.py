@@ -79,5 +79,6 @@ def kill_cli_after_units(args: list[str], output: str, ray_address: str, units: 
             driver.wait(120)
         stderr.seek(0)
         said = stderr.read()
-    assert committed_units(output) >= units and not storage.exists(storage.join(output, "_commit.json"))
+    assert committed_units(output) >= units and not storage.exists(storage.join(output, "_commit.json")), (
+        committed_units(output), driver.returncode, said[-3000:])
     return driver.returncode, said
