@@ -37,10 +37,15 @@ class Inputs:
     fingerprint: str
 
 
+def streams_its_file(layout: str) -> bool:
+    """Whether the layout streams its own file (FER2013's CSV) rather than listing inputs."""
+    return hasattr(layout_module(layout), "count_inputs")
+
+
 def list_inputs(cfg: PreprocessConfig) -> Inputs:
     """The layout's inputs, each listed name once; a ConfigError if there are none."""
     module = layout_module(cfg.layout)
-    if hasattr(module, "count_inputs"):  # streams its own file (FER2013's CSV)
+    if streams_its_file(cfg.layout):
         count, fingerprint = module.count_inputs(cfg)
         return Inputs(None, count, fingerprint)
     if storage.is_file(cfg.input, cfg.retry):

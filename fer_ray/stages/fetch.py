@@ -19,9 +19,9 @@ def fetched_by_face_stage(cfg) -> bool:
     through the object store): on 12,000 AffectNet-shaped inputs on 2 cores, 187.5-188.1
     images/s against 171.9-177.9 (alternating). An object store's latency is better hidden by
     an operator of its own, whose tasks wait while the actors compute."""
-    from fer_ray.datasets import layout_module
+    from fer_ray.datasets import streams_its_file
 
-    return not storage.is_s3(cfg.input) and not hasattr(layout_module(cfg.layout), "datasource")
+    return not storage.is_s3(cfg.input) and not streams_its_file(cfg.layout)
 
 
 class FetchStage(Stage):
