@@ -103,7 +103,7 @@ def test_a_killed_run_is_never_read_and_resumes_to_the_uninterrupted_result(samp
                                                                             tmp_path, capsys):
     output = str(tmp_path / "out")
     args = ["preprocess", "--layout", "jaffe", "--input", str(sample / "jaffe"), "--output", output,
-            "--rows-per-file", str(SMALL_FILES), "--workers", "1"]  # one face actor: the run outlasts 2 units
+            "--rows-per-file", str(SMALL_FILES), "--workers", "1"]  # one face actor: the run outlasts a unit
     kill_cli_after_units(args, output, ray_cluster.address)
     # readers refuse the partial output instead of taking it for a finished one
     capsys.readouterr()

@@ -79,6 +79,24 @@ def submit_losing_a_node(cluster: LocalCluster, job: str, args: list[str], outpu
     return victim
 
 
+def submit_losing_a_batch(cluster: LocalCluster, job: str, args_of, output: str, stage: str,
+                          replace: bool = False, tries: int = 3) -> tuple[str, WorkerNode]:
+    """submit_losing_a_node (job arguments `args_of(output)`) until a batch of `stage` was lost
+    with the node; returns the output of that try and the lost node. The state API hears of a
+    batch up to a second late, so the one it shows running may have finished just before the
+    kill: then nothing was lost, the run proves nothing, and the job runs again to a new output
+    once a new node has taken the lost one's place."""
+    for attempt in range(tries):
+        where = f"{output}-{attempt}" if attempt else output
+        lost = submit_losing_a_node(cluster, job, args_of(where), where, stage, replace)
+        if any(task.node_id == lost.node_id and task.state == "FAILED" for task in stage_tasks(cluster, where, stage)):
+            return where, lost
+        print(f"try {attempt + 1}: no {stage} batch was in flight on the lost node; again")
+        if not replace:
+            cluster.replace(lost)
+    raise AssertionError(f"in {tries} tries no {stage} batch was in flight on the node when it was lost")
+
+
 def rows(output: str, folder: str, drop: tuple[str, ...] = ()) -> list[dict]:
     """A committed folder's rows, sorted, without the `drop` columns; NaN made comparable
     (NaN != NaN would make equal outputs differ)."""

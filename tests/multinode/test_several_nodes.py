@@ -30,7 +30,7 @@ from tests.multinode.helpers import (
     rows,
     stage_tasks,
     submit,
-    submit_losing_a_node,
+    submit_losing_a_batch,
     train_worker_nodes,
 )
 
@@ -76,9 +76,8 @@ def test_preprocess_on_three_nodes_equals_one_node(spread_preprocess, preprocess
 
 
 def test_preprocess_job_survives_losing_a_node(three_nodes, spread_preprocess, preprocess_job, bucket):
-    output = f"{bucket}/multinode/jaffe-node-lost"
-    lost = submit_losing_a_node(three_nodes, "preprocess", preprocess_args(preprocess_job, output), output,
-                                "FaceStage")
+    output, lost = submit_losing_a_batch(three_nodes, "preprocess", lambda out: preprocess_args(preprocess_job, out),
+                                         f"{bucket}/multinode/jaffe-node-lost", "FaceStage")
     three_nodes.replace(lost)
     check_lost_batches_redone(three_nodes, output, "FaceStage", lost.node_id)
     manifest = read_output(output, "manifest").column("source_uri").to_pylist()
@@ -143,10 +142,10 @@ def test_label_videos_job_spreads_and_survives_losing_a_node(three_nodes, one_no
     its segment batches ran on both workers, and losing the second one in mid-run changed no row
     of the single node's run. A new node replaces the lost one: on the one 1-CPU node left, its
     segment and classifier actors hold 0.9 CPU, and a probe task to redo (0.2) found no room."""
-    output = f"{bucket}/multinode/labels-node-lost"
     kept = three_nodes.workers[0]
-    lost = submit_losing_a_node(three_nodes, "label_videos", ["--input", videos, "--output", output, *ARGS],
-                                output, "SegmentStage", replace=True)
+    output, lost = submit_losing_a_batch(three_nodes, "label_videos", lambda out: ["--input", videos, "--output", out,
+                                                                               *ARGS],
+                                         f"{bucket}/multinode/labels-node-lost", "SegmentStage", replace=True)
     attempts = Counter((task.node_id, task.state) for task in stage_tasks(three_nodes, output, "SegmentStage"))
     print(f"segment batch attempts per (node, state): {dict(attempts)}")
     assert {kept.node_id, lost.node_id} <= {node for node, _ in attempts}, attempts
