@@ -20,7 +20,6 @@ def run_export(checkpoint_uri: str, output: str) -> dict[str, str]:
         check_parity(model, spec, mean, std, directory)
         for kind, path in paths.items():
             uri = storage.join(output, os.path.basename(path))
-            with open(path, "rb") as f:
-                storage.write_bytes(uri, f.read())
+            storage.upload_file(path, uri)  # in chunks: a big model is never whole in memory
             written[kind] = uri
     return written
