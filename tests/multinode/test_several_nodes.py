@@ -143,8 +143,11 @@ def test_label_videos_job_spreads_and_survives_losing_a_node(three_nodes, one_no
     of the single node's run. A new node replaces the lost one: on the one 1-CPU node left, its
     segment and classifier actors hold 0.9 CPU, and a probe task to redo (0.2) found no room."""
     kept = three_nodes.workers[0]
-    output, lost = submit_losing_a_batch(three_nodes, "label_videos", lambda out: ["--input", videos, "--output", out,
-                                                                               *ARGS],
+
+    def label_args(output: str) -> list[str]:
+        return ["--input", videos, "--output", output, *ARGS]
+
+    output, lost = submit_losing_a_batch(three_nodes, "label_videos", label_args,
                                          f"{bucket}/multinode/labels-node-lost", "SegmentStage", replace=True)
     attempts = Counter((task.node_id, task.state) for task in stage_tasks(three_nodes, output, "SegmentStage"))
     print(f"segment batch attempts per (node, state): {dict(attempts)}")
