@@ -8,10 +8,14 @@ runs' files. So a run takes the output's lease before it stages anything, and a 
 is refused in one line naming the holder.
 
 Object stores have no atomic create-if-absent that pyarrow exposes, so the lease is taken in
-three steps: read (nobody holds it), write ours, then read it again `CONFIRM_S` later. Two runs
-can both believe they hold it only if one of them took longer than `CONFIRM_S` between its
-read and its write; a run that did is made to try again. S3 reads after writes are strongly
-consistent, as are local files.
+three steps: read (nobody holds it), write ours, then read it again a wait later. Two runs can
+both believe they hold it only if one of them took longer between its read and its write than
+the other waited. A try that took more than half its wait does not count: the run tries again,
+each try waiting twice as long as the one before (`CONFIRM_S` first), so slow storage (a far
+region, a loaded server) gets the lease on a later try instead of a refusal on every try.
+What timing cannot rule out (a slow try writing over a lease a quick run has just confirmed)
+the heartbeat and the check before a commit catch: the run that lost its lease publishes
+nothing. S3 reads after writes are strongly consistent, as are local files.
 
 The holder rewrites the lease every `HEARTBEAT_S`. A lease not rewritten for `EXPIRES_S` is
 stale (its run died without releasing it), and so is one whose process is gone from this very
@@ -38,10 +42,10 @@ from fer_ray.logs import say
 log = logging.getLogger(__name__)
 
 LEASE_FILE = "_lease.json"
-CONFIRM_S = 0.4     # how long a written lease must stay ours before the run counts it as held
+CONFIRM_S = 0.4     # how long a written lease must stay ours, on the first try, before the run counts it held
 HEARTBEAT_S = 15.0  # how often the holder rewrites it
 EXPIRES_S = 120.0   # a lease not rewritten for this long is stale (clocks of other hosts may drift)
-ATTEMPTS = 3        # tries at taking a free lease, when a try was too slow to be sure of it
+ATTEMPTS = 4        # tries at taking a free lease, each waiting twice as long as the one before
 
 
 # Tokens of the leases this process holds now: a lease of this very process that is not among
@@ -164,7 +168,8 @@ def acquire_lease(output: str, job: str, run: str, retry: RetryConfig) -> Output
     """Take the output's lease for this process, or raise OutputBusy naming its holder."""
     mine = Holder.this_process(job, run)
     made_output = not storage.exists(output, retry)
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        wait = CONFIRM_S * 2 ** attempt
         checked = time.monotonic()
         current = read_holder(output, retry)
         now = time.time()
@@ -175,14 +180,18 @@ def acquire_lease(output: str, job: str, run: str, retry: RetryConfig) -> Output
             say(f"{output}: taking over the lease of {current.describe(now)}, which has ended")
         mine.since = mine.heartbeat = time.time()
         storage.write_bytes(lease_uri(output), mine.to_json(), retry)
-        sure = time.monotonic() - checked <= CONFIRM_S / 2
-        time.sleep(CONFIRM_S)
+        took = time.monotonic() - checked
+        time.sleep(wait)
         confirmed = read_holder(output, retry)
-        if sure and confirmed is not None and confirmed.token == mine.token:
+        if confirmed is None or confirmed.token != mine.token:
+            continue  # another run wrote after ours: the next read names it
+        if took <= wait / 2:
             lease = OutputLease(output, mine, retry, made_output)
             _HELD_HERE.add(mine.token)
             lease.start_heartbeat()
             return lease
+        log.info("%s: the lease's read and write took %.2f s, more than half the %.1f s wait; trying again",
+                 output, took, wait)
     OutputLease(output, mine, retry, made_output).release()
     raise OutputBusy(f"{output}: could not take the output's lease in {ATTEMPTS} tries (storage too slow, or "
                      f"another run taking it); try again")

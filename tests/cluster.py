@@ -73,6 +73,14 @@ def counting_gets(app, served: list[Served]):
     return counted
 
 
+def delayed(app, server: "S3Server"):
+    """The WSGI app, answering each request `server.latency_s` late (a far region, a loaded server)."""
+    def answer(environ, start_response):
+        time.sleep(server.latency_s)
+        return app(environ, start_response)
+    return answer
+
+
 class S3Server:
     """moto in server mode on 127.0.0.1, reached over HTTP exactly like AWS. It can be
     stopped and started again on the same port (an outage): moto keeps its buckets in the
@@ -86,6 +94,7 @@ class S3Server:
         self.live: set[socket.socket] = set()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.served: list[Served] = []  # every GET answered, so tests can see how objects were read
+        self.latency_s = 0.0  # added to every answer (slowly)
 
     def start(self) -> "S3Server":
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -102,7 +111,7 @@ class S3Server:
                 live.discard(self.connection)
                 super().finish()
 
-        app = counting_gets(DomainDispatcherApplication(create_backend_app), self.served)
+        app = delayed(counting_gets(DomainDispatcherApplication(create_backend_app), self.served), self)
         self.server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=TrackedHandler)
         self.serving = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.serving.start()
@@ -120,6 +129,15 @@ class S3Server:
         thread = threading.Thread(target=restart, daemon=True)
         thread.start()
         return thread
+
+    @contextlib.contextmanager
+    def slowly(self, latency_s: float):
+        """Every request answered `latency_s` late inside the block."""
+        self.latency_s = latency_s
+        try:
+            yield
+        finally:
+            self.latency_s = 0.0
 
     def env(self) -> dict:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",

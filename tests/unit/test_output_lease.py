@@ -95,14 +95,31 @@ def test_a_second_run_is_refused_naming_the_holder_and_the_lease_stays_the_first
 
 
 def test_a_lease_never_sure_in_its_tries_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
-    """Every try too slow between its read and its write to be sure of the lease (storage
-    slower than CONFIRM_S / 2): OutputBusy saying so, and no lease or folder left behind."""
+    """Every try too slow between its read and its write to be sure of the lease (more than
+    half its wait): OutputBusy saying so, and no lease or folder left behind."""
     monkeypatch.setattr(lease, "CONFIRM_S", 0.0)
     output = tmp_path / "out"
     with pytest.raises(OutputBusy, match=rf"could not take the output's lease in {lease.ATTEMPTS} tries"):
         acquire_lease(str(output), "preprocess", "run-1", RETRY)
     assert not output.exists()
     assert not lease._HELD_HERE
+
+
+def test_slow_storage_gets_the_lease_on_a_longer_try(s3_server, caplog):
+    """Every request to S3 answered 60 ms late, so the first try's read and write take longer
+    than half its wait (seen on a loaded CI machine, where each of three equal tries was refused):
+    a later try, waiting longer, takes the lease."""
+    name = f"lease-{time.monotonic_ns()}"
+    s3_server.create_bucket(name)
+    output = f"s3://{name}/out"
+    with s3_server.slowly(0.06), caplog.at_level("INFO", logger="fer_ray.lease"):
+        held = acquire_lease(output, "preprocess", "run-1", RETRY)
+        try:
+            assert read_holder(output).token == held.holder.token
+        finally:
+            held.release()
+    assert "more than half the 0.4 s wait; trying again" in caplog.text
+    assert read_holder(output) is None
 
 
 def test_a_lease_not_renewed_in_time_is_taken_over(output, capsys):
