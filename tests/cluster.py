@@ -76,7 +76,8 @@ def counting_gets(app, served: list[Served]):
 def delayed(app, server: "S3Server"):
     """The WSGI app, answering each request `server.latency_s` late (a far region, a loaded server)."""
     def answer(environ, start_response):
-        time.sleep(server.latency_s)
+        if server.latency_s:
+            time.sleep(server.latency_s)
         return app(environ, start_response)
     return answer
 
