@@ -51,14 +51,18 @@ def ended_process() -> tuple[int, str]:
     return child.pid, started
 
 
+def s3_output(server) -> str:
+    """An output in a new bucket of the S3 test server."""
+    name = f"lease-{time.monotonic_ns()}"
+    server.create_bucket(name)
+    return f"s3://{name}/out"
+
+
 @pytest.fixture(params=["local", "s3"])
 def output(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "out")
-    server = request.getfixturevalue("s3_server")
-    name = f"lease-{time.monotonic_ns()}"
-    server.create_bucket(name)
-    return f"s3://{name}/out"
+    return s3_output(request.getfixturevalue("s3_server"))
 
 
 def test_a_free_output_is_leased_to_this_process_and_released_at_the_end(output):
@@ -109,9 +113,7 @@ def test_slow_storage_gets_the_lease_on_a_longer_try(s3_server, caplog):
     """Every request to S3 answered 60 ms late, so the first try's read and write take longer
     than half its wait (seen on a loaded CI machine, where each of three equal tries was refused):
     a later try, waiting longer, takes the lease."""
-    name = f"lease-{time.monotonic_ns()}"
-    s3_server.create_bucket(name)
-    output = f"s3://{name}/out"
+    output = s3_output(s3_server)
     with s3_server.slowly(0.06), caplog.at_level("INFO", logger="fer_ray.lease"):
         held = acquire_lease(output, "preprocess", "run-1", RETRY)
         try:
