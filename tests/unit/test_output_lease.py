@@ -290,6 +290,29 @@ def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(t
     assert not storage.exists(storage.join(output, results.RUNS_DIR))
 
 
+def test_the_command_never_sure_of_the_lease_exits_1_in_one_line_and_keeps_the_committed_result(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    """Storage too slow for every try (made so by a zero wait): the user's line, exit 1, the
+    committed result as it was and no lease left."""
+    from fer_ray import cli
+
+    monkeypatch.setattr(lease, "CONFIRM_S", 0.0)
+    output = str(tmp_path / "out")
+    committed = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [1]})]})
+    (tmp_path / "images" / "happy").mkdir(parents=True)
+    (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
+    capsys.readouterr()
+    code = cli.main(["preprocess", "--layout", "folder", "--input", str(tmp_path / "images"), "--output", output])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"fer-ray preprocess: failed: OutputBusy: {output}: could not take the output's "
+                              f"lease in {lease.ATTEMPTS} tries (storage too slow, or another run taking it); "
+                              f"try again (details: "), err
+    assert results.read_commit(output).run == committed.run
+    assert storage.list_dirs(storage.join(output, results.RUNS_DIR)) == [committed.run]
+    assert read_holder(output) is None
+
+
 @pytest.mark.parametrize("command", ["train", "tune"])
 def test_training_and_sweeps_hold_their_output_too(tmp_path, capsys, other_process, command):
     from fer_ray import cli
