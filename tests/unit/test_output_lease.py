@@ -273,16 +273,22 @@ def test_a_run_whose_lease_was_taken_over_fails_naming_the_new_holder_before_cou
     assert results.read_commit(cfg.output).run == committed.run  # the previous result is what readers see
 
 
-def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys, other_process):
+def preprocess_one_image(tmp_path, output: str, capsys) -> tuple[int, list[str]]:
+    """`fer-ray preprocess` of a folder with one (bad) image into `output`: its exit code and
+    the lines it wrote to stderr."""
     from fer_ray import cli
 
-    output = str(tmp_path / "out")
-    write_local_holder(output, other_process)
     (tmp_path / "images" / "happy").mkdir(parents=True)
     (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
     capsys.readouterr()
     code = cli.main(["preprocess", "--layout", "folder", "--input", str(tmp_path / "images"), "--output", output])
-    err = capsys.readouterr().err.strip().splitlines()
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_the_command_refused_for_a_busy_output_says_so_in_one_line_and_exits_1(tmp_path, capsys, other_process):
+    output = str(tmp_path / "out")
+    write_local_holder(output, other_process)
+    code, err = preprocess_one_image(tmp_path, output, capsys)
     assert code == 1
     assert err[-1].startswith("fer-ray preprocess: failed: OutputBusy: another run is writing into this output "
                               "(one at a time): wait for it to end or give another output; it is preprocess run "
@@ -294,16 +300,10 @@ def test_the_command_never_sure_of_the_lease_exits_1_in_one_line_and_keeps_the_c
                                                                                                  monkeypatch):
     """Storage too slow for every try (made so by a zero wait): the user's line, exit 1, the
     committed result as it was and no lease left."""
-    from fer_ray import cli
-
     monkeypatch.setattr(lease, "CONFIRM_S", 0.0)
     output = str(tmp_path / "out")
     committed = results.commit_tables(output, "preprocess", {"faces": [pa.table({"x": [1]})]})
-    (tmp_path / "images" / "happy").mkdir(parents=True)
-    (tmp_path / "images" / "happy" / "a.jpg").write_bytes(b"not an image")
-    capsys.readouterr()
-    code = cli.main(["preprocess", "--layout", "folder", "--input", str(tmp_path / "images"), "--output", output])
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = preprocess_one_image(tmp_path, output, capsys)
     assert code == 1
     assert err[-1].startswith(f"fer-ray preprocess: failed: OutputBusy: {output}: could not take the output's "
                               f"lease in {lease.ATTEMPTS} tries (storage too slow, or another run taking it); "
