@@ -2,11 +2,12 @@
 checkpoint check that evaluate and predict run on the driver before any Ray work."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
 
-from fer_ray import reports, storage
+from fer_ray import lease, reports, storage
 from fer_ray.config import TrainConfig
 from fer_ray.models import checkpoint as ckpt
 from fer_ray.runtime import start_ray
@@ -16,14 +17,23 @@ from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
 
 
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0,
-             page: bool = True, subject_splits: dict[str, str] | None = None) -> dict:
+             page: bool = True, subject_splits: dict[str, str] | None = None, hold_output: bool = False) -> dict:
     """Metrics of a checkpoint on one split of any shards; writes metrics.json and confusion.png
     (and report.html unless page is False: training writes its own page once it has finished).
 
     The shards are checked against the checkpoint's family (shape, label set; for a clip
     model its clips/ and the clip length it was trained on) before any work.
+    hold_output: hold the output's lease while evaluating (one run per output at a time, as
+    for every command); training's own test evaluation runs under training's lease.
     """
     path, state = ckpt.check(checkpoint_uri)
+    with lease.held(output, "evaluate", path) if hold_output else contextlib.nullcontext():
+        return evaluated(path, state, data_uris, split, output, workers, page, subject_splits)
+
+
+def evaluated(path: str, state: dict, data_uris: str, split: str, output: str, workers: int, page: bool,
+              subject_splits: dict[str, str] | None) -> dict:
+    """evaluate() once the checkpoint (`path`, its `state`) is checked."""
     cfg = ckpt.config_of(state)
     eval_cfg = TrainConfig(data=data_uris, output=output, model=cfg.model, label_set=cfg.resolved_label_set(),
                            clip_length=cfg.clip_length, train_split=split, val_split=split, test_split=split)

@@ -325,3 +325,29 @@ def test_training_and_sweeps_hold_their_output_too(tmp_path, capsys, other_proce
     assert code == 1 and err[-1].startswith(f"fer-ray {command}: failed: OutputBusy: another run is writing into "
                                             "this output"), err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [lease.LEASE_FILE]  # nothing else written
+
+
+def test_an_evaluation_holds_its_output_too(tmp_path, capsys, other_process):
+    """Checked first (the checkpoint), then refused for the busy output before reading any data;
+    nothing written but the holder's lease."""
+    from fer_ray import cli
+
+    output = str(tmp_path / "eval")
+    other = write_local_holder(output, other_process)
+    capsys.readouterr()
+    code = cli.main(["evaluate", "--checkpoint", "pretrained", "--data", str(tmp_path / "faces"), "--output", output])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("fer-ray evaluate: failed: OutputBusy: another run is writing into "
+                                            "this output"), err
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [lease.LEASE_FILE]
+    assert read_holder(output).token == other.token
+
+
+def test_the_api_evaluation_is_refused_for_a_busy_output_too(tmp_path, other_process):
+    import fer_ray
+
+    output = str(tmp_path / "eval")
+    write_local_holder(output, other_process)
+    with pytest.raises(OutputBusy, match="another run is writing into this output"):
+        fer_ray.evaluate("pretrained", str(tmp_path / "faces"), output=output)
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [lease.LEASE_FILE]
