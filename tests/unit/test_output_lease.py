@@ -328,18 +328,20 @@ def test_training_and_sweeps_hold_their_output_too(tmp_path, capsys, other_proce
 
 
 def test_an_evaluation_holds_its_output_too(tmp_path, capsys, other_process):
-    """Checked first (the checkpoint), then refused for the busy output before reading any data;
-    nothing written but the holder's lease."""
+    """Checked first (the checkpoint), then refused for the busy output before reading any data:
+    one line, exit 1, the earlier evaluation's files as they were and the holder's lease kept."""
     from fer_ray import cli
 
     output = str(tmp_path / "eval")
     other = write_local_holder(output, other_process)
+    (tmp_path / "eval" / "metrics.json").write_text('{"accuracy": 0.5}')  # an earlier evaluation's
     capsys.readouterr()
     code = cli.main(["evaluate", "--checkpoint", "pretrained", "--data", str(tmp_path / "faces"), "--output", output])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and err[-1].startswith("fer-ray evaluate: failed: OutputBusy: another run is writing into "
-                                            "this output"), err
-    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [lease.LEASE_FILE]
+    assert code == 1 and len(err) == 1 and err[0].startswith("fer-ray evaluate: failed: OutputBusy: another run is "
+                                                             "writing into this output"), err
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [lease.LEASE_FILE, "metrics.json"]
+    assert (tmp_path / "eval" / "metrics.json").read_text() == '{"accuracy": 0.5}'
     assert read_holder(output).token == other.token
 
 
