@@ -218,8 +218,7 @@ def evaluate(checkpoint: str, data: str, split: str = "test", output: str = "", 
     from fer_ray.training.evaluate import default_output
     from fer_ray.training.evaluate import evaluate as run_evaluation
 
-    return run_evaluation(checkpoint, data, split, output or default_output(checkpoint, split), workers=workers,
-                          hold_output=True)
+    return run_evaluation(checkpoint, data, split, output or default_output(checkpoint, split), workers=workers)
 
 
 @documented(PredictConfig)

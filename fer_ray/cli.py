@@ -121,7 +121,7 @@ def cmd_evaluate(args) -> int:
     from fer_ray.training.evaluate import default_output, evaluate
 
     output = args.output or default_output(args.checkpoint, args.split)
-    print_report(evaluate(args.checkpoint, args.data, args.split, output, workers=args.workers, hold_output=True))
+    print_report(evaluate(args.checkpoint, args.data, args.split, output, workers=args.workers))
     print(f"  confusion matrix: {storage.join(output, 'confusion.png')}")
     return 0
 

@@ -17,21 +17,22 @@ from fer_ray.training.metrics import confusion_matrix, confusion_png, summarise
 
 
 def evaluate(checkpoint_uri: str, data_uris: str, split: str, output: str, workers: int = 0,
-             page: bool = True, subject_splits: dict[str, str] | None = None, hold_output: bool = False) -> dict:
+             page: bool = True, subject_splits: dict[str, str] | None = None, hold_output: bool = True) -> dict:
     """Metrics of a checkpoint on one split of any shards; writes metrics.json and confusion.png
     (and report.html unless page is False: training writes its own page once it has finished).
 
     The shards are checked against the checkpoint's family (shape, label set; for a clip
     model its clips/ and the clip length it was trained on) before any work.
     hold_output: hold the output's lease while evaluating (one run per output at a time, as
-    for every command); training's own test evaluation runs under training's lease.
+    for every command); False only for training's own test evaluation, which writes into the
+    output that training's lease holds already.
     """
     path, state = ckpt.check(checkpoint_uri)
     with lease.held(output, "evaluate", path) if hold_output else contextlib.nullcontext():
-        return evaluated(path, state, data_uris, split, output, workers, page, subject_splits)
+        return evaluate_checked(path, state, data_uris, split, output, workers, page, subject_splits)
 
 
-def evaluated(path: str, state: dict, data_uris: str, split: str, output: str, workers: int, page: bool,
+def evaluate_checked(path: str, state: dict, data_uris: str, split: str, output: str, workers: int, page: bool,
               subject_splits: dict[str, str] | None) -> dict:
     """evaluate() once the checkpoint (`path`, its `state`) is checked."""
     cfg = ckpt.config_of(state)

@@ -227,7 +227,8 @@ def finish(cfg: TrainConfig, result: ray.train.Result, elapsed: float, eval_work
     storage.write_bytes(best_uri, ckpt.to_bytes(best_state))
     storage.write_bytes(storage.join(cfg.output, "learning_curve.png"), learning_curve_png(history))
     report = (evaluate(best_uri, cfg.data, cfg.test_split, cfg.output, workers=eval_workers, page=False,
-                       subject_splits=subject_splits) if eval_workers else {})
+                       subject_splits=subject_splits, hold_output=False)  # under training's lease
+              if eval_workers else {})
     report.update({"best_epoch": best_state["epoch"], "epochs": len(history), "train_s": round(elapsed, 1),
                    "history": history, "output": cfg.output})
     storage.write_bytes(storage.join(cfg.output, "metrics.json"), json.dumps(report, indent=2).encode())

@@ -162,8 +162,7 @@ def test_evaluate_reproduces_the_test_report(trained, fer_shards, bucket, tmp_pa
 
     cfg, _ = trained
     report = json.loads(storage.read_bytes(storage.join(cfg.output, "metrics.json")))  # the latest run's
-    again = evaluate(storage.join(cfg.output, "checkpoint.pt"), fer_shards, "test", f"{bucket}/eval/dexpression",
-                     hold_output=True)  # as `fer-ray evaluate` does
+    again = evaluate(storage.join(cfg.output, "checkpoint.pt"), fer_shards, "test", f"{bucket}/eval/dexpression")
     assert again["confusion"] == report["confusion"] and sum(map(sum, again["confusion"])) == again["n"]
     assert storage.exists(f"{bucket}/eval/dexpression/confusion.png")
     assert not storage.exists(f"{bucket}/eval/dexpression/_lease.json")  # released
