@@ -313,35 +313,23 @@ def test_the_command_never_sure_of_the_lease_exits_1_in_one_line_and_keeps_the_c
     assert read_holder(output) is None
 
 
-@pytest.mark.parametrize("command", ["train", "tune"])
-def test_training_and_sweeps_hold_their_output_too(tmp_path, capsys, other_process, command):
+@pytest.mark.parametrize("command", ["train", "tune", "evaluate"])
+def test_training_sweeps_and_evaluations_hold_their_output_too(tmp_path, capsys, other_process, command):
+    """Refused for the busy output before reading any data (an evaluation checks its checkpoint
+    first): one line, exit 1, an earlier result's file as it was and the holder's lease kept."""
     from fer_ray import cli
 
-    output = str(tmp_path / "run")
-    write_local_holder(output, other_process)
-    capsys.readouterr()
-    code = cli.main([command, "--data", str(tmp_path / "faces"), "--output", output])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and err[-1].startswith(f"fer-ray {command}: failed: OutputBusy: another run is writing into "
-                                            "this output"), err
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [lease.LEASE_FILE]  # nothing else written
-
-
-def test_an_evaluation_holds_its_output_too(tmp_path, capsys, other_process):
-    """Checked first (the checkpoint), then refused for the busy output before reading any data:
-    one line, exit 1, the earlier evaluation's files as they were and the holder's lease kept."""
-    from fer_ray import cli
-
-    output = str(tmp_path / "eval")
+    output = str(tmp_path / "out")
     other = write_local_holder(output, other_process)
-    (tmp_path / "eval" / "metrics.json").write_text('{"accuracy": 0.5}')  # an earlier evaluation's
+    (tmp_path / "out" / "metrics.json").write_text('{"accuracy": 0.5}')  # an earlier run's
+    checkpoint = ["--checkpoint", "pretrained"] if command == "evaluate" else []
     capsys.readouterr()
-    code = cli.main(["evaluate", "--checkpoint", "pretrained", "--data", str(tmp_path / "faces"), "--output", output])
+    code = cli.main([command, *checkpoint, "--data", str(tmp_path / "faces"), "--output", output])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and err[0].startswith("fer-ray evaluate: failed: OutputBusy: another run is "
-                                                             "writing into this output"), err
-    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [lease.LEASE_FILE, "metrics.json"]
-    assert (tmp_path / "eval" / "metrics.json").read_text() == '{"accuracy": 0.5}'
+    assert code == 1 and len(err) == 1 and err[0].startswith(f"fer-ray {command}: failed: OutputBusy: another run "
+                                                             "is writing into this output"), err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [lease.LEASE_FILE, "metrics.json"]
+    assert (tmp_path / "out" / "metrics.json").read_text() == '{"accuracy": 0.5}'
     assert read_holder(output).token == other.token
 
 
